@@ -1,0 +1,152 @@
+"""Latency: event produce time -> alert received by a consumer, at a steady offered rate.
+
+The worker runs with its alert threshold overridden to 0 (VRAE_MODEL__THRESHOLD=0), so every scored
+window becomes an alert and every timed event yields one latency sample: this measures the full path
+(poll, Redis, forward pass, alert produce with acks=all, commit) for every window, not a sampled few.
+Each event's `ts` is the wall-clock time at which the producer sent it, and the alert carries that
+`ts` back as `window_end`, so latency = alert receive time - window_end on one machine clock.
+
+The listener is a separate process, so neither the producer's pacing nor the listener's decoding
+steals the worker's CPU or skews each other. Series are warmed up (window - 1 events each) before
+the timed phase, so every timed event ends a due window.
+
+Run alone: `python benchmarks/latency.py --latency-rate 5000 --windows 24` (the default rate, half
+of the maximum, needs the throughput run: use run_all.py).
+"""
+
+import json
+import multiprocessing
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+import options
+from bench_models import write_artifact
+from harness import (Stack, Topics, WorkerProcess, encode_event, format_figures, local_stack, preload,
+                     series_ids, stream_values, time_drain, worker_env, write_json)
+from worker import local_services
+
+TICK_S = 0.005  # the producer's pacing step: events due in each 5 ms slice are sent together
+
+
+def listen(bootstrap: str, topic: str, expected: int, timeout_s: float, ready: Connection, out: Connection) -> None:
+    """Child process: collect `receive ms - window_end` of `expected` alerts and send them back."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10,
+                             max_poll_records=5000)
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    consumer.poll(timeout_ms=100)
+    ready.send(True)
+    latencies: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(latencies) < expected and time.monotonic() < deadline:
+            batches = consumer.poll(timeout_ms=50)
+            received_ms = time.time_ns() // 1_000_000
+            for records in batches.values():
+                for record in records:
+                    latencies.append(received_ms - json.loads(record.value)["window_end"])
+    finally:
+        consumer.close()
+    out.send(np.asarray(latencies, dtype=np.int64))
+
+
+def latency_producer(bootstrap: str) -> KafkaProducer:
+    """A typical low-latency sensor gateway: small linger, leader acks."""
+    return KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2)
+
+
+def offer_steady(bootstrap: str, topic: str, ids: list[str], n_features: int, rate: float,
+                 duration_s: float) -> tuple[int, float]:
+    """Send events round-robin over the series at `rate`/s for `duration_s`; ts = send time (ms)."""
+    values = stream_values(1000, len(ids), n_features, seed=2)
+    keys = [sid.encode() for sid in ids]
+    last_ts = [0] * len(ids)
+    producer = latency_producer(bootstrap)
+    sent = 0
+    started = time.perf_counter()
+    try:
+        while (elapsed := time.perf_counter() - started) < duration_s:
+            due = int(rate * elapsed) - sent
+            for _ in range(due):
+                index = sent % len(ids)
+                ts_ms = max(time.time_ns() // 1_000_000, last_ts[index] + 1)
+                last_ts[index] = ts_ms
+                step = (sent // len(ids)) % values.shape[0]
+                producer.send(topic, key=keys[index], value=encode_event(ids[index], ts_ms, values[step, index]))
+                sent += 1
+            time.sleep(TICK_S)
+        achieved = sent / (time.perf_counter() - started)
+        producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=10)
+    return sent, achieved
+
+
+def run_window(stack: Stack, opts: options.BenchOptions, window: int, rate: float, workdir: Path) -> dict[str, float]:
+    model = write_artifact(workdir / f"latency-{opts.preset}-w{window}.pt", opts.preset, window, opts.features)
+    topics = Topics.fresh(stack, f"latency-w{window}")
+    ids = series_ids(opts.series)
+    # Warm-up events carry the harness' fixed past origin, so every live `ts` (wall clock) is later.
+    warm_total = preload(stack.bootstrap, topics.events, opts.series, window - 1, opts.features)
+    metrics_port = local_services.free_port()
+    env = worker_env(stack, topics, model, metrics_port=metrics_port, heartbeat=workdir / f"latency-w{window}.hb",
+                     key_prefix=f"latency-w{window}", threshold=0.0)
+    expected = int(rate * opts.latency_s)
+    context = multiprocessing.get_context("spawn")
+    ready_receive, ready_send = context.Pipe(duplex=False)
+    result_receive, result_send = context.Pipe(duplex=False)
+    with WorkerProcess(env, metrics_port, workdir / f"worker-latency-w{window}.log") as worker:
+        time_drain(stack, topics, warm_total, warm_total, timeout_s=120)
+        listener = context.Process(target=listen, args=(stack.bootstrap, topics.alerts, expected,
+                                                        opts.latency_s + 60, ready_send, result_send))
+        listener.start()
+        try:
+            ready_receive.recv()
+            sent, achieved = offer_steady(stack.bootstrap, topics.events, ids, opts.features, rate, opts.latency_s)
+            latencies_ms = result_receive.recv()
+        finally:
+            listener.join(timeout=30)
+            if listener.is_alive():
+                listener.kill()
+        worker.check_alive()
+    suffix = f"_w{window}"
+    return {
+        f"latency_offered_events_per_s{suffix}": rate,
+        f"latency_achieved_events_per_s{suffix}": achieved,
+        f"latency_events{suffix}": sent,
+        f"latency_alerts_received{suffix}": int(latencies_ms.size),
+        f"latency_p50_ms{suffix}": float(np.percentile(latencies_ms, 50)) if latencies_ms.size else float("nan"),
+        f"latency_p99_ms{suffix}": float(np.percentile(latencies_ms, 99)) if latencies_ms.size else float("nan"),
+        f"latency_max_ms{suffix}": float(latencies_ms.max()) if latencies_ms.size else float("nan"),
+    }
+
+
+def run(stack: Stack, opts: options.BenchOptions, rates: dict[int, float], workdir: Path) -> dict[str, float]:
+    """`rates[window]`: events/s to offer for each window length."""
+    figures: dict[str, float] = {}
+    for window, rate in rates.items():
+        figures.update(run_window(stack, opts, window, rate, workdir))
+    return figures
+
+
+def main() -> None:
+    opts = options.parse(__doc__.splitlines()[0])
+    if opts.latency_rate is None:
+        raise SystemExit("latency.py: give --latency-rate (run_all.py derives it from the measured maximum)")
+    with tempfile.TemporaryDirectory(prefix="vrae-bench-") as scratch:
+        workdir = opts.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        with local_stack(workdir) as stack:
+            figures = run(stack, opts, {window: opts.latency_rate for window in opts.windows}, workdir)
+    print(format_figures(figures))
+    write_json(opts.json_out, figures)
+
+
+if __name__ == "__main__":
+    main()

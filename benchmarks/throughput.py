@@ -1,0 +1,175 @@
+"""Throughput: how fast one worker process drains a pre-loaded topic, against two references.
+
+Per window length, the topic holds a warm-up (window - 1 events per series, so every later event ends
+a due window) followed by the timed events, all interleaved by time step as sensors report. Three
+consumers read the same records, one after the other:
+- raw: a plain kafka-python consumer that only polls and decodes JSON: the client's ceiling;
+- worker: `python -m worker run`, timed from the first commit past the warm-up to the last commit
+  (alerts produced and confirmed before each commit);
+- naive: the same parser, Lua script, model and alert code, one event at a time, timed on a prefix
+  of the steady-state events and extrapolated as a rate.
+Redis memory per series and the worker's peak RSS come from the same run.
+
+Run alone: `python benchmarks/throughput.py --events 200000 --series 1000 --windows 24,64`.
+"""
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+import torch
+from kafka import KafkaConsumer, TopicPartition
+
+import options
+from bench_models import write_artifact
+from harness import (Stack, Topics, WorkerProcess, bulk_producer, format_figures, local_stack, preload, redis_cost, time_drain,
+                     worker_env, write_json)
+from naive_worker import NaiveWorker, run_naive
+from worker import local_services
+from worker.config import ModelSettings, RedisSettings
+from worker.events import EventParser
+from worker.kafka_io import KafkaSink
+from worker.redis_store import RedisWindowStore, connect
+from worker.scorer import Scorer
+from worker.windows import WindowSpec
+
+MAX_POLL_RECORDS = 2_000  # the worker's default, so the raw consumer polls the same way
+
+
+def raw_consume(bootstrap: str, topic: str, start_offset: int, n_events: int, timeout_s: float = 600.0) -> float:
+    """Events/s of poll + JSON decode alone, from `start_offset`, for `n_events` records."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=MAX_POLL_RECORDS,
+                             fetch_max_wait_ms=100)
+    tp = TopicPartition(topic, 0)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start_offset)
+        seen = 0
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        while seen < n_events and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    json.loads(record.value)
+                seen += sum(1 for _ in records)
+        elapsed = time.perf_counter() - started
+    finally:
+        consumer.close()
+    if seen < n_events:
+        raise TimeoutError(f"raw consumer read {seen} of {n_events} events in {timeout_s:.0f} s")
+    return seen / elapsed
+
+
+def run_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str, warm_end: int, total: int,
+               workdir: Path, profile: bool = False) -> dict[str, float]:
+    metrics_port = local_services.free_port()
+    env = worker_env(stack, topics, model, metrics_port=metrics_port, heartbeat=workdir / f"{key_prefix}.heartbeat",
+                     key_prefix=key_prefix)
+    profile_path = workdir / f"profile-{key_prefix}.txt" if profile else None
+    with WorkerProcess(env, metrics_port, workdir / f"worker-{key_prefix}.log", profile_path) as worker:
+        drain = time_drain(stack, topics, warm_end, total, timeout_s=max(120.0, total / 500))
+        worker.check_alive()
+        metrics = worker.metrics()
+        peak_rss = worker.peak_rss_bytes()
+    return {
+        "events_per_s": drain.events_per_s,
+        "timed_events": drain.events,
+        "seconds": drain.seconds,
+        "windows_scored": metrics.get("vrae_windows_scored_total", math.nan),
+        "alerts": metrics.get("vrae_alerts_total", math.nan),
+        "batches": metrics.get("vrae_batches_total", math.nan),
+        "inference_s": metrics.get("vrae_inference_seconds_sum", math.nan),
+        "batch_s": metrics.get("vrae_batch_seconds_sum", math.nan),
+        "peak_rss_bytes": float(peak_rss) if peak_rss is not None else math.nan,
+    }
+
+
+def run_naive_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str, warm_end: int,
+                     n_events: int) -> float:
+    scorer = Scorer.from_settings(ModelSettings(path=model, torch_threads=1))
+    spec = WindowSpec(window=scorer.info.window, n_features=len(scorer.info.features))
+    store = RedisWindowStore(connect(RedisSettings(url=stack.redis_url)), spec, key_prefix=key_prefix)
+    parser = EventParser(feature_names=scorer.info.features)
+    sink = KafkaSink(bulk_producer(stack.bootstrap))
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=f"{topics.group}-naive",
+                             enable_auto_commit=False, max_poll_records=MAX_POLL_RECORDS)
+    try:
+        run = run_naive(NaiveWorker(parser, store, scorer, sink, topics.alerts, topics.dead_letters), consumer,
+                        topics.events, warm_end, n_events)
+    finally:
+        consumer.close()
+        sink.close()
+    return run.events_per_s
+
+
+def measure_window(stack: Stack, opts: options.BenchOptions, window: int, workdir: Path) -> dict[str, float]:
+    """Every throughput and cost figure for one window length, suffixed `_w<window>`."""
+    model = write_artifact(workdir / f"{opts.preset}-w{window}.pt", opts.preset, window, opts.features)
+    topics = Topics.fresh(stack, f"w{window}")
+    warm_steps = window - 1
+    timed_steps = math.ceil(opts.events / opts.series)
+    warm_end = opts.series * warm_steps
+    started = time.perf_counter()
+    total = preload(stack.bootstrap, topics.events, opts.series, warm_steps + timed_steps, opts.features)
+    preload_s = time.perf_counter() - started
+
+    raw = raw_consume(stack.bootstrap, topics.events, warm_end, total - warm_end)
+    key_prefix = f"bench-w{window}"
+    worker = run_worker(stack, topics, model, key_prefix, warm_end, total, workdir, opts.profile)
+    cost = redis_cost(stack.redis_url, key_prefix)
+    naive = run_naive_worker(stack, topics, model, f"naive-w{window}", warm_end, opts.naive_events)
+    flush_prefix(stack.redis_url, f"naive-w{window}")
+
+    suffix = f"_w{window}"
+    return {
+        f"preload_events_per_s{suffix}": total / preload_s,
+        f"worker_events_per_s{suffix}": worker["events_per_s"],
+        f"raw_consume_events_per_s{suffix}": raw,
+        f"naive_events_per_s{suffix}": naive,
+        f"ratio_vs_raw{suffix}": worker["events_per_s"] / raw,
+        f"speedup_vs_naive{suffix}": worker["events_per_s"] / naive,
+        f"worker_timed_events{suffix}": int(worker["timed_events"]),
+        f"worker_windows_scored{suffix}": int(worker["windows_scored"]),
+        f"worker_alerts{suffix}": int(worker["alerts"]),
+        f"worker_batches{suffix}": int(worker["batches"]),
+        f"worker_inference_share{suffix}": worker["inference_s"] / worker["batch_s"],
+        f"worker_peak_rss_mb{suffix}": worker["peak_rss_bytes"] / 2**20,
+        f"redis_bytes_per_series{suffix}": cost.memory_usage_bytes,
+        f"redis_value_bytes_per_series{suffix}": cost.value_bytes,
+    }
+
+
+def flush_prefix(redis_url: str, key_prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{key_prefix}:w:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start:start + 1000])
+    finally:
+        client.close()
+
+
+def run(stack: Stack, opts: options.BenchOptions, workdir: Path) -> dict[str, float]:
+    torch.set_num_threads(1)
+    figures: dict[str, float] = {}
+    for window in opts.windows:
+        figures.update(measure_window(stack, opts, window, workdir))
+    return figures
+
+
+def main() -> None:
+    opts = options.parse(__doc__.splitlines()[0])
+    with tempfile.TemporaryDirectory(prefix="vrae-bench-") as scratch:
+        workdir = opts.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        with local_stack(workdir) as stack:
+            figures = run(stack, opts, workdir)
+    print(format_figures(figures))
+    write_json(opts.json_out, figures)
+
+
+if __name__ == "__main__":
+    main()

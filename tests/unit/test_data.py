@@ -1,0 +1,149 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vrae_model.data import Scaler, fingerprint, load_windows, read_long_csv
+from vrae_model.exceptions import DataError
+from vrae_model.windowing import due_positions
+
+HEADER = "series_id,timestamp,temp,pressure,label,anomaly_kind\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def long_csv(tmp_path: Path, events_per_series: int = 6) -> Path:
+    rows = [HEADER]
+    for sid in ("b", "a"):
+        # Written newest first: the loader must sort by timestamp.
+        for n in reversed(range(events_per_series)):
+            label = 1 if (sid == "a" and n == 4) else 0
+            rows.append(f"{sid},{1000 + n * 60},{n}.0,{n * 10}.0,{label},{'spike' if label else ''}\n")
+    return write(tmp_path / "events.csv", "".join(rows))
+
+
+def test_long_csv_cuts_due_windows_per_series_in_time_order(tmp_path: Path) -> None:
+    data = load_windows(long_csv(tmp_path), window=3, stride=2)
+    per_series = len(due_positions(6, 3, 2))
+    assert data.windows.shape == (2 * per_series, 3, 2)
+    assert data.feature_names == ["temp", "pressure"]
+    first_a = np.flatnonzero(data.series_ids == "a")[0]
+    assert data.windows[first_a, :, 0].tolist() == [0.0, 1.0, 2.0]
+    assert data.end_timestamps[first_a] == 1000 + 2 * 60
+    assert data.stride == 2
+
+
+def test_window_label_is_the_label_of_its_end_event(tmp_path: Path) -> None:
+    data = load_windows(long_csv(tmp_path), window=3, stride=1)
+    a = data.series_ids == "a"
+    assert data.labels[a].tolist() == [0, 0, 1, 0]
+
+
+def test_feature_selection_keeps_the_requested_order(tmp_path: Path) -> None:
+    data = load_windows(long_csv(tmp_path), window=3, features=["pressure"])
+    assert data.feature_names == ["pressure"]
+    assert data.windows.shape[2] == 1
+
+
+def test_iso_timestamps_become_epoch_ms_and_replays_are_dropped(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "iso.csv",
+        "series_id,timestamp,v\ns,2026-01-01T00:00:01Z,2\ns,2026-01-01T00:00:00Z,1\ns,2026-01-01T00:00:01Z,9\n",
+    )
+    series = read_long_csv(path).series["s"]
+    assert series.timestamps.tolist() == [1767225600000, 1767225601000]
+    assert series.values[:, 0].tolist() == [1.0, 2.0]
+
+
+def test_read_long_csv_keeps_labels_and_kinds_per_series(tmp_path: Path) -> None:
+    data = read_long_csv(long_csv(tmp_path))
+    assert data.labels["a"].tolist() == [0, 0, 0, 0, 1, 0]
+    assert data.kinds["a"][4] == "spike"
+
+
+def test_ucr_rows_are_windows_with_class_labels(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.txt", "1 0.1 0.2 0.3\n2 1.0 2.0 3.0\n")
+    data = load_windows(path)
+    assert data.windows.shape == (2, 3, 1)
+    assert data.labels.tolist() == [1, 2]
+
+
+def test_one_column_text_file_is_one_long_series(tmp_path: Path) -> None:
+    path = write(tmp_path / "long.txt", "\n".join(str(v) for v in range(10)) + "\n")
+    data = load_windows(path, window=4, stride=3)
+    assert data.windows[:, :, 0].tolist() == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
+
+
+def test_npy_two_dimensional_means_one_feature(tmp_path: Path) -> None:
+    np.save(tmp_path / "w.npy", np.zeros((5, 8)))
+    data = load_windows(tmp_path / "w.npy")
+    assert data.windows.shape == (5, 8, 1)
+    assert data.windows.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "name,content,kwargs,message",
+    [
+        ("missing.csv", None, {"window": 3}, "no such file"),
+        ("nan.csv", "series_id,timestamp,v\ns,1,nan\ns,2,1\ns,3,1\n", {"window": 3}, "NaN/inf"),
+        ("inf.txt", "1 0.5 inf 0.2\n", {}, "NaN/inf"),
+        ("short.csv", "series_id,timestamp,v\ns,1,1\ns,2,2\n", {"window": 3}, "fewer than --window"),
+        ("feat.csv", "series_id,timestamp,v\ns,1,1\n", {"window": 3, "features": ["w"]}, "unknown feature"),
+        ("nofeat.csv", "series_id,timestamp,label\ns,1,0\n", {"window": 3}, "no feature columns"),
+        ("nosid.csv", "timestamp,v\n1,2\n", {"window": 3}, "missing column"),
+        ("header.csv", "series_id,timestamp,v\n", {"window": 3}, "no data rows"),
+        ("empty.csv", "", {"window": 3}, "empty file"),
+        ("nowin.csv", "series_id,timestamp,v\ns,1,1\n", {}, "--window"),
+        ("text.csv", "series_id,timestamp,v\ns,1,abc\n", {"window": 3}, "not a number"),
+        ("ragged.txt", "1 0.1 0.2\n1 0.1\n", {}, "different lengths"),
+        ("empty.txt", "\n", {}, "empty file"),
+        ("data.parquet", "x", {}, "unknown file type"),
+    ],
+)
+def test_bad_input_is_a_one_line_data_error(tmp_path: Path, name: str, content: str | None, kwargs: dict, message: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message) as error:
+        load_windows(path, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "array,kwargs,message",
+    [
+        (np.zeros((2, 3, 4, 5)), {}, "shape"),
+        (np.zeros((0, 3, 1)), {}, "no windows"),
+        (np.zeros((2, 3, 1)), {"window": 5}, "--window"),
+        (np.array(["a", "b"]), {}, "not numeric"),
+    ],
+)
+def test_bad_npy_is_a_data_error(tmp_path: Path, array: np.ndarray, kwargs: dict, message: str) -> None:
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(DataError, match=message):
+        load_windows(tmp_path / "bad.npy", **kwargs)
+
+
+def test_scaler_standardises_each_feature_and_round_trips() -> None:
+    windows = np.stack([np.full((4, 2), [1.0, 10.0]), np.full((4, 2), [3.0, 30.0])]).astype(np.float32)
+    scaler = Scaler.fit(windows)
+    scaled = scaler.transform(windows)
+    assert np.allclose(scaled.mean(axis=(0, 1)), 0.0)
+    assert np.allclose(scaled.std(axis=(0, 1)), 1.0)
+    again = Scaler.from_dict(scaler.to_dict())
+    assert np.array_equal(again.transform(windows), scaled)
+
+
+def test_constant_feature_is_not_blown_up() -> None:
+    scaler = Scaler.fit(np.ones((3, 4, 1), dtype=np.float32))
+    assert scaler.std.tolist() == [1.0]
+
+
+def test_fingerprint_depends_on_values_and_shape() -> None:
+    data = np.arange(12, dtype=np.float32)
+    assert fingerprint(data.reshape(2, 6, 1)) != fingerprint(data.reshape(3, 4, 1))
+    assert fingerprint(data.reshape(2, 6, 1)) == fingerprint(data.reshape(2, 6, 1).astype(np.float64))
+    assert fingerprint(data.reshape(2, 6, 1)) != fingerprint((data + 1).reshape(2, 6, 1))

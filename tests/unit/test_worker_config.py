@@ -1,0 +1,77 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.__main__ import main
+from worker.config import Settings, mask_url_password
+from worker.health import Heartbeat
+
+
+def test_nested_env_variables_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("VRAE_KAFKA__GROUP_ID=from-dotenv\nVRAE_WINDOW__STRIDE=2\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VRAE_WINDOW__STRIDE", "4")
+    monkeypatch.setenv("VRAE_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("VRAE_MODEL__SHA256", "ab" * 32)
+    settings = Settings()
+    assert settings.window.stride == 4  # the environment beats .env
+    assert settings.kafka.group_id == "from-dotenv"
+    assert settings.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.model.sha256 == "ab" * 32
+
+
+def test_kafka_security_is_passed_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VRAE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("VRAE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("VRAE_KAFKA__SASL_USERNAME", "svc")
+    monkeypatch.setenv("VRAE_KAFKA__SASL_PASSWORD", "hunter2")
+    config = Settings(_env_file=None).kafka.security_config()
+    assert config["security_protocol"] == "SASL_SSL"
+    assert config["sasl_plain_password"] == "hunter2" and config["sasl_mechanism"] == "SCRAM-SHA-512"
+
+
+def test_redis_tls_and_acl_options() -> None:
+    settings = Settings(_env_file=None, redis={"url": "rediss://cache:6380/0", "username": "worker",
+                                               "password": "pw", "ssl_ca_certs": "/ca.pem"})
+    options = settings.redis.client_options()
+    assert options["username"] == "worker" and options["password"] == "pw"
+    assert options["ssl_ca_certs"] == "/ca.pem" and options["ssl_cert_reqs"] == "required"
+
+
+def test_config_command_masks_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                      tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VRAE_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("VRAE_REDIS__URL", "redis://worker:s3cret@cache:6379/0")
+    assert main(["config"]) == 0
+    output = capsys.readouterr().out
+    assert "hunter2" not in output and "s3cret" not in output
+    printed = json.loads(output)
+    assert printed["kafka"]["sasl_password"] == "**********"
+    assert printed["redis"]["url"] == "redis://worker:****@cache:6379/0"
+
+
+def test_invalid_setting_is_one_line_with_exit_2(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VRAE_WINDOW__STRIDE", "0")
+    assert main(["config"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "VRAE_WINDOW__STRIDE" in error
+
+
+def test_mask_url_password_leaves_passwordless_urls_alone() -> None:
+    assert mask_url_password("redis://cache:6379/0") == "redis://cache:6379/0"
+    assert mask_url_password("rediss://:pw@cache:6380") == "rediss://:****@cache:6380"
+
+
+def test_check_fails_without_a_fresh_heartbeat(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "hb"
+    monkeypatch.setenv("VRAE_SERVICE__HEARTBEAT_FILE", str(path))
+    assert main(["check"]) == 1
+    Heartbeat(path).beat()
+    assert main(["check"]) == 0
+    path.write_text("1.0\n")  # 1970: stale
+    assert main(["check"]) == 1

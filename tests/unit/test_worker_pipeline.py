@@ -1,0 +1,135 @@
+"""The batch loop with the memory store and in-memory source/sink (Redis and Kafka are tested for real
+in tests/integration and tests/e2e)."""
+
+import json
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import redis
+
+from worker.events import EventParser, SourceRecord
+from worker.health import Heartbeat, heartbeat_age_s
+from worker.metrics import Metrics
+from worker.outbound import OutboundMessage
+from worker.pipeline import BatchProcessor, Topics, next_offsets
+from worker.scorer import ModelInfo, Scores
+from worker.service import Backoff, Worker
+from worker.windows import MemoryWindowStore, WindowSpec
+
+WINDOW = 3
+
+
+class SpikeScorer:
+    """Anomaly score 1 when any value of the window exceeds 10, else 0: easy to reason about."""
+
+    info = ModelInfo(name="spike", version="1", sha256="0" * 64, window=WINDOW, features=("value",), threshold=0.5)
+
+    def score(self, windows: np.ndarray) -> Scores:
+        peak = np.abs(windows).max(axis=(1, 2)) if len(windows) else np.zeros(0, np.float32)
+        return Scores(score=peak.astype(np.float32), anomaly_score=(peak > 10).astype(np.float32),
+                      feature_scores=np.ones((len(windows), 1), np.float32))
+
+
+class ListSink:
+    def __init__(self, failures: int = 0) -> None:
+        self.sent: list[OutboundMessage] = []
+        self._failures = failures
+
+    def send(self, messages: Sequence[OutboundMessage]) -> None:
+        if self._failures:
+            self._failures -= 1
+            raise redis.exceptions.ConnectionError("broker away")
+        self.sent.extend(messages)
+
+
+class ListSource:
+    """Serves batches in order; a rewind puts the batch back, like a Kafka seek."""
+
+    def __init__(self, batches: list[list[SourceRecord]], stop: threading.Event) -> None:
+        self._batches = batches
+        self._stop = stop
+        self.committed: dict[tuple[str, int], int] = {}
+        self.rewinds = 0
+        self._last: list[SourceRecord] = []
+
+    def poll(self) -> list[SourceRecord]:
+        if not self._batches:
+            self._stop.set()
+            return []
+        self._last = self._batches.pop(0)
+        return self._last
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
+        self.committed.update(offsets)
+        return True
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        self.rewinds += 1
+        self._batches.insert(0, list(records))
+
+
+def records(values: list[float | str], start_offset: int = 0, series: str = "s") -> list[SourceRecord]:
+    out = []
+    for i, value in enumerate(values):
+        offset = start_offset + i
+        body = value if isinstance(value, str) else json.dumps({"series_id": series, "ts": 1000 * (offset + 1),
+                                                                 "value": value})
+        out.append(SourceRecord("events", 0, offset, series.encode(), body.encode()))
+    return out
+
+
+def processor(sink: ListSink, metrics: Metrics) -> BatchProcessor:
+    return BatchProcessor(EventParser(("value",)), MemoryWindowStore(WindowSpec(window=WINDOW, n_features=1)),
+                          SpikeScorer(), sink, metrics, Topics(alerts="alerts", dead_letters="dlq"))
+
+
+def value(metrics: Metrics, name: str, labels: dict | None = None) -> float:
+    return metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def test_batch_alerts_on_spiky_windows_and_dead_letters_bad_records() -> None:
+    sink, metrics = ListSink(), Metrics()
+    report = processor(sink, metrics).process(records([1, 2, 50, 3, "not json", 4, 5, 6]))
+    alerts = [json.loads(m.value) for m in sink.sent if m.topic == "alerts"]
+    # Windows end at offsets 2..7 (one per valid event from the third); 50 sits in the first three.
+    assert [a["window_end"] for a in alerts] == [3000, 4000, 6000]
+    assert [m.value for m in sink.sent if m.topic == "dlq"] == [b"not json"]
+    assert report.offsets == {("events", 0): 8} and report.windows == 5
+    assert value(metrics, "vrae_invalid_events_total", {"reason": "not_json"}) == 1
+    assert value(metrics, "vrae_events_total", {"outcome": "accepted"}) == 7
+    assert value(metrics, "vrae_alerts_total") == 3
+
+
+def test_next_offsets_is_one_past_the_highest_per_partition() -> None:
+    batch = [SourceRecord("t", 0, 5, None, b""), SourceRecord("t", 1, 9, None, b""), SourceRecord("t", 0, 7, None, b"")]
+    assert next_offsets(batch) == {("t", 0): 8, ("t", 1): 10}
+
+
+def test_worker_retries_a_failed_batch_and_commits_only_after_delivery(tmp_path) -> None:
+    stop = threading.Event()
+    sink, metrics = ListSink(failures=2), Metrics()
+    source = ListSource([records([1, 2, 50]), records([4, 5], start_offset=3)], stop)
+    heartbeat = Heartbeat(tmp_path / "hb", interval_s=0)
+    Worker(source, processor(sink, metrics), heartbeat, Backoff(0.001, 0.002), metrics).run(stop)
+    assert source.rewinds == 2
+    assert source.committed == {("events", 0): 5}
+    assert [json.loads(m.value)["window_end"] for m in sink.sent] == [3000, 4000, 5000]
+    assert value(metrics, "vrae_batch_failures_total", {"cause": "redis"}) == 2
+    assert heartbeat_age_s(tmp_path / "hb") < 5
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
+    backoff = Backoff(initial_s=0.5, max_s=2.0)
+    assert [backoff.next() for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
+    backoff.reset()
+    assert backoff.next() == 0.5
+
+
+@pytest.mark.parametrize("beat_age_s, healthy", [(1.0, True), (120.0, False)])
+def test_heartbeat_age(tmp_path, beat_age_s: float, healthy: bool) -> None:
+    path = tmp_path / "hb"
+    Heartbeat(path).beat()
+    age = heartbeat_age_s(path, now=float(path.read_text()) + beat_age_s)
+    assert (age <= 60) is healthy

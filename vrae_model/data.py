@@ -1,0 +1,324 @@
+"""Load windows from .npy, long CSV and UCR files; scale them; fingerprint them.
+
+Every problem with the input surfaces as one DataError whose one-line message says what to fix,
+because the CLI prints it as is.
+"""
+
+import csv
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vrae_model.exceptions import DataError
+from vrae_model.windowing import due_positions
+
+NPY_SUFFIXES = (".npy",)
+CSV_SUFFIXES = (".csv",)
+UCR_SUFFIXES = (".txt", ".tsv", ".ucr")
+RESERVED_COLUMNS = ("series_id", "timestamp", "label", "anomaly_kind")
+
+
+@dataclass
+class WindowSet:
+    windows: np.ndarray  # (N, T, F) float32, raw units
+    feature_names: list[str]
+    series_ids: np.ndarray | None = None  # (N,) str: the series of each window (long CSV)
+    end_timestamps: np.ndarray | None = None  # (N,) int64 epoch ms of the event ending each window
+    labels: np.ndarray | None = None  # (N,) int: UCR class, or 1 if the window's end event is anomalous
+    stride: int = 1  # stride the windows were cut with (1 for files of independent windows)
+
+    @property
+    def window(self) -> int:
+        return int(self.windows.shape[1])
+
+
+@dataclass
+class SeriesEvents:
+    timestamps: np.ndarray  # (n,) int64 epoch ms, increasing
+    values: np.ndarray  # (n, F) float32
+
+
+@dataclass
+class LongData:
+    series: dict[str, SeriesEvents]
+    feature_names: list[str]
+    labels: dict[str, np.ndarray] | None = None  # per series (n,) int 0/1
+    kinds: dict[str, np.ndarray] | None = None  # per series (n,) str, "" when normal
+
+
+@dataclass
+class Scaler:
+    """Per-feature standardisation fitted on training windows only (so validation stays unseen)."""
+
+    mean: np.ndarray  # (F,) float32
+    std: np.ndarray  # (F,) float32
+
+    def __post_init__(self) -> None:
+        self.mean = np.asarray(self.mean, dtype=np.float32)
+        self.std = np.asarray(self.std, dtype=np.float32)
+
+    @classmethod
+    def fit(cls, windows: np.ndarray) -> "Scaler":
+        flat = np.asarray(windows, dtype=np.float64).reshape(-1, windows.shape[-1])
+        std = flat.std(axis=0)
+        # A constant feature carries no information; dividing by ~0 would turn float noise into alarms.
+        std = np.where(std < 1e-8, 1.0, std)
+        return cls(mean=flat.mean(axis=0), std=std)
+
+    def transform(self, windows: np.ndarray) -> np.ndarray:
+        return ((np.asarray(windows, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.astype(float).tolist(), "std": self.std.astype(float).tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Scaler":
+        return cls(mean=np.asarray(data["mean"]), std=np.asarray(data["std"]))
+
+
+def fingerprint(windows: np.ndarray) -> str:
+    """sha256 of the raw float32 window bytes and their shape: identifies the training data."""
+    data = np.ascontiguousarray(windows, dtype=np.float32)
+    digest = hashlib.sha256(repr(tuple(data.shape)).encode())
+    digest.update(data.tobytes())
+    return digest.hexdigest()
+
+
+def load_windows(
+    path: str | Path, *, window: int | None = None, stride: int = 1, features: list[str] | None = None
+) -> WindowSet:
+    """Read windows from a file, dispatching on its suffix."""
+    path = Path(path)
+    if stride < 1:
+        raise DataError(f"stride must be >= 1, got {stride}: pass a positive --stride")
+    if window is not None and window < 2:
+        raise DataError(f"window must be >= 2, got {window}: pass a longer --window")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; check the path")
+    suffix = path.suffix.lower()
+    if suffix in NPY_SUFFIXES:
+        result = _load_npy(path, window, features)
+    elif suffix in CSV_SUFFIXES:
+        result = _load_long_csv(path, window, stride, features)
+    elif suffix in UCR_SUFFIXES:
+        result = _load_ucr(path, window, stride, features)
+    else:
+        raise DataError(f"{path}: unknown file type {suffix!r}; use .npy, .csv (long form) or .txt/.tsv/.ucr (UCR)")
+    _check_finite(path, result.windows)
+    return result
+
+
+def _check_finite(path: Path, windows: np.ndarray) -> None:
+    if windows.size == 0 or windows.shape[0] == 0:
+        raise DataError(f"{path}: no windows; the file holds no usable data")
+    bad = ~np.isfinite(windows)
+    if bad.any():
+        index = int(np.argwhere(bad)[0][0])
+        raise DataError(f"{path}: {int(bad.sum())} NaN/inf values (first in window {index}); clean or impute them first")
+
+
+def _single_feature_names(path: Path, features: list[str] | None, default: str) -> list[str]:
+    if features is None:
+        return [default]
+    if len(features) != 1:
+        raise DataError(f"{path}: the file has one unnamed feature, but features {features} were asked for; drop --features")
+    return list(features)
+
+
+def _load_npy(path: Path, window: int | None, features: list[str] | None) -> WindowSet:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc}); save it with numpy.save") from None
+    if array.dtype.kind not in "fiu":
+        raise DataError(f"{path}: dtype {array.dtype} is not numeric; save a float array")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise DataError(f"{path}: shape {array.shape} is not (N, T) or (N, T, F); reshape it")
+    if window is not None and array.shape[1] != window:
+        raise DataError(f"{path}: windows have length {array.shape[1]} but --window is {window}; drop --window or fix it")
+    n_features = array.shape[2]
+    if features is None:
+        names = [f"f{i}" for i in range(n_features)] if n_features > 1 else ["value"]
+    elif len(features) != n_features:
+        raise DataError(f"{path}: {len(features)} feature names given for {n_features} features; give one name per feature")
+    else:
+        names = list(features)
+    return WindowSet(windows=np.ascontiguousarray(array, dtype=np.float32), feature_names=names)
+
+
+def _parse_float(text: str, path: Path, line: int, column: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"{path}:{line}: {column}={text!r} is not a number; fix or remove the row") from None
+
+
+def _load_ucr(path: Path, window: int | None, stride: int, features: list[str] | None) -> WindowSet:
+    """UCR classification files (class label, then the values) or a one-column file of one long series."""
+    rows: list[list[float]] = []
+    with path.open() as handle:
+        for line_number, line in enumerate(handle, start=1):
+            tokens = line.replace(",", " ").split()
+            if tokens:
+                rows.append([_parse_float(token, path, line_number, "value") for token in tokens])
+    if not rows:
+        raise DataError(f"{path}: empty file; give one series per line (label then values)")
+    names = _single_feature_names(path, features, "value")
+    if all(len(row) == 1 for row in rows):
+        return _windows_of_long_series(path, np.asarray(rows, dtype=np.float32)[:, 0], window, stride, names)
+    lengths = {len(row) for row in rows}
+    if len(lengths) != 1:
+        raise DataError(f"{path}: rows have different lengths {sorted(lengths)[:5]}; pad or resample to one length")
+    table = np.asarray(rows, dtype=np.float64)
+    classes, series = table[:, 0], table[:, 1:].astype(np.float32)
+    if not np.all(np.isfinite(classes)) or not np.all(classes == np.round(classes)):
+        raise DataError(f"{path}: the first column must be an integer class label; put the label first")
+    if series.shape[1] < 2:
+        raise DataError(f"{path}: each row needs a label and at least 2 values")
+    labels = classes.astype(np.int64)
+    if window is None or window == series.shape[1]:
+        return WindowSet(windows=series[:, :, None], feature_names=names, labels=labels)
+    if window > series.shape[1]:
+        raise DataError(f"{path}: series have {series.shape[1]} values, fewer than --window {window}; use a smaller --window")
+    # Longer rows are cut like any series: the due-window rule applied to each row.
+    positions = due_positions(series.shape[1], window, stride)
+    views = np.lib.stride_tricks.sliding_window_view(series, window, axis=1)[:, positions - (window - 1)]
+    windows = views.reshape(-1, window)[:, :, None]
+    return WindowSet(
+        windows=np.ascontiguousarray(windows), feature_names=names, labels=np.repeat(labels, len(positions)), stride=stride
+    )
+
+
+def _windows_of_long_series(path: Path, values: np.ndarray, window: int | None, stride: int, names: list[str]) -> WindowSet:
+    if window is None:
+        raise DataError(f"{path}: one long series needs a window length; pass --window")
+    if values.shape[0] < window:
+        raise DataError(f"{path}: the series has {values.shape[0]} values, fewer than --window {window}; use a smaller --window")
+    positions = due_positions(values.shape[0], window, stride)
+    windows = np.lib.stride_tricks.sliding_window_view(values, window)[positions - (window - 1)]
+    return WindowSet(windows=np.ascontiguousarray(windows[:, :, None]), feature_names=names, stride=stride)
+
+
+def _parse_timestamp(text: str, path: Path, line: int) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        stamp = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise DataError(f"{path}:{line}: timestamp {text!r} is neither epoch ms nor ISO-8601; fix the row") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return int(math.floor(stamp.timestamp() * 1000))
+
+
+def _parse_label(text: str, path: Path, line: int) -> int:
+    text = text.strip()
+    if text in ("", "0", "0.0", "false", "False"):
+        return 0
+    if text in ("1", "1.0", "true", "True"):
+        return 1
+    raise DataError(f"{path}:{line}: label {text!r} is not 0/1; fix the row")
+
+
+def read_long_csv(path: str | Path, features: list[str] | None = None) -> LongData:
+    """Read `series_id,timestamp,<features...>[,label][,anomaly_kind]`, grouped by series, time-sorted.
+
+    A repeated (series_id, timestamp) keeps its first row, like a replayed event in the stream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; check the path")
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        if not header:
+            raise DataError(f"{path}: empty file; write a header series_id,timestamp,<features...>")
+        missing = [name for name in ("series_id", "timestamp") if name not in header]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the header must start series_id,timestamp,...")
+        available = [name for name in header if name not in RESERVED_COLUMNS]
+        if features is None:
+            feature_names = available
+        else:
+            unknown = [name for name in features if name not in available]
+            if unknown:
+                raise DataError(f"{path}: unknown feature column(s) {', '.join(unknown)}; available: {', '.join(available) or 'none'}")
+            feature_names = list(features)
+        if not feature_names:
+            raise DataError(f"{path}: no feature columns; add at least one numeric column after timestamp")
+        sid_col, ts_col = header.index("series_id"), header.index("timestamp")
+        feature_cols = [header.index(name) for name in feature_names]
+        label_col = header.index("label") if "label" in header else None
+        kind_col = header.index("anomaly_kind") if "anomaly_kind" in header else None
+        rows: dict[str, list[tuple[int, list[float], int, str]]] = {}
+        for line_number, row in enumerate(reader, start=2):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:{line_number}: {len(row)} fields, expected {len(header)}; fix the row")
+            timestamp = _parse_timestamp(row[ts_col], path, line_number)
+            values = [_parse_float(row[c], path, line_number, header[c]) for c in feature_cols]
+            label = _parse_label(row[label_col], path, line_number) if label_col is not None else 0
+            kind = row[kind_col].strip() if kind_col is not None else ""
+            rows.setdefault(row[sid_col].strip(), []).append((timestamp, values, label, kind))
+    if not rows:
+        raise DataError(f"{path}: no data rows; the file has only a header")
+    series: dict[str, SeriesEvents] = {}
+    labels: dict[str, np.ndarray] = {}
+    kinds: dict[str, np.ndarray] = {}
+    for series_id, events in rows.items():
+        events.sort(key=lambda event: event[0])  # stable: the first of equal timestamps stays first
+        stamps = np.array([event[0] for event in events], dtype=np.int64)
+        keep = np.ones(len(events), dtype=bool)
+        keep[1:] = stamps[1:] != stamps[:-1]
+        kept = [event for event, k in zip(events, keep) if k]
+        series[series_id] = SeriesEvents(
+            timestamps=stamps[keep], values=np.array([event[1] for event in kept], dtype=np.float32)
+        )
+        labels[series_id] = np.array([event[2] for event in kept], dtype=np.int64)
+        kinds[series_id] = np.array([event[3] for event in kept], dtype=object)
+    return LongData(
+        series=series,
+        feature_names=feature_names,
+        labels=labels if label_col is not None else None,
+        kinds=kinds if kind_col is not None else None,
+    )
+
+
+def _load_long_csv(path: Path, window: int | None, stride: int, features: list[str] | None) -> WindowSet:
+    if window is None:
+        raise DataError(f"{path}: a long CSV needs a window length; pass --window")
+    data = read_long_csv(path, features)
+    short = {sid: len(ev.timestamps) for sid, ev in data.series.items() if len(ev.timestamps) < window}
+    if short:
+        sid, count = next(iter(short.items()))
+        raise DataError(
+            f"{path}: series {sid!r} has {count} events, fewer than --window {window} "
+            f"({len(short)} series too short); use a smaller --window or drop those series"
+        )
+    windows, series_ids, end_stamps, labels = [], [], [], []
+    for series_id, events in data.series.items():
+        positions = due_positions(len(events.timestamps), window, stride)
+        views = np.lib.stride_tricks.sliding_window_view(events.values, window, axis=0)  # (n-T+1, F, T)
+        windows.append(views[positions - (window - 1)].transpose(0, 2, 1))
+        series_ids.append(np.full(len(positions), series_id, dtype=object))
+        end_stamps.append(events.timestamps[positions])
+        if data.labels is not None:
+            labels.append(data.labels[series_id][positions])
+    return WindowSet(
+        windows=np.ascontiguousarray(np.concatenate(windows), dtype=np.float32),
+        feature_names=data.feature_names,
+        series_ids=np.concatenate(series_ids).astype(str),
+        end_timestamps=np.concatenate(end_stamps),
+        labels=np.concatenate(labels) if labels else None,
+        stride=stride,
+    )

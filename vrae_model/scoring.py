@@ -1,0 +1,114 @@
+"""The module that gets exported: raw windows in, reconstruction scores and calibrated scores out.
+
+Scaling and calibration live inside it as buffers, so the worker needs nothing but the artifact.
+The calibration arithmetic runs in float64 so that scores far in the tail still differ.
+"""
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vrae_model.calibration import Calibration
+from vrae_model.data import Scaler
+from vrae_model.exceptions import DataError
+from vrae_model.model import VRAE
+
+if TYPE_CHECKING:
+    from vrae_model.artifact import Artifact
+
+SCORING_BATCH_SIZE = 4096
+
+
+class ScoringModule(nn.Module):
+    def __init__(self, model: VRAE, scaler: Scaler, calibration: Calibration) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.register_buffer("mean", torch.as_tensor(scaler.mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(scaler.std, dtype=torch.float32))
+        self.register_buffer("knots_score", torch.as_tensor(calibration.knots_score, dtype=torch.float64))
+        self.register_buffer("knots_prob", torch.as_tensor(calibration.knots_prob, dtype=torch.float64))
+        self.register_buffer("u", torch.tensor(calibration.u, dtype=torch.float64))
+        self.register_buffer("q_u", torch.tensor(calibration.q_u, dtype=torch.float64))
+        self.register_buffer("gpd_shape", torch.tensor(calibration.gpd_shape, dtype=torch.float64))
+        self.register_buffer("gpd_scale", torch.tensor(calibration.gpd_scale, dtype=torch.float64))
+
+    def _scale(self, x: Tensor) -> Tensor:
+        return (x.float() - self.mean) / self.std  # (B, T, F)
+
+    def _calibrate(self, score: Tensor) -> Tensor:
+        """Empirical CDF (linear between knots) below u; 1 - (1 - q_u) * GPD survival above it."""
+        s = score.double()  # (B,)
+        xs, ps = self.knots_score, self.knots_prob
+        right = torch.searchsorted(xs, s, right=True).clamp(1, xs.shape[0] - 1)
+        left = right - 1
+        x0, x1, p0, p1 = xs[left], xs[right], ps[left], ps[right]
+        width = x1 - x0
+        fraction = torch.where(width > 0, (s - x0) / torch.where(width > 0, width, torch.ones_like(width)), torch.ones_like(s))
+        body = p0 + fraction.clamp(0.0, 1.0) * (p1 - p0)
+        body = torch.where(s < xs[0], torch.zeros_like(s), body)
+        body = torch.where(s >= xs[-1], ps[-1].expand_as(s), body)
+        y = (s - self.u).clamp_min(0.0) / self.gpd_scale
+        shape = self.gpd_shape
+        safe_shape = torch.where(shape > 1e-6, shape, torch.ones_like(shape))
+        survival = torch.where(shape > 1e-6, torch.exp(-torch.log1p(safe_shape * y) / safe_shape), torch.exp(-y))
+        tail = 1.0 - (1.0 - self.q_u) * survival
+        return torch.where(s >= self.u, tail, body)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        scaled = self._scale(x)
+        mu, _ = self.model.encode(scaled)
+        error = (self.model.decode(mu) - scaled).pow(2)  # (B, T, F)
+        score = error.mean(dim=(1, 2))  # (B,)
+        per_feature = error.mean(dim=1)  # (B, F)
+        total = per_feature.sum(dim=1, keepdim=True)
+        uniform = torch.full_like(per_feature, 1.0 / per_feature.shape[1])
+        feature_scores = torch.where(total > 0, per_feature / total.clamp_min(1e-30), uniform)
+        return {"score": score, "anomaly_score": self._calibrate(score).float(), "feature_scores": feature_scores}
+
+    @torch.jit.export
+    def embed(self, x: Tensor) -> Tensor:
+        mu, _ = self.model.encode(self._scale(x))
+        return mu  # (B, L)
+
+    @torch.jit.export
+    def decode(self, z: Tensor) -> Tensor:
+        return self.model.decode(z.float()) * self.std + self.mean  # (B, L) -> (B, T, F) raw units
+
+    @torch.jit.export
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.embed(x))  # (B, T, F) raw units
+
+
+def score_arrays(module: nn.Module, windows: np.ndarray, batch_size: int = SCORING_BATCH_SIZE) -> dict[str, np.ndarray]:
+    """Run an eager or scripted ScoringModule over many windows in chunks; numpy in, numpy out."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    data = np.ascontiguousarray(windows, dtype=np.float32)
+    chunks: dict[str, list[np.ndarray]] = {"score": [], "anomaly_score": [], "feature_scores": []}
+    with torch.inference_mode():
+        for start in range(0, data.shape[0], batch_size):
+            out = module(torch.from_numpy(data[start : start + batch_size]))
+            for key in chunks:
+                chunks[key].append(out[key].numpy())
+    if data.shape[0] == 0:
+        return {
+            "score": np.zeros(0, np.float32),
+            "anomaly_score": np.zeros(0, np.float32),
+            "feature_scores": np.zeros((0, data.shape[-1]), np.float32),
+        }
+    return {key: np.concatenate(parts) for key, parts in chunks.items()}
+
+
+def score_windows(artifact: "Artifact", windows: np.ndarray, batch_size: int = SCORING_BATCH_SIZE) -> dict[str, np.ndarray]:
+    """Score raw windows with a loaded artifact; adds `is_anomaly` from the artifact's threshold."""
+    expected = (artifact.metadata["window"], len(artifact.metadata["features"]))
+    if windows.ndim != 3 or tuple(windows.shape[1:]) != expected:
+        raise DataError(
+            f"windows of shape {tuple(windows.shape)} do not fit the model's (N, {expected[0]}, {expected[1]}); "
+            "use the window length and features the model was trained with"
+        )
+    result = score_arrays(artifact.module, windows, batch_size)
+    result["is_anomaly"] = result["anomaly_score"] >= float(artifact.metadata["threshold"])
+    return result

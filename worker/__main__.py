@@ -1,0 +1,143 @@
+"""`vrae-worker run | config | check | demo` (also `python -m worker`).
+
+Errors at this edge are one line on stderr saying what to fix, exit code 2.
+"""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from vrae_model.exceptions import VraeError
+from worker import logs
+from worker.config import Settings
+from worker.health import heartbeat_age_s
+from worker.metrics import Metrics
+from worker.service import TRANSIENT_ERRORS, Backoff, Service, build_service
+
+log = logging.getLogger("worker")
+
+
+class UsageError(Exception):
+    """A problem the user fixes (configuration, model file); printed as one line, exit 2."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = "VRAE_" + "__".join(str(part).upper() for part in first["loc"])
+        raise UsageError(f"invalid setting {where}: {first['msg']}") from None
+
+
+def cmd_config(_: argparse.Namespace) -> int:
+    print(json.dumps(load_settings().masked(), indent=2))
+    return 0
+
+
+def cmd_check(_: argparse.Namespace) -> int:
+    settings = load_settings()
+    path = settings.service.heartbeat_file
+    age_s = heartbeat_age_s(path)
+    if age_s is None:
+        print(f"unhealthy: no heartbeat at {path}", file=sys.stderr)
+        return 1
+    if age_s > settings.service.heartbeat_stale_s:
+        print(f"unhealthy: heartbeat is {age_s:.0f} s old (limit {settings.service.heartbeat_stale_s:.0f} s)",
+              file=sys.stderr)
+        return 1
+    print(f"healthy: heartbeat {age_s:.1f} s old")
+    return 0
+
+
+def cmd_run(_: argparse.Namespace) -> int:
+    settings = load_settings()
+    logs.configure(settings.service.log_level)
+    stop = threading.Event()
+    install_signal_handlers(stop, settings.service.shutdown_timeout_s)
+    metrics = Metrics()
+    metrics.serve(settings.service.metrics_port, settings.service.metrics_host)
+    service = build_with_retry(settings, metrics, stop)
+    if service is not None:
+        service.run(stop)
+    return 0
+
+
+def build_with_retry(settings: Settings, metrics: Metrics, stop: threading.Event) -> Service | None:
+    """Start even while the broker or Redis is still coming up: back off and retry, never crash-loop."""
+    backoff = Backoff(settings.service.backoff_initial_s, settings.service.backoff_max_s)
+    while not stop.is_set():
+        try:
+            return build_service(settings, metrics)
+        except VraeError as error:
+            raise UsageError(str(error)) from None
+        except TRANSIENT_ERRORS as error:
+            delay_s = backoff.next()
+            log.warning("cannot reach a dependency at startup; retrying",
+                        extra={"error": repr(error), "retry_in_s": delay_s})
+            stop.wait(delay_s)
+    return None
+
+
+def install_signal_handlers(stop: threading.Event, shutdown_timeout_s: float) -> None:
+    """First SIGTERM/SIGINT: finish the batch and exit 0. If that takes longer than the bound, or a
+    second signal arrives, exit at once (the uncommitted batch is replayed by the next worker)."""
+
+    def hard_exit() -> None:
+        log.error("shutdown exceeded its time limit; exiting without commit",
+                  extra={"timeout_s": shutdown_timeout_s})
+        os._exit(1)
+
+    def handle(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(1)
+        log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+        timer = threading.Timer(shutdown_timeout_s, hard_exit)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(args.demo_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vrae-worker", description="Streaming VRAE anomaly detection worker. "
+                                     "Configured by VRAE_* environment variables (and .env).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="consume events, score windows, publish alerts").set_defaults(func=cmd_run)
+    commands.add_parser("config", help="print the effective configuration (secrets masked)").set_defaults(
+        func=cmd_config)
+    commands.add_parser("check", help="exit 1 when the heartbeat is stale (container healthcheck)").set_defaults(
+        func=cmd_check)
+    demo = commands.add_parser("demo", help="run the whole pipeline locally (see `vrae-worker demo --help`)",
+                               add_help=False)
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as error:
+        print(f"vrae-worker: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

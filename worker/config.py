@@ -1,0 +1,168 @@
+"""The worker's settings: one pydantic-settings tree read from `VRAE_*` variables and `.env`.
+
+Nested groups use `__` (VRAE_KAFKA__BOOTSTRAP_SERVERS). Secrets are SecretStr so `vrae-worker config`
+and logs never show them; the Redis URL's password is masked when printed.
+"""
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    """Broker connection, topics, security and the consumer/producer knobs that matter."""
+
+    bootstrap_servers: str = "localhost:9092"
+    input_topic: str = "sensor-events"
+    alert_topic: str = "anomaly-alerts"
+    dlq_topic: str = "sensor-events-dlq"
+    group_id: str = "vrae-worker"
+    client_id: str = "vrae-worker"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    # Production defaults; tests and the demo use 6000/1000/5000 to join a group in ~3 s.
+    session_timeout_ms: int = Field(45_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    max_poll_records: int = Field(2_000, ge=1)
+    poll_timeout_ms: int = Field(500, ge=1)
+    fetch_max_wait_ms: int = Field(100, ge=0)
+    producer_linger_ms: int = Field(5, ge=0)
+    delivery_timeout_s: float = Field(30.0, gt=0)
+
+    def security_config(self) -> dict[str, Any]:
+        """kafka-python keyword arguments for TLS/SASL, shared by the consumer and the producer."""
+        config: dict[str, Any] = {
+            "security_protocol": self.security_protocol,
+            "ssl_check_hostname": self.ssl_check_hostname,
+        }
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": _reveal(self.sasl_password),
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_password": _reveal(self.ssl_password),
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        return config
+
+
+class RedisSettings(BaseModel):
+    """Where window state lives. `rediss://` for TLS, `redis://user:pass@host` for ACL users."""
+
+    url: str = "redis://localhost:6379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    cluster: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cert_reqs: Literal["none", "optional", "required"] = "required"
+    key_prefix: str = "vrae"
+    socket_timeout_s: float = Field(5.0, gt=0)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for `from_url` that the URL itself cannot carry (explicit creds, TLS files)."""
+        options: dict[str, Any] = {"socket_timeout": self.socket_timeout_s,
+                                   "socket_connect_timeout": self.socket_timeout_s}
+        if self.username is not None:
+            options["username"] = self.username
+        if self.password is not None:
+            options["password"] = self.password.get_secret_value()
+        if self.url.startswith("rediss://"):
+            options["ssl_cert_reqs"] = self.ssl_cert_reqs
+            tls_files = {"ssl_ca_certs": self.ssl_ca_certs, "ssl_certfile": self.ssl_certfile,
+                         "ssl_keyfile": self.ssl_keyfile}
+            options.update({key: value for key, value in tls_files.items() if value is not None})
+        return options
+
+
+class ModelSettings(BaseModel):
+    """The artifact to serve and how to run it."""
+
+    path: Path = Path("model.pt")
+    sha256: str | None = Field(None, description="refuse the model file unless its sha256 matches")
+    threshold: float | None = Field(None, ge=0, le=1,
+                                    description="alert threshold on anomaly_score; default: the artifact's")
+    torch_threads: int = Field(1, ge=1)
+    max_batch_size: int = Field(1024, ge=1)
+    top_features: int = Field(3, ge=1)
+
+
+class WindowSettings(BaseModel):
+    """Which windows are scored and how long state is kept."""
+
+    stride: int = Field(1, ge=1, description="score every k-th full window of a series")
+    replay_margin: int = Field(8, ge=0, description="extra events kept so replays re-emit their windows")
+    ttl_s: int = Field(7 * 24 * 3600, ge=1, description="a series silent this long is forgotten")
+
+
+class EventSettings(BaseModel):
+    """Limits that turn hostile or broken input into dead letters instead of memory or CPU."""
+
+    max_bytes: int = Field(65_536, ge=64)
+    max_series_id_length: int = Field(256, ge=1)
+
+
+class ServiceSettings(BaseModel):
+    """Process-level behaviour: metrics, health, logs, shutdown and back-off."""
+
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the metrics endpoint")
+    metrics_host: str = "0.0.0.0"
+    heartbeat_file: Path = Path("/tmp/vrae-worker.heartbeat")
+    heartbeat_stale_s: float = Field(60.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_timeout_s: float = Field(20.0, gt=0)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything the worker reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VRAE_", env_nested_delimiter="__", env_file=".env",
+                                      extra="ignore")
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    model: ModelSettings = ModelSettings()
+    window: WindowSettings = WindowSettings()
+    events: EventSettings = EventSettings()
+    service: ServiceSettings = ServiceSettings()
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain JSON data, secrets shown as '**********'."""
+        data = json.loads(self.model_dump_json())
+        data["redis"]["url"] = mask_url_password(self.redis.url)
+        return data
+
+
+def mask_url_password(url: str) -> str:
+    """`redis://user:secret@host` -> `redis://user:****@host`, so URLs can be logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo = f"{parts.username or ''}:****"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()

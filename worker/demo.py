@@ -1,0 +1,291 @@
+"""`vrae-worker demo` (`make demo`): the whole pipeline on one machine, start to summary.
+
+It starts a Tansu broker and a redis-server on free ports (unless VRAE_KAFKA__BOOTSTRAP_SERVERS /
+VRAE_REDIS__URL point at real ones), trains a model on clean synthetic history with the `vrae synth`
+and `vrae train` CLIs (subprocesses: the worker package never imports training code), runs the
+worker on a thread, streams synthetic sensors with injected anomalies, prints alerts as they arrive,
+and ends with throughput, precision/recall against the injected labels and event-to-alert latency.
+Everything it started is stopped on the way out, Ctrl-C and failures included.
+"""
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from vrae_model.exceptions import VraeError
+from vrae_model.windowing import due_positions
+from worker import local_services
+from worker.config import KafkaSettings, ModelSettings, RedisSettings, ServiceSettings, Settings, WindowSettings
+from worker.service import BackgroundWorker, build_service
+
+FAST_GROUP_JOIN = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 10000,
+                   "poll_timeout_ms": 100, "fetch_max_wait_ms": 20, "producer_linger_ms": 2}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vrae-worker demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--series", type=int, default=10, help="sensors streamed (default 10)")
+    parser.add_argument("--events", type=int, default=600, help="events streamed per sensor (default 600)")
+    parser.add_argument("--history", type=int, default=1200, help="clean training events per sensor (default 1200)")
+    parser.add_argument("--anomalies", type=int, default=2, help="anomalies injected per sensor (default 2)")
+    parser.add_argument("--window", type=int, default=32, help="window length T (default 32)")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    parser.add_argument("--preset", default="default", help="model preset for `vrae train` (default: default)")
+    parser.add_argument("--rate", type=float, default=1000.0, help="events/s streamed, 0 = as fast as possible "
+                        "(default 1000)")
+    parser.add_argument("--stride", type=int, default=1, help="score every k-th window (default 1)")
+    parser.add_argument("--out", type=Path, default=Path("demo-output"), help="working directory (default "
+                        "demo-output/)")
+    parser.add_argument("--model", type=Path, help="use this artifact instead of training one")
+    parser.add_argument("--quiet-alerts", action="store_true", help="print the summary only")
+    return parser
+
+
+@dataclass
+class StreamEvent:
+    series_id: str
+    ts_ms: int
+    values: list[float]
+    label: int
+    kind: str
+
+
+@dataclass
+class ReceivedAlert:
+    document: dict
+    received_s: float
+
+
+@dataclass
+class AlertReader:
+    """Reads the alert topic on a thread, printing each alert as one compact line."""
+
+    bootstrap: str
+    topic: str
+    quiet: bool
+    kinds: dict[tuple[str, int], str]
+    alerts: list[ReceivedAlert] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> "AlertReader":
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        consumer.assign([TopicPartition(self.topic, 0)])
+        consumer.seek_to_beginning()
+        self._thread = threading.Thread(target=self._run, args=(consumer,), daemon=True, name="alert-reader")
+        self._thread.start()
+        return self
+
+    def _run(self, consumer: KafkaConsumer) -> None:
+        try:
+            while not self._stop.is_set():
+                for records in consumer.poll(timeout_ms=100).values():
+                    for record in records:
+                        alert = ReceivedAlert(json.loads(record.value), time.monotonic())
+                        self.alerts.append(alert)
+                        if not self.quiet:
+                            print(self._line(alert.document), flush=True)
+        finally:
+            consumer.close()
+
+    def _line(self, alert: dict) -> str:
+        top = ", ".join(f"{f['name']} {f['share']:.2f}" for f in alert["top_features"])
+        kind = self.kinds.get((alert["series_id"], alert["window_end"]), "") or "normal"
+        return (f"ALERT {alert['series_id']:<12} {alert['window_end_iso']}  anomaly {alert['anomaly_score']:.4f}  "
+                f"score {alert['score']:8.3f}  top: {top}  [truth: {kind}]")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def run_demo(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with ExitStack() as stack:
+            return _run(args, stack)
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
+        return 130
+    except (local_services.ServiceError, VraeError, subprocess.CalledProcessError) as error:
+        print(f"vrae-worker demo: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, stack: ExitStack) -> int:
+    started = time.monotonic()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    bootstrap, redis_url = _services(out, stack)
+    model = args.model or _train(args, out)
+    stream = _synthesise(args, out)
+    settings = _settings(args, bootstrap, redis_url, model, out)
+    local_services.create_topics(bootstrap, [settings.kafka.input_topic, settings.kafka.alert_topic,
+                                             settings.kafka.dlq_topic])
+    kinds = {(e.series_id, e.ts_ms): e.kind for e in stream}
+    reader = AlertReader(bootstrap, settings.kafka.alert_topic, args.quiet_alerts, kinds).start()
+    stack.callback(reader.stop)
+    worker = BackgroundWorker(build_service(settings)).start()
+    stack.callback(worker.stop)
+    print(f"streaming {len(stream)} events from {args.series} sensors at "
+          f"{'full speed' if args.rate <= 0 else f'{args.rate:.0f} events/s'}; alerts:", flush=True)
+    sent_at, stream_s = _produce(bootstrap, settings.kafka.input_topic, stream, args.rate)
+    processed_s = _wait_until_processed(worker, len(stream), started_s=sent_at[stream[0].series_id, stream[0].ts_ms])
+    time.sleep(0.5)  # the last alerts are in flight to the reader
+    reader.stop()
+    _summary(args, stream, reader.alerts, sent_at, stream_s, processed_s, worker, time.monotonic() - started)
+    return 0
+
+
+def _services(out: Path, stack: ExitStack) -> tuple[str, str]:
+    bootstrap = os.environ.get("VRAE_KAFKA__BOOTSTRAP_SERVERS")
+    redis_url = os.environ.get("VRAE_REDIS__URL")
+    if redis_url is None:
+        redis = stack.enter_context(local_services.start_redis(log_dir=out / "logs"))
+        redis_url = local_services.redis_url(redis)
+        print(f"started redis-server on port {redis.port}")
+    if bootstrap is None:
+        broker = stack.enter_context(local_services.start_tansu(log_dir=out / "logs"))
+        bootstrap = local_services.bootstrap(broker)
+        print(f"started the Tansu broker on port {broker.port}")
+    return bootstrap, redis_url
+
+
+def _vrae(*arguments: str) -> list[str]:
+    """Run the `vrae` CLI of this environment (the worker never imports the training code itself)."""
+    binary = shutil.which("vrae", path=str(Path(sys.executable).parent)) or shutil.which("vrae")
+    return [binary, *arguments] if binary else [sys.executable, "-m", "vrae_model.cli", *arguments]
+
+
+def _train(args: argparse.Namespace, out: Path) -> Path:
+    history, model = out / "history.csv", out / "model.pt"
+    subprocess.run(_vrae("synth", "--out", str(history), "--series", str(args.series), "--length",
+                         str(args.history), "--clean", "--interval-ms", "1000", "--seed", "1"), check=True)
+    print(f"training a VRAE ({args.preset} preset, {args.epochs} epochs, window {args.window}) ...", flush=True)
+    began = time.monotonic()
+    log_path = out / "train.log"
+    with log_path.open("w") as log:
+        result = subprocess.run(_vrae("train", "--data", str(history), "--out", str(model), "--preset", args.preset,
+                                      "--window", str(args.window), "--stride", "2", "--epochs", str(args.epochs),
+                                      "--quiet"), stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise VraeError(f"`vrae train` failed (exit {result.returncode}); see {log_path}")
+    print(f"trained in {time.monotonic() - began:.0f} s -> {model}")
+    return model
+
+
+def _synthesise(args: argparse.Namespace, out: Path) -> list[StreamEvent]:
+    path = out / "stream.csv"
+    now_ms = int(time.time() * 1000)
+    subprocess.run(_vrae("synth", "--out", str(path), "--series", str(args.series), "--length", str(args.events),
+                         "--anomalies", str(args.anomalies), "--interval-ms", "1000", "--seed", "2",
+                         "--start", str(now_ms)), check=True)
+    return sorted(_read_stream(path), key=lambda e: (e.ts_ms, e.series_id))
+
+
+def _read_stream(path: Path) -> Iterator[StreamEvent]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        features = [name for name in reader.fieldnames or [] if name not in {"series_id", "timestamp", "label",
+                                                                                 "anomaly_kind"}]
+        for row in reader:
+            yield StreamEvent(series_id=row["series_id"], ts_ms=int(row["timestamp"]),
+                              values=[float(row[name]) for name in features], label=int(row["label"]),
+                              kind=row["anomaly_kind"])
+
+
+def _settings(args: argparse.Namespace, bootstrap: str, redis_url: str, model: Path, out: Path) -> Settings:
+    run = f"demo-{int(time.time())}"
+    return Settings(
+        _env_file=None,
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, input_topic=f"{run}-events", alert_topic=f"{run}-alerts",
+                            dlq_topic=f"{run}-dlq", group_id=f"{run}-worker", **FAST_GROUP_JOIN),
+        redis=RedisSettings(url=redis_url, key_prefix=run),
+        model=ModelSettings(path=model),
+        window=WindowSettings(stride=args.stride, ttl_s=3600),
+        service=ServiceSettings(metrics_port=local_services.free_port(), heartbeat_file=out / "heartbeat",
+                                backoff_initial_s=0.2, backoff_max_s=2.0),
+    )
+
+
+def _produce(bootstrap: str, topic: str, stream: list[StreamEvent],
+             rate: float) -> tuple[dict[tuple[str, int], float], float]:
+    """Send every event (key = series id) at `rate` events/s; returns each event's send time."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    sent_at: dict[tuple[str, int], float] = {}
+    began = time.monotonic()
+    try:
+        for index, event in enumerate(stream):
+            if rate > 0:
+                delay_s = began + index / rate - time.monotonic()
+                if delay_s > 0:
+                    time.sleep(delay_s)
+            body = json.dumps({"series_id": event.series_id, "ts": event.ts_ms, "values": event.values})
+            sent_at[event.series_id, event.ts_ms] = time.monotonic()
+            producer.send(topic, key=event.series_id.encode(), value=body.encode())
+        producer.flush()
+    finally:
+        producer.close()
+    return sent_at, time.monotonic() - began
+
+
+def _wait_until_processed(worker: BackgroundWorker, expected: int, started_s: float, timeout_s: float = 120) -> float:
+    """Seconds from the first send until the worker has committed every event."""
+    registry = worker.service.metrics.registry
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = sum(sample.value for metric in registry.collect()
+                   if metric.name in ("vrae_events", "vrae_invalid_events")
+                   for sample in metric.samples if sample.name.endswith("_total"))
+        if done >= expected:
+            return time.monotonic() - started_s
+        time.sleep(0.05)
+    raise local_services.ServiceError(f"the worker did not process {expected} events within {timeout_s:.0f} s")
+
+
+def _summary(args: argparse.Namespace, stream: list[StreamEvent], alerts: list[ReceivedAlert],
+             sent_at: dict[tuple[str, int], float], stream_s: float, processed_s: float, worker: BackgroundWorker,
+             total_s: float) -> None:
+    labels = {(e.series_id, e.ts_ms): e.label for e in stream}
+    alerted = {(a.document["series_id"], a.document["window_end"]) for a in alerts}
+    # Event level: a due window is flagged when it alerts and truly anomalous when its END event is labelled.
+    scored = _due_window_ends(stream, worker.service.scorer.info.window, args.stride)
+    positives = {key for key in scored if labels[key]}
+    true_positives = len(alerted & positives)
+    precision = true_positives / len(alerted) if alerted else float("nan")
+    recall = true_positives / len(positives) if positives else float("nan")
+    latencies_ms = np.array([1000 * (a.received_s - sent_at[a.document["series_id"], a.document["window_end"]])
+                             for a in alerts if (a.document["series_id"], a.document["window_end"]) in sent_at])
+    windows = worker.service.metrics.registry.get_sample_value("vrae_windows_scored_total") or 0
+    p50, p99 = (np.percentile(latencies_ms, [50, 99]) if len(latencies_ms) else (float("nan"), float("nan")))
+    print("\n── summary " + "─" * 60)
+    print(f"events            {len(stream)} from {args.series} sensors, {windows:.0f} windows scored")
+    print(f"throughput        {len(stream) / processed_s:,.0f} events/s end to end "
+          f"(produced in {stream_s:.1f} s, all processed after {processed_s:.1f} s)")
+    print(f"alerts            {len(alerts)} ({len(alerted)} distinct windows)")
+    print(f"precision/recall  {precision:.2f} / {recall:.2f}  (event level: a window counts as anomalous "
+          f"when its last event is labelled; {len(positives)} labelled windows)")
+    print(f"latency           p50 {p50:.0f} ms, p99 {p99:.0f} ms  (event produced -> alert received)")
+    print(f"total             {total_s:.0f} s including training; files in {args.out}/")
+
+
+def _due_window_ends(stream: list[StreamEvent], window: int, stride: int) -> set[tuple[str, int]]:
+    """(series, ts) of the events that end a due window, by the shared windowing rule."""
+    per_series: dict[str, list[int]] = {}
+    for event in stream:
+        per_series.setdefault(event.series_id, []).append(event.ts_ms)
+    return {(series, ts[n]) for series, ts in per_series.items() for n in due_positions(len(ts), window, stride)}

@@ -1,0 +1,196 @@
+"""From scored windows to incidents (pure): per-series online calibration, then the incident machine.
+
+Each series has one small state (`DetectorState`: its score history and its incident) that a
+`DetectorStore` keeps next to the window state. One batch:
+
+    states  = store.load(series with due windows)
+    result  = detect(windows, scores, states, ...)   # judge each window against its series' history,
+                                                     # then fold it in; advance the incident machine
+    deliver result.messages (opened/closed records, optional per-window scores), confirmed
+    store.save(result.states)                        # only after delivery: see below
+
+Why save after delivery: if the worker dies between the two, the replayed batch is judged from the
+old state again and re-emits the same records with the same ids (downstream deduplicates). If it dies
+after the save, the replayed windows end at or before the state's `last_end_ms`, are skipped, and
+their records were already delivered. Either way a replay leaves the score history as it was, and the
+store refuses to overwrite a state with an older one.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import numpy as np
+
+from worker.adaptive import STATE_BYTES, AdaptiveSettings, Judgement, ScoreHistory, fold, for_model, judge, model_key
+from worker.incidents import IncidentSettings, IncidentState, Observation, Phase, Transition, step
+from worker.scorer import ModelInfo, Scores
+from worker.windows import DueWindow
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class DetectorState:
+    """Everything the detector remembers about one series; bytes start with `last_end_ms` (int64 LE),
+    which the Redis store compares so an older state never overwrites a newer one."""
+
+    history: ScoreHistory
+    incident: IncidentState = IncidentState()
+
+    def to_bytes(self) -> bytes:
+        return self.history.to_bytes() + self.incident.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "DetectorState":
+        return cls(ScoreHistory.from_bytes(raw[:STATE_BYTES]), IncidentState.from_bytes(raw[STATE_BYTES:]))
+
+
+class DetectorStore(Protocol):
+    def load(self, series_ids: Sequence[str]) -> dict[str, DetectorState]: ...
+
+    def save(self, states: dict[str, DetectorState]) -> None: ...
+
+
+class MemoryDetectorStore:
+    """The reference store (unit tests, the quality benchmark): same newer-wins rule as Redis."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def raw(self, series_id: str) -> bytes | None:
+        return self._states.get(series_id)
+
+    def load(self, series_ids: Sequence[str]) -> dict[str, DetectorState]:
+        return {sid: DetectorState.from_bytes(self._states[sid]) for sid in series_ids if sid in self._states}
+
+    def save(self, states: dict[str, DetectorState]) -> None:
+        for series_id, state in states.items():
+            old = self._states.get(series_id)
+            if old is None or ScoreHistory.from_bytes(old[:STATE_BYTES]).last_end_ms < state.history.last_end_ms:
+                self._states[series_id] = state.to_bytes()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One window judged against its series' history (windows of a replay get none)."""
+
+    window: DueWindow
+    index: int  # position in the batch's scores
+    judgement: Judgement
+
+
+@dataclass(frozen=True)
+class IncidentEvent:
+    """An incident transition together with the window that caused it."""
+
+    transition: Transition
+    window: DueWindow
+
+
+@dataclass
+class DetectionResult:
+    verdicts: list[Verdict] = field(default_factory=list)
+    events: list[IncidentEvent] = field(default_factory=list)
+    states: dict[str, DetectorState] = field(default_factory=dict)  # changed states, to save after delivery
+    skipped: int = 0  # replayed windows, already folded into their series' history
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    adaptive: AdaptiveSettings = AdaptiveSettings()
+    incidents: IncidentSettings = IncidentSettings()
+
+
+def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, DetectorState], model: ModelInfo,
+           settings: DetectionSettings) -> DetectionResult:
+    """Judge, fold and advance every series in window order; `states` is what the store loaded."""
+    key = model_key(model.sha256)
+    result = DetectionResult()
+    current: dict[str, DetectorState] = {}
+    for index, window in enumerate(windows):
+        sid = window.series_id
+        if sid not in current:
+            loaded = states.get(sid)
+            current[sid] = DetectorState(for_model(loaded.history if loaded else None, key),
+                                         loaded.incident if loaded else IncidentState())
+        state = current[sid]
+        if window.end_ms <= state.history.last_end_ms:
+            result.skipped += 1
+            continue
+        score, anomaly = float(scores.score[index]), float(scores.anomaly_score[index])
+        judgement = judge(state.history, score, anomaly, settings.adaptive)
+        seen = Observation(window.start_ms, window.end_ms, score, judgement.surprise, scores.feature_scores[index])
+        incident, transition = step(sid, state.incident, seen, settings.incidents)
+        current[sid] = DetectorState(fold(state.history, score, window.end_ms, settings.adaptive), incident)
+        result.verdicts.append(Verdict(window, index, judgement))
+        if transition is not None:
+            result.events.append(IncidentEvent(transition, window))
+        result.states[sid] = current[sid]
+    return result
+
+
+def incident_document(event: IncidentEvent, model: ModelInfo, *, top_k: int, now: datetime) -> dict[str, Any]:
+    """The `opened` / `closed` record (schema: worker/schemas/incident.schema.json)."""
+    transition, window = event.transition, event.window
+    state = transition.state
+    document: dict[str, Any] = {
+        "type": "incident",
+        "phase": transition.phase.value,
+        "incident_id": transition.incident_id,
+        "series_id": window.series_id,
+        "opened_at": state.opened_end_ms,
+        "opened_at_iso": _iso(state.opened_end_ms),
+        "window_start": window.start_ms,
+        "window_end": window.end_ms,
+        "score": _finite(transition.at.score),
+        "surprise": _finite(transition.at.surprise),
+        "peak": {"score": _finite(state.peak_score), "surprise": _finite(state.peak_surprise),
+                 "window_end": state.peak_end_ms},
+        "top_features": _top_features(state.peak_shares, model.features, top_k),
+        "windows": state.windows,
+        "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+        "detected_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "source": {"partition": window.event.record.partition, "offset": window.event.record.offset},
+    }
+    if transition.phase is Phase.CLOSED:
+        document["closed_at"] = state.last_anomalous_end_ms
+        document["closed_at_iso"] = _iso(state.last_anomalous_end_ms)
+        document["duration_ms"] = state.last_anomalous_end_ms - state.opened_end_ms
+    return document
+
+
+def score_document(verdict: Verdict, scores: Scores, model: ModelInfo) -> dict[str, Any]:
+    """One window's scores for dashboards (the optional scores topic)."""
+    judgement = verdict.judgement
+    return {
+        "series_id": verdict.window.series_id,
+        "window_start": verdict.window.start_ms,
+        "window_end": verdict.window.end_ms,
+        "score": _finite(float(scores.score[verdict.index])),
+        "model_anomaly_score": _finite(float(scores.anomaly_score[verdict.index]), 1.0),
+        "anomaly_score": judgement.anomaly_score,
+        "surprise": _finite(judgement.surprise),
+        "model_version": model.version,
+    }
+
+
+def _top_features(shares: tuple[float, ...], names: Sequence[str], k: int) -> list[dict[str, Any]]:
+    order = np.argsort(-np.asarray(shares, dtype=np.float64), kind="stable")[:k]
+    return [{"name": names[i], "share": round(min(max(shares[i], 0.0), 1.0), 6)} for i in order]
+
+
+def _finite(value: float, nan: float = FLOAT32_MAX) -> float:
+    if math.isnan(value):
+        return nan
+    return min(max(value, -FLOAT32_MAX), FLOAT32_MAX)
+
+
+def _iso(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,146 @@
+"""Thin kafka-python wrappers: a source that polls/commits/rewinds and a sink that confirms delivery."""
+
+import logging
+from collections.abc import Sequence
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from worker.config import KafkaSettings
+from worker.events import SourceRecord
+from worker.metrics import Metrics
+from worker.outbound import OutboundMessage
+
+log = logging.getLogger("worker.kafka")
+
+
+class DeliveryError(RuntimeError):
+    """At least one alert or dead letter was not confirmed by the broker; the batch must not commit."""
+
+
+class _LogRebalance(ConsumerRebalanceListener):
+    # kafka-python 3.x runs listeners on its IO thread, where a blocking commit() raises; committing
+    # happens only at the end of a batch, for the partitions still owned, so this only logs.
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        log.info("partitions revoked", extra={"partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in revoked)})
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in assigned)})
+
+
+def build_consumer(settings: KafkaSettings) -> KafkaConsumer:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers.split(","),
+        group_id=settings.group_id,
+        client_id=settings.client_id,
+        enable_auto_commit=False,
+        auto_offset_reset=settings.auto_offset_reset,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        max_poll_records=settings.max_poll_records,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        **settings.security_config(),
+    )
+    consumer.subscribe([settings.input_topic], listener=_LogRebalance())
+    return consumer
+
+
+def build_producer(settings: KafkaSettings) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers.split(","),
+        client_id=f"{settings.client_id}-producer",
+        acks="all",
+        linger_ms=settings.producer_linger_ms,
+        **settings.security_config(),
+    )
+
+
+class KafkaSource:
+    """Polls records, reports lag, commits only partitions still owned, rewinds a failed batch."""
+
+    def __init__(self, consumer: KafkaConsumer, metrics: Metrics, poll_timeout_ms: int = 500) -> None:
+        self._consumer = consumer
+        self._metrics = metrics
+        self._poll_timeout_ms = poll_timeout_ms
+
+    def poll(self) -> list[SourceRecord]:
+        batches = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
+        records = [
+            SourceRecord(topic=r.topic, partition=r.partition, offset=r.offset, key=r.key, value=r.value,
+                         timestamp_ms=r.timestamp)
+            for partition_records in batches.values()
+            for r in partition_records
+        ]
+        self._report_lag()
+        return records
+
+    def _report_lag(self) -> None:
+        # highwater() comes with each fetch response; end_offsets() would be an extra (and, on Tansu,
+        # wrong) round trip.
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            position = self._consumer.position(tp, timeout_ms=0) if highwater is not None else None
+            if highwater is not None and position is not None:
+                self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
+        """Commit the batch's offsets for partitions still assigned; False (and counted) on failure."""
+        owned = self._consumer.assignment()
+        to_commit = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in offsets.items()
+            if TopicPartition(topic, partition) in owned
+        }
+        if not to_commit:
+            return True
+        try:
+            self._consumer.commit(offsets=to_commit)
+        except (CommitFailedError, KafkaError) as error:
+            # Safe: the batch will be consumed again and the window store recognises the replay.
+            self._metrics.commit_failures.inc()
+            log.warning("offset commit failed; the batch will be replayed", extra={"error": repr(error)})
+            return False
+        return True
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        """Seek owned partitions back to the first record of a batch that could not be finished."""
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            first[tp] = min(first.get(tp, record.offset), record.offset)
+        owned = self._consumer.assignment()
+        for tp, offset in first.items():
+            if tp in owned:
+                self._consumer.seek(tp, offset)
+
+    def close(self, timeout_ms: int = 5000) -> None:
+        self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
+
+
+class KafkaSink:
+    """Sends messages and waits for every delivery report (flush() alone never raises)."""
+
+    def __init__(self, producer: KafkaProducer, timeout_s: float = 30.0) -> None:
+        self._producer = producer
+        self._timeout_s = timeout_s
+
+    def send(self, messages: Sequence[OutboundMessage]) -> None:
+        if not messages:
+            return
+        try:
+            futures = [self._producer.send(m.topic, key=m.key, value=m.value, headers=list(m.headers))
+                       for m in messages]
+            self._producer.flush(timeout=self._timeout_s)
+            for future in futures:
+                future.get(timeout=self._timeout_s)
+        except KafkaError as error:
+            raise DeliveryError(f"{len(messages)} messages not confirmed: {error!r}") from error
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaError as error:
+            # Only messages of uncommitted batches can be pending here: they are produced again on replay.
+            log.warning("producer closed with undelivered messages", extra={"error": repr(error)})

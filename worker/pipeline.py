@@ -1,0 +1,112 @@
+"""One batch: parse -> update windows -> score the due ones -> decide alerts -> deliver -> offsets.
+
+The processor never commits: it returns the offsets that are safe to commit once it has returned,
+i.e. after every alert and dead letter of the batch was confirmed delivered. The caller commits.
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Protocol
+
+import numpy as np
+
+from worker.alerts import Alert, decide_alerts
+from worker.events import Event, EventParser, Invalid, SourceRecord
+from worker.metrics import Metrics
+from worker.outbound import OutboundMessage, alert_message, dead_letter_message
+from worker.scorer import ModelInfo, Scores
+from worker.windows import WindowStore
+
+
+class Sink(Protocol):
+    """Delivers messages; returns only when all are confirmed, raises otherwise."""
+
+    def send(self, messages: Sequence[OutboundMessage]) -> None: ...
+
+
+class BatchScorer(Protocol):
+    info: ModelInfo
+
+    def score(self, windows: np.ndarray) -> Scores: ...
+
+
+@dataclass(frozen=True)
+class Topics:
+    alerts: str
+    dead_letters: str
+
+
+@dataclass
+class BatchReport:
+    """What one batch did; `offsets` maps (topic, partition) to the next offset to consume."""
+
+    records: int = 0
+    events: int = 0
+    invalid: list[Invalid] = field(default_factory=list)
+    windows: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class BatchProcessor:
+    def __init__(self, parser: EventParser, store: WindowStore, scorer: BatchScorer, sink: Sink,
+                 metrics: Metrics, topics: Topics, *, top_k: int = 3,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self._parser = parser
+        self._store = store
+        self._scorer = scorer
+        self._sink = sink
+        self._metrics = metrics
+        self._topics = topics
+        self._top_k = top_k
+        self._clock = clock
+
+    def process(self, records: Sequence[SourceRecord]) -> BatchReport:
+        started = time.perf_counter()
+        parsed = [self._parser.parse(record) for record in records]
+        events = [item for item in parsed if isinstance(item, Event)]
+        invalid = [item for item in parsed if isinstance(item, Invalid)]
+
+        applied = self._store.apply(events)
+        scores = self._score(np.stack([w.values for w in applied.windows]) if applied.windows else None)
+        alerts = decide_alerts(applied.windows, scores, self._scorer.info, top_k=self._top_k, now=self._clock())
+
+        messages = [alert_message(alert, self._topics.alerts) for alert in alerts]
+        messages += [dead_letter_message(item, self._topics.dead_letters) for item in invalid]
+        self._sink.send(messages)
+
+        self._count(applied.outcomes, applied.new_series, invalid, len(applied.windows), len(alerts))
+        self._metrics.batch_size.observe(len(records))
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        return BatchReport(records=len(records), events=len(events), invalid=invalid,
+                           windows=len(applied.windows), alerts=alerts, offsets=next_offsets(records))
+
+    def _score(self, windows: np.ndarray | None) -> Scores:
+        if windows is None:
+            return self._scorer.score(np.zeros((0, self._scorer.info.window, len(self._scorer.info.features)),
+                                               np.float32))
+        started = time.perf_counter()
+        scores = self._scorer.score(windows)
+        self._metrics.inference_seconds.observe(time.perf_counter() - started)
+        return scores
+
+    def _count(self, outcomes: list, new_series: int, invalid: list[Invalid], windows: int, alerts: int) -> None:
+        for outcome in outcomes:
+            self._metrics.events.labels(outcome.value).inc()
+        for item in invalid:
+            self._metrics.invalid.labels(item.reason.value).inc()
+        self._metrics.series_created.inc(new_series)
+        self._metrics.windows_scored.inc(windows)
+        self._metrics.alerts.inc(alerts)
+        self._metrics.batches.inc()
+
+
+def next_offsets(records: Sequence[SourceRecord]) -> dict[tuple[str, int], int]:
+    """The commit position per partition: one past the highest offset seen in the batch."""
+    offsets: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+    return offsets

@@ -1,0 +1,68 @@
+"""Loads the artifact once and scores every window that came due in a batch in one forward pass."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vrae_model.artifact import Artifact, load_artifact
+from worker.config import ModelSettings
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What alerts say about the model that produced them."""
+
+    name: str
+    version: str
+    sha256: str
+    window: int
+    features: tuple[str, ...]
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Scores:
+    score: np.ndarray  # (B,) mean squared error, scaled units
+    anomaly_score: np.ndarray  # (B,) calibrated, [0, 1]
+    feature_scores: np.ndarray  # (B, F) rows sum to 1
+
+
+class Scorer:
+    """The TorchScript module behind a small numpy interface, chunked by `max_batch_size`."""
+
+    def __init__(self, artifact: Artifact, max_batch_size: int = 1024, threshold: float | None = None) -> None:
+        metadata = artifact.metadata
+        self._module = artifact.module
+        self._max_batch_size = max_batch_size
+        self.info = ModelInfo(
+            name=str(metadata["model_name"]),
+            version=str(metadata["model_version"]),
+            sha256=artifact.sha256,
+            window=int(metadata["window"]),
+            features=tuple(metadata["features"]),
+            threshold=float(metadata["threshold"] if threshold is None else threshold),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings) -> "Scorer":
+        """Load (and verify the sha256 of) the configured artifact; sets torch's thread count."""
+        torch.set_num_threads(settings.torch_threads)
+        artifact = load_artifact(settings.path, expected_sha256=settings.sha256)
+        return cls(artifact, max_batch_size=settings.max_batch_size, threshold=settings.threshold)
+
+    def score(self, windows: np.ndarray) -> Scores:
+        """Score raw windows (B, T, F); B may be 0."""
+        n_features = len(self.info.features)
+        if len(windows) == 0:
+            empty = np.zeros(0, np.float32)
+            return Scores(empty, empty, np.zeros((0, n_features), np.float32))
+        data = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+        parts: dict[str, list[np.ndarray]] = {"score": [], "anomaly_score": [], "feature_scores": []}
+        with torch.inference_mode():
+            for chunk in torch.split(data, self._max_batch_size):
+                out = self._module(chunk)
+                for key, collected in parts.items():
+                    collected.append(out[key].numpy())
+        merged = {key: np.concatenate(collected) for key, collected in parts.items()}
+        return Scores(**merged)

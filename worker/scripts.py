@@ -1,0 +1,161 @@
+"""Every Lua script the worker runs in Redis, in one place, registered once per client.
+
+The window record is one string per series (key `<prefix>:w:{<series_id>}`, hash-tagged so Redis
+Cluster keeps each call on one slot). A string beats a hash here: a hash whose field exceeds
+`hash-max-listpack-value` (64 bytes by default) leaves the compact listpack encoding and costs ~2x.
+
+Layout (little endian):
+    n          int48   accepted events so far (the index of the next event)
+    last_off   int64   the last Kafka offset applied to this series (-1: none)
+    last_ts    int48   epoch ms of the last accepted event
+    base_ts    int48   epoch ms of the oldest buffered event
+    count      uint16  buffered events
+    values     count * value_bytes   float32, packed by Python, appended/trimmed as opaque bytes
+    deltas     count - 1 unsigned LEB128 varints: ts[i] - ts[i-1] (2 bytes at a 1 s cadence)
+"""
+
+from typing import Final
+
+WINDOW_HEADER_BYTES: Final = 28
+
+# KEYS[1]: the series' window key.
+# ARGV: window, stride, capacity, value_bytes, ttl_ms, then (offset, ts_ms, value bytes) per event in
+# offset order. Returns {statuses, then per due window: event position (0-based), values, start ts}.
+# Status letters: a accepted, d duplicate, l late, r replayed, u replay_unrecoverable; a leading '+'
+# means this call created the series' state.
+APPLY_EVENTS: Final = r"""
+local HEADER = '<i6i8i6i6H'
+local HEADER_BYTES = 28
+local T = tonumber(ARGV[1])
+local stride = tonumber(ARGV[2])
+local capacity = tonumber(ARGV[3])
+local vb = tonumber(ARGV[4])
+local ttl_ms = tonumber(ARGV[5])
+
+local function read_varint(s, p)
+  local x, mul = 0, 1
+  while true do
+    local b = string.byte(s, p)
+    p = p + 1
+    if b < 128 then return x + b * mul, p end
+    x = x + (b - 128) * mul
+    mul = mul * 128
+  end
+end
+
+local function write_varint(x)
+  local out = {}
+  while x >= 128 do
+    out[#out + 1] = string.char(x % 128 + 128)
+    x = math.floor(x / 128)
+  end
+  out[#out + 1] = string.char(x)
+  return table.concat(out)
+end
+
+local function is_due(k)
+  return k >= T - 1 and (k - (T - 1)) % stride == 0
+end
+
+local n, last_off, last_ts, base_ts, count, vals, deltas
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  n, last_off, last_ts, base_ts, count = struct.unpack(HEADER, raw)
+  vals = string.sub(raw, HEADER_BYTES + 1, HEADER_BYTES + count * vb)
+  deltas = string.sub(raw, HEADER_BYTES + count * vb + 1)
+else
+  n, last_off, last_ts, base_ts, count, vals, deltas = 0, -1, 0, 0, 0, '', ''
+end
+
+local function ts_at(i)
+  local t, p = base_ts, 1
+  for _ = 1, i do
+    local d
+    d, p = read_varint(deltas, p)
+    t = t + d
+  end
+  return t
+end
+
+local function window_at(i)
+  return string.sub(vals, (i - T + 1) * vb + 1, (i + 1) * vb)
+end
+
+local function find_ts(ts)
+  local t, p = base_ts, 1
+  for i = 0, count - 1 do
+    if i > 0 then
+      local d
+      d, p = read_varint(deltas, p)
+      t = t + d
+    end
+    if t == ts then return i end
+    if t > ts then return nil end
+  end
+  return nil
+end
+
+local statuses = {}
+local out = {''}
+local changed = false
+local n_events = (#ARGV - 5) / 3
+for e = 0, n_events - 1 do
+  local off = tonumber(ARGV[6 + 3 * e])
+  local ts = tonumber(ARGV[7 + 3 * e])
+  local v = ARGV[8 + 3 * e]
+  local status
+  if count > 0 and off <= last_off then
+    local idx = find_ts(ts)
+    if idx == nil then
+      if n > count and ts < base_ts then status = 'u' else status = 'r' end
+    else
+      local k = n - (count - 1 - idx) - 1
+      if not is_due(k) then
+        status = 'r'
+      elseif idx < T - 1 then
+        status = 'u'
+      else
+        status = 'r'
+        out[#out + 1] = e
+        out[#out + 1] = window_at(idx)
+        out[#out + 1] = ts_at(idx - T + 1)
+      end
+    end
+  elseif count > 0 and ts <= last_ts then
+    if ts < last_ts then status = 'l' else status = 'd' end
+    last_off = off
+    changed = true
+  else
+    vals = vals .. v
+    if count > 0 then deltas = deltas .. write_varint(ts - last_ts) else base_ts = ts end
+    count = count + 1
+    n = n + 1
+    last_ts = ts
+    last_off = off
+    changed = true
+    status = 'a'
+    if is_due(n - 1) then
+      out[#out + 1] = e
+      out[#out + 1] = window_at(count - 1)
+      out[#out + 1] = ts_at(count - T)
+    end
+    if count > capacity then
+      local d, p = read_varint(deltas, 1)
+      base_ts = base_ts + d
+      deltas = string.sub(deltas, p)
+      vals = string.sub(vals, vb + 1)
+      count = count - 1
+    end
+  end
+  statuses[#statuses + 1] = status
+end
+if changed then
+  redis.call('SET', KEYS[1], struct.pack(HEADER, n, last_off, last_ts, base_ts, count) .. vals .. deltas,
+             'PX', ttl_ms)
+elseif count > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl_ms)
+end
+out[1] = table.concat(statuses)
+if not raw then out[1] = '+' .. out[1] end
+return out
+"""
