@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,14 +119,20 @@ def committed_offset(admin: KafkaAdminClient, group: str, topic: str) -> int:
 class Drain:
     events: int
     seconds: float
+    cpu_seconds: float  # CPU time the worker process used over the same span (nan if unknown)
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("nan")
 
+    @property
+    def cpu_us_per_event(self) -> float:
+        """What one event costs the worker in CPU: steadier than wall time on a shared machine."""
+        return 1e6 * self.cpu_seconds / self.events if self.events else float("nan")
+
 
 def time_drain(stack: Stack, topics: Topics, start_offset: int, end_offset: int, timeout_s: float,
-               poll_s: float = 0.05) -> Drain:
+               cpu_seconds: Callable[[], float] = lambda: float("nan"), poll_s: float = 0.05) -> Drain:
     """Time the committed offset going from `start_offset` (or just past it) to `end_offset`.
 
     The clock starts at the first commit seen at or past `start_offset`, so group join, model load and
@@ -135,18 +141,27 @@ def time_drain(stack: Stack, topics: Topics, start_offset: int, end_offset: int,
     admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap, request_timeout_ms=10_000)
     try:
         deadline = time.monotonic() + timeout_s
-        first: tuple[float, int] | None = None
+        first: tuple[float, int, float] | None = None
         while time.monotonic() < deadline:
             offset = committed_offset(admin, topics.group, topics.events)
-            now = time.perf_counter()
+            now, cpu_now = time.perf_counter(), cpu_seconds()
             if first is None and offset >= start_offset:
-                first = (now, offset)
+                first = (now, offset, cpu_now)
             if offset >= end_offset and first is not None:
-                return Drain(events=end_offset - first[1], seconds=now - first[0])
+                return Drain(events=end_offset - first[1], seconds=now - first[0], cpu_seconds=cpu_now - first[2])
             time.sleep(poll_s)
     finally:
         admin.close()
     raise TimeoutError(f"the worker did not commit offset {end_offset} of {topics.events} within {timeout_s:.0f} s")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc (Linux); nan elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def worker_env(stack: Stack, topics: Topics, model_path: Path, *, metrics_port: int, heartbeat: Path,
@@ -193,6 +208,9 @@ class WorkerProcess:
     def check_alive(self) -> None:
         if self.process.poll() is not None:
             raise RuntimeError(f"the worker exited with code {self.process.returncode}; see {self.log_path}")
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process.pid)
 
     def peak_rss_bytes(self) -> int | None:
         """VmHWM from /proc (Linux); None elsewhere."""

@@ -1,28 +1,32 @@
 """Latency: event produce time -> alert received by a consumer, at a steady offered rate.
 
-The worker runs with its alert threshold overridden to 0 (VRAE_MODEL__THRESHOLD=0), so every scored
-window becomes an alert and every timed event yields one latency sample: this measures the full path
-(poll, Redis, forward pass, alert produce with acks=all, commit) for every window, not a sampled few.
 Each event's `ts` is the wall-clock time at which the producer sent it, and the alert carries that
-`ts` back as `window_end`, so latency = alert receive time - window_end on one machine clock.
+`ts` back as `window_end`, so latency = alert receive time - window_end, on one machine clock. It
+covers the whole path: produce, broker, poll, Redis, forward pass, alert produce (acks=all), and the
+alert consumer's fetch.
 
-The listener is a separate process, so neither the producer's pacing nor the listener's decoding
-steals the worker's CPU or skews each other. Series are warmed up (window - 1 events each) before
-the timed phase, so every timed event ends a due window.
+Which windows alert: by default the worker's threshold is overridden to 0.99 (VRAE_MODEL__THRESHOLD),
+so about 1% of scored windows alert, a sample of the scored-window latency through the alert output
+(an alert leaves with the batch its window was scored in, so its latency is that batch's latency).
+`--latency-threshold 0` makes every window alert instead: the worst case, where building and
+producing one alert per event roughly doubles the worker's cost per event.
+
+The listener (alert_listener.py) is a separate process, so the producer's pacing and the listener's
+decoding do not share a GIL. Series are warmed up (window - 1 events each) before the timed phase,
+so every timed event ends a due window.
 
 Run alone: `python benchmarks/latency.py --latency-rate 5000 --windows 24` (the default rate, half
 of the maximum, needs the throughput run: use run_all.py).
 """
 
-import json
-import multiprocessing
+import subprocess
+import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 import options
 from bench_models import write_artifact
@@ -31,29 +35,6 @@ from harness import (Stack, Topics, WorkerProcess, encode_event, format_figures,
 from worker import local_services
 
 TICK_S = 0.005  # the producer's pacing step: events due in each 5 ms slice are sent together
-
-
-def listen(bootstrap: str, topic: str, expected: int, timeout_s: float, ready: Connection, out: Connection) -> None:
-    """Child process: collect `receive ms - window_end` of `expected` alerts and send them back."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10,
-                             max_poll_records=5000)
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    consumer.poll(timeout_ms=100)
-    ready.send(True)
-    latencies: list[int] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(latencies) < expected and time.monotonic() < deadline:
-            batches = consumer.poll(timeout_ms=50)
-            received_ms = time.time_ns() // 1_000_000
-            for records in batches.values():
-                for record in records:
-                    latencies.append(received_ms - json.loads(record.value)["window_end"])
-    finally:
-        consumer.close()
-    out.send(np.asarray(latencies, dtype=np.int64))
 
 
 def latency_producer(bootstrap: str) -> KafkaProducer:
@@ -96,30 +77,30 @@ def run_window(stack: Stack, opts: options.BenchOptions, window: int, rate: floa
     warm_total = preload(stack.bootstrap, topics.events, opts.series, window - 1, opts.features)
     metrics_port = local_services.free_port()
     env = worker_env(stack, topics, model, metrics_port=metrics_port, heartbeat=workdir / f"latency-w{window}.hb",
-                     key_prefix=f"latency-w{window}", threshold=0.0)
-    expected = int(rate * opts.latency_s)
-    context = multiprocessing.get_context("spawn")
-    ready_receive, ready_send = context.Pipe(duplex=False)
-    result_receive, result_send = context.Pipe(duplex=False)
+                     key_prefix=f"latency-w{window}", threshold=opts.latency_threshold)
+    samples_path = workdir / f"latency-w{window}.npy"
     with WorkerProcess(env, metrics_port, workdir / f"worker-latency-w{window}.log") as worker:
         time_drain(stack, topics, warm_total, warm_total, timeout_s=120)
-        listener = context.Process(target=listen, args=(stack.bootstrap, topics.alerts, expected,
-                                                        opts.latency_s + 60, ready_send, result_send))
-        listener.start()
+        listener = subprocess.Popen([sys.executable, str(Path(__file__).with_name("alert_listener.py")),
+                                     stack.bootstrap, topics.alerts, str(samples_path),
+                                     "--timeout-seconds", str(opts.latency_s + 120)], stdout=subprocess.PIPE)
         try:
-            ready_receive.recv()
+            if listener.stdout is None or listener.stdout.readline().strip() != b"ready":
+                raise RuntimeError("the alert listener did not start")
             sent, achieved = offer_steady(stack.bootstrap, topics.events, ids, opts.features, rate, opts.latency_s)
-            latencies_ms = result_receive.recv()
+            listener.wait(timeout=opts.latency_s + 180)
         finally:
-            listener.join(timeout=30)
-            if listener.is_alive():
+            if listener.poll() is None:
                 listener.kill()
+                listener.wait()
         worker.check_alive()
+    latencies_ms = np.load(samples_path)
     suffix = f"_w{window}"
     return {
         f"latency_offered_events_per_s{suffix}": rate,
         f"latency_achieved_events_per_s{suffix}": achieved,
         f"latency_events{suffix}": sent,
+        f"latency_threshold{suffix}": opts.latency_threshold,
         f"latency_alerts_received{suffix}": int(latencies_ms.size),
         f"latency_p50_ms{suffix}": float(np.percentile(latencies_ms, 50)) if latencies_ms.size else float("nan"),
         f"latency_p99_ms{suffix}": float(np.percentile(latencies_ms, 99)) if latencies_ms.size else float("nan"),

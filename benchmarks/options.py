@@ -18,6 +18,7 @@ class BenchOptions:
     naive_events: int  # the naive worker is timed on this prefix and its rate extrapolated
     latency_s: float  # how long the steady-rate latency run offers events
     latency_rate: float | None  # events/s offered in the latency run; default: half the measured maximum
+    latency_threshold: float  # alert threshold override in the latency run (0: every window alerts)
     scoring_min_s: float  # minimum timed span per scoring measurement
     workdir: Path | None
     json_out: Path | None
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of the steady-rate run (20)")
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="offered events/s in the latency run (default: half the measured maximum)")
+    parser.add_argument("--latency-threshold", type=float, default=0.99,
+                        help="anomaly_score threshold in the latency run: 0.99 samples ~1%% of windows, "
+                             "0 makes every window alert (0.99)")
     parser.add_argument("--scoring-min-seconds", type=float, default=0.5,
                         help="minimum timed span per scoring measurement (0.5)")
     parser.add_argument("--smoke", action="store_true",
@@ -60,6 +64,7 @@ def from_args(args: argparse.Namespace) -> BenchOptions:
         naive_events=smoke.get("naive_events", args.naive_events),
         latency_s=smoke.get("latency_s", args.latency_seconds),
         latency_rate=args.latency_rate,
+        latency_threshold=args.latency_threshold,
         scoring_min_s=smoke.get("scoring_min_s", args.scoring_min_seconds),
         workdir=args.workdir,
         json_out=args.json_out,

@@ -17,6 +17,7 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -39,8 +40,14 @@ from worker.windows import WindowSpec
 MAX_POLL_RECORDS = 2_000  # the worker's default, so the raw consumer polls the same way
 
 
-def raw_consume(bootstrap: str, topic: str, start_offset: int, n_events: int, timeout_s: float = 600.0) -> float:
-    """Events/s of poll + JSON decode alone, from `start_offset`, for `n_events` records."""
+@dataclass(frozen=True)
+class Rate:
+    events_per_s: float
+    cpu_us_per_event: float
+
+
+def raw_consume(bootstrap: str, topic: str, start_offset: int, n_events: int, timeout_s: float = 600.0) -> Rate:
+    """Poll + JSON decode alone, from `start_offset`, for `n_events` records."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=MAX_POLL_RECORDS,
                              fetch_max_wait_ms=100)
     tp = TopicPartition(topic, 0)
@@ -48,19 +55,19 @@ def raw_consume(bootstrap: str, topic: str, start_offset: int, n_events: int, ti
         consumer.assign([tp])
         consumer.seek(tp, start_offset)
         seen = 0
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         deadline = time.monotonic() + timeout_s
         while seen < n_events and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
                     json.loads(record.value)
-                seen += sum(1 for _ in records)
-        elapsed = time.perf_counter() - started
+                seen += len(records)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         consumer.close()
     if seen < n_events:
         raise TimeoutError(f"raw consumer read {seen} of {n_events} events in {timeout_s:.0f} s")
-    return seen / elapsed
+    return Rate(seen / elapsed, 1e6 * cpu / seen)
 
 
 def run_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str, warm_end: int, total: int,
@@ -70,12 +77,14 @@ def run_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str, warm_
                      key_prefix=key_prefix)
     profile_path = workdir / f"profile-{key_prefix}.txt" if profile else None
     with WorkerProcess(env, metrics_port, workdir / f"worker-{key_prefix}.log", profile_path) as worker:
-        drain = time_drain(stack, topics, warm_end, total, timeout_s=max(120.0, total / 500))
+        drain = time_drain(stack, topics, warm_end, total, timeout_s=max(120.0, total / 500),
+                           cpu_seconds=worker.cpu_seconds)
         worker.check_alive()
         metrics = worker.metrics()
         peak_rss = worker.peak_rss_bytes()
     return {
         "events_per_s": drain.events_per_s,
+        "cpu_us_per_event": drain.cpu_us_per_event,
         "timed_events": drain.events,
         "seconds": drain.seconds,
         "windows_scored": metrics.get("vrae_windows_scored_total", math.nan),
@@ -88,7 +97,7 @@ def run_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str, warm_
 
 
 def run_naive_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str, warm_end: int,
-                     n_events: int) -> float:
+                     n_events: int) -> Rate:
     scorer = Scorer.from_settings(ModelSettings(path=model, torch_threads=1))
     spec = WindowSpec(window=scorer.info.window, n_features=len(scorer.info.features))
     store = RedisWindowStore(connect(RedisSettings(url=stack.redis_url)), spec, key_prefix=key_prefix)
@@ -102,7 +111,7 @@ def run_naive_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str,
     finally:
         consumer.close()
         sink.close()
-    return run.events_per_s
+    return Rate(run.events_per_s, 1e6 * run.cpu_seconds / run.events)
 
 
 def measure_window(stack: Stack, opts: options.BenchOptions, window: int, workdir: Path) -> dict[str, float]:
@@ -127,10 +136,15 @@ def measure_window(stack: Stack, opts: options.BenchOptions, window: int, workdi
     return {
         f"preload_events_per_s{suffix}": total / preload_s,
         f"worker_events_per_s{suffix}": worker["events_per_s"],
-        f"raw_consume_events_per_s{suffix}": raw,
-        f"naive_events_per_s{suffix}": naive,
-        f"ratio_vs_raw{suffix}": worker["events_per_s"] / raw,
-        f"speedup_vs_naive{suffix}": worker["events_per_s"] / naive,
+        f"raw_consume_events_per_s{suffix}": raw.events_per_s,
+        f"naive_events_per_s{suffix}": naive.events_per_s,
+        f"ratio_vs_raw{suffix}": worker["events_per_s"] / raw.events_per_s,
+        f"speedup_vs_naive{suffix}": worker["events_per_s"] / naive.events_per_s,
+        f"worker_cpu_us_per_event{suffix}": worker["cpu_us_per_event"],
+        f"raw_consume_cpu_us_per_event{suffix}": raw.cpu_us_per_event,
+        f"naive_cpu_us_per_event{suffix}": naive.cpu_us_per_event,
+        f"cpu_ratio_vs_raw{suffix}": raw.cpu_us_per_event / worker["cpu_us_per_event"],
+        f"cpu_speedup_vs_naive{suffix}": naive.cpu_us_per_event / worker["cpu_us_per_event"],
         f"worker_timed_events{suffix}": int(worker["timed_events"]),
         f"worker_windows_scored{suffix}": int(worker["windows_scored"]),
         f"worker_alerts{suffix}": int(worker["alerts"]),

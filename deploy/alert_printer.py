@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 
 log = logging.getLogger("vrae.alerts")
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--from-beginning", action="store_true", help="print the alerts already in the topic too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     kafka = Settings().kafka
     consumer = KafkaConsumer(kafka.alert_topic, bootstrap_servers=kafka.bootstrap_servers, group_id=None,
                              client_id="vrae-alert-printer", enable_auto_commit=False,
@@ -59,5 +61,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run(argv: Sequence[str] | None = None) -> int:
+    """main() with its failures as one line on stderr and exit code 2, like every vrae command."""
+    from kafka.errors import KafkaError
+    from pydantic import ValidationError
+
+    try:
+        return main(argv)
+    except ValidationError as error:
+        first = error.errors()[0]
+        setting = "VRAE_" + "__".join(str(part).upper() for part in first["loc"])
+        print(f"alert-printer: invalid setting {setting}: {first['msg']}", file=sys.stderr)
+    except KafkaError as error:
+        print(f"alert-printer: {error}; check VRAE_KAFKA__BOOTSTRAP_SERVERS and that the broker is up", file=sys.stderr)
+    return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

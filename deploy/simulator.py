@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     kafka = Settings().kafka
     base = SynthConfig(n_series=args.series, length=args.lap_length, features=tuple(args.features.split(",")),
                        interval_ms=args.interval_ms, anomaly_rate=args.anomaly_rate, seed=args.seed,
@@ -134,5 +136,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run(argv: Sequence[str] | None = None) -> int:
+    """main() with its failures as one line on stderr and exit code 2, like every vrae command."""
+    from kafka.errors import KafkaError
+    from pydantic import ValidationError
+
+    try:
+        return main(argv)
+    except ValidationError as error:
+        first = error.errors()[0]
+        setting = "VRAE_" + "__".join(str(part).upper() for part in first["loc"])
+        print(f"simulator: invalid setting {setting}: {first['msg']}", file=sys.stderr)
+    except KafkaError as error:
+        print(f"simulator: {error}; check VRAE_KAFKA__BOOTSTRAP_SERVERS and that the broker is up", file=sys.stderr)
+    return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

@@ -141,12 +141,21 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 _unique = itertools.count()
 
 
-@pytest.fixture
-def make_settings(tmp_path: Path, tiny_model: TinyModel, bootstrap_servers: str,
-                  redis_url: str) -> Callable[..., Settings]:
-    """Settings for a worker on the test services, with fresh topics and group (created on the broker)."""
+def _model_settings(request: pytest.FixtureRequest) -> ModelSettings:
+    tiny_model: TinyModel = request.getfixturevalue("tiny_model")
+    return ModelSettings(path=tiny_model.path, sha256=tiny_model.sha256)
 
-    def make(*, stride: int = 1, replay_margin: int = 8, create: bool = True, **kafka: object) -> Settings:
+
+@pytest.fixture
+def make_settings(request: pytest.FixtureRequest, tmp_path: Path, bootstrap_servers: str,
+                  redis_url: str) -> Callable[..., Settings]:
+    """Settings for a worker on the test services, with fresh topics and group (created on the broker).
+
+    The tiny model is trained on first use only, so Kafka-only tests do not pay for it.
+    """
+
+    def make(*, stride: int = 1, replay_margin: int = 8, create: bool = True, with_model: bool = True,
+             **kafka: object) -> Settings:
         suffix = f"{next(_unique)}-{uuid.uuid4().hex[:6]}"
         kafka_settings = KafkaSettings(
             bootstrap_servers=bootstrap_servers, input_topic=f"events-{suffix}", alert_topic=f"alerts-{suffix}",
@@ -158,7 +167,7 @@ def make_settings(tmp_path: Path, tiny_model: TinyModel, bootstrap_servers: str,
             _env_file=None,
             kafka=kafka_settings,
             redis=RedisSettings(url=redis_url),
-            model=ModelSettings(path=tiny_model.path, sha256=tiny_model.sha256),
+            model=_model_settings(request) if with_model else ModelSettings(),
             window=WindowSettings(stride=stride, replay_margin=replay_margin),
             events=EventSettings(),
             service=ServiceSettings(metrics_port=0, heartbeat_file=tmp_path / f"heartbeat-{suffix}",

@@ -156,7 +156,8 @@ def plot_map(
     figure, axes = _figure(7, 6)
     ax = axes[0, 0]
     if groups is not None:
-        for group in np.unique(groups):
+        names, sizes = np.unique(groups, return_counts=True)
+        for group in names[np.argsort(-sizes, kind="stable")]:  # largest first, so rare groups stay visible
             mask = groups == group
             ax.scatter(coords[mask, 0], coords[mask, 1], s=8, alpha=0.7, label=str(group))
         ax.legend(title=legend_title, markerscale=2, fontsize="small")

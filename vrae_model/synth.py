@@ -5,6 +5,10 @@ cycle drive every feature, each feature adds its own noise and a slow trend. Ano
 into spans and every event inside a span is labelled; optional regime changes alter normal behaviour
 permanently WITHOUT a label (a model must learn to live with them, not flag them forever).
 
+The seed picks the fleet (each machine's levels, gains, phases); noise and incidents also depend on
+the start time, so a later `start_ms` with the same seed continues the same machines: clean history
+for training and labelled live data for testing come from one seed.
+
 Signals are built in "scale units" (about one standard deviation of normal behaviour) and mapped to
 physical units at the end, so anomaly magnitudes mean the same thing for every feature.
 """

@@ -156,9 +156,7 @@ class EpochHistory(Callback):
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         row = {"epoch": float(trainer.current_epoch)}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")})
         self.epochs.append(row)
@@ -224,9 +222,9 @@ def train(
     model = module.model.eval()  # trainer.test restored the best weights
     created_at = datetime.now(timezone.utc).replace(microsecond=0)
     data_fingerprint = fingerprint(data)
-    val_scores = score_arrays(
-        ScoringModule(model, datamodule.scaler, fit_calibration(np.zeros(1))), datamodule.val_raw
-    )["score"]
+    # Raw scores do not depend on the calibration, so a placeholder one serves to compute them.
+    placeholder = fit_calibration(np.zeros(1))
+    val_scores = score_arrays(ScoringModule(model, datamodule.scaler, placeholder), datamodule.val_raw)["score"]
     calibration = fit_calibration(val_scores, config.tail_quantile)
     threshold = choose_threshold(calibration, val_scores, config.threshold_method, risk=config.risk, quantile=config.quantile)
     metadata = {
@@ -246,7 +244,7 @@ def train(
         "param_counts": model.param_counts(),
         "data_fingerprint": data_fingerprint,
         "library_version": vrae_model.__version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "created_at": created_at.isoformat().replace("+00:00", "Z"),
     }
     _attach_export_payload(best_path, checkpoint_path, metadata)
@@ -268,7 +266,7 @@ def train(
 
 def _attach_export_payload(best_path: Path, checkpoint_path: Path, metadata: dict[str, Any]) -> None:
     """Store the artifact metadata (scaler, calibration, threshold, configs) inside the best checkpoint."""
-    state = torch.load(best_path, map_location="cpu", weights_only=False)
+    state = torch.load(best_path, map_location="cpu", weights_only=True)
     state[EXPORT_KEY] = metadata
     torch.save(state, checkpoint_path)
 
@@ -279,8 +277,9 @@ def export_from_checkpoint(checkpoint: Path, out: Path) -> Path:
     if not checkpoint.is_file():
         raise ArtifactError(f"{checkpoint}: no such checkpoint; check the path")
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch.load raises many types for a corrupt or foreign file
+        # weights_only: a checkpoint from elsewhere must not be able to run code when we read it.
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for a corrupt, foreign or unsafe file
         raise ArtifactError(f"{checkpoint}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or EXPORT_KEY not in state or "state_dict" not in state:
         raise ArtifactError(f"{checkpoint}: no calibration inside (interrupted or foreign run); re-run vrae train")

@@ -111,7 +111,7 @@ def install_signal_handlers(stop: threading.Event, shutdown_timeout_s: float) ->
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
-    return run_demo(args.demo_args)
+    return run_demo(args.extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,15 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_config)
     commands.add_parser("check", help="exit 1 when the heartbeat is stale (container healthcheck)").set_defaults(
         func=cmd_check)
-    demo = commands.add_parser("demo", help="run the whole pipeline locally (see `vrae-worker demo --help`)",
-                               add_help=False)
-    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
-    demo.set_defaults(func=cmd_demo)
+    # The demo parses its own flags (`vrae-worker demo --help`).
+    commands.add_parser("demo", help="run the whole pipeline locally", add_help=False).set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "demo":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return args.func(args)
     except UsageError as error:

@@ -16,7 +16,7 @@ A new window is judged BEFORE it is folded in:
     p_point = Q((x_t - m) / sqrt(v + floor))           is this window unusual for this series?
     p_trend = Q((s' - m) / sqrt(w + floor))            is the recent average unusual? (s' includes x_t)
     p_local = min(1, 2 min(p_point, p_trend))          Bonferroni over the two questions
-    p_model = 1 - anomaly_score                        the model's global calibration (its tail probability)
+    p_model = max(1 - anomaly_score, 2 ** -24)         the model's global calibration (its tail probability)
     lambda  = n / (n + warmup)                         trust in the series' own history grows with it
     ln p    = (1 - lambda) ln p_model + lambda ln p_local
     surprise = -log10 p                                3 means "one window in a thousand"
@@ -37,6 +37,9 @@ import numpy as np
 
 MIN_SCORE = 1e-12
 MIN_PROBABILITY = 1e-300
+# anomaly_score arrives as float32: 1 - p cannot resolve p below 2**-24, so the model's own tail
+# probability is floored there instead of reading an exact 1.0 as "impossible".
+MIN_MODEL_PROBABILITY = 2.0**-24
 # ln(float32 max): where a non-finite score (the model overflowed) lands, the most anomalous there is.
 MAX_LOG_SCORE = math.log(float(np.finfo(np.float32).max))
 _STATE = struct.Struct("<qqqddddd")  # last_end_ms, n, model_key, mean, var, short, short_var, spare
@@ -50,6 +53,7 @@ class AdaptiveSettings:
     short_halflife: float = 6.0  # windows; the "recent average" compared against it
     warmup: float = 100.0  # windows after which the series' own history has half the say
     variance_floor: float = 1e-3  # in ln-score units squared: scores within ~3 % are never "unusual"
+    clip_sd: float = 4.0  # updates are winsorised at this many standard deviations
 
     @property
     def long_rate(self) -> float:
@@ -127,7 +131,7 @@ def upper_tail(z: float) -> float:
 def judge(history: ScoreHistory, score: float, anomaly_score: float, settings: AdaptiveSettings) -> Judgement:
     """The tail probability of `score` for this series, blended with the model's own (`anomaly_score`)."""
     model_anomaly = anomaly_score if math.isfinite(anomaly_score) else 1.0
-    p_model = min(max(1.0 - model_anomaly, MIN_PROBABILITY), 1.0)
+    p_model = min(max(1.0 - model_anomaly, MIN_MODEL_PROBABILITY), 1.0)
     if history.n == 0:
         return Judgement(p_value=p_model, p_point=1.0, p_trend=1.0, p_model=p_model)
     x = log_score(score)
@@ -150,10 +154,13 @@ def fold(history: ScoreHistory, score: float, end_ms: int, settings: AdaptiveSet
         return ScoreHistory(last_end_ms=end_ms, n=1, model_key=history.model_key, mean=x, var=0.0, short=x,
                             short_var=0.0)
     rate = max(1.0 / n, settings.long_rate)
-    deviation = x - history.mean
+    # Winsorised: one wild window moves the moments no more than a window at the clip would, so an
+    # anomaly does not teach the history that anomalies are normal; a lasting change still gets in.
+    limit = settings.clip_sd * math.sqrt(history.var + settings.variance_floor)
+    deviation = min(max(x - history.mean, -limit), limit)
     mean = history.mean + rate * deviation
     var = (1.0 - rate) * (history.var + rate * deviation * deviation)
-    short = history.short + max(1.0 / n, settings.short_rate) * (x - history.short)
+    short = history.short + max(1.0 / n, settings.short_rate) * (history.mean + deviation - history.short)
     short_var = history.short_var + rate * ((short - mean) ** 2 - history.short_var)
     return ScoreHistory(last_end_ms=end_ms, n=n, model_key=history.model_key, mean=mean, var=var, short=short,
                         short_var=short_var)

@@ -5,8 +5,6 @@ and logs never show them; the Redis URL's password is masked when printed.
 """
 
 import json
-import os
-import socket
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -123,7 +121,6 @@ class EventSettings(BaseModel):
 class ServiceSettings(BaseModel):
     """Process-level behaviour: metrics, health, logs, shutdown and back-off."""
 
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the metrics endpoint")
     metrics_host: str = "0.0.0.0"
     heartbeat_file: Path = Path("/tmp/vrae-worker.heartbeat")

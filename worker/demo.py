@@ -25,12 +25,21 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from vrae_model.artifact import load_artifact
 from vrae_model.exceptions import VraeError
 from vrae_model.windowing import due_positions
 from worker import local_services
 from worker.config import KafkaSettings, ModelSettings, RedisSettings, ServiceSettings, Settings, WindowSettings
+from worker.metrics import Metrics
 from worker.service import BackgroundWorker, build_service
 
+INTERVAL_MS = 1000
+FLEET_SEED = 1
+# A few broken events among the good ones, to show the dead-letter topic at work.
+BROKEN_EVENTS = (b"{not json", b'{"series_id": "sensor-000", "ts": "yesterday", "value": 1}',
+                 b'{"series_id": "sensor-000", "ts": 1, "features": {"rpm": 1500}}')
+BROKEN_KEY = b"sensor-000"
+BROKEN_EVERY = 997
 FAST_GROUP_JOIN = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 10000,
                    "poll_timeout_ms": 100, "fetch_max_wait_ms": 20, "producer_linger_ms": 2}
 
@@ -39,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vrae-worker demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=10, help="sensors streamed (default 10)")
     parser.add_argument("--events", type=int, default=600, help="events streamed per sensor (default 600)")
-    parser.add_argument("--history", type=int, default=1200, help="clean training events per sensor (default 1200)")
+    parser.add_argument("--history", type=int, default=1000, help="clean training events per sensor (default 1000)")
     parser.add_argument("--anomalies", type=int, default=2, help="anomalies injected per sensor (default 2)")
     parser.add_argument("--window", type=int, default=32, help="window length T (default 32)")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
@@ -63,6 +72,52 @@ class StreamEvent:
     kind: str
 
 
+class GroundTruth:
+    """The injected labels of the stream, per series, to judge alerts against."""
+
+    def __init__(self, stream: Sequence[StreamEvent]) -> None:
+        self._events: dict[str, list[StreamEvent]] = {}
+        for event in stream:
+            self._events.setdefault(event.series_id, []).append(event)
+        self._index = {(e.series_id, e.ts_ms): i for events in self._events.values() for i, e in enumerate(events)}
+
+    def window_kind(self, series_id: str, start_ms: int, end_ms: int) -> str:
+        """The injected anomaly kind inside a window, '' when the window is all normal."""
+        events = self._events.get(series_id, [])
+        first, last = self._index.get((series_id, start_ms), 0), self._index.get((series_id, end_ms), -1)
+        return next((e.kind for e in events[first:last + 1] if e.label), "")
+
+    def evaluate(self, alerted: set[tuple[str, int]], window: int, stride: int) -> dict[str, float]:
+        """Event level (a window is anomalous when its last event is labelled, as `vrae score` counts)
+        and incident level (an injected anomaly is caught when an alerted window overlaps it)."""
+        positives, caught, incidents = 0, 0, 0
+        true_positives = 0
+        for series_id, events in self._events.items():
+            ends = due_positions(len(events), window, stride)
+            labelled = {int(n) for n in ends if events[n].label}
+            flagged = {int(n) for n in ends if (series_id, events[n].ts_ms) in alerted}
+            positives += len(labelled)
+            true_positives += len(labelled & flagged)
+            for start, stop in _runs([e.label for e in events]):
+                incidents += 1
+                caught += any(start <= end and end - window + 1 <= stop for end in flagged)
+        return {"precision": true_positives / len(alerted) if alerted else float("nan"),
+                "recall": true_positives / positives if positives else float("nan"),
+                "positives": positives, "caught": caught, "incidents": incidents}
+
+
+def _runs(labels: Sequence[int]) -> list[tuple[int, int]]:
+    """(first, last) positions of each run of 1s."""
+    runs, start = [], None
+    for position, label in enumerate([*labels, 0]):
+        if label and start is None:
+            start = position
+        elif not label and start is not None:
+            runs.append((start, position - 1))
+            start = None
+    return runs
+
+
 @dataclass
 class ReceivedAlert:
     document: dict
@@ -76,13 +131,14 @@ class AlertReader:
     bootstrap: str
     topic: str
     quiet: bool
-    kinds: dict[tuple[str, int], str]
+    truth: GroundTruth
     alerts: list[ReceivedAlert] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def start(self) -> "AlertReader":
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                 fetch_max_wait_ms=10)
         consumer.assign([TopicPartition(self.topic, 0)])
         consumer.seek_to_beginning()
         self._thread = threading.Thread(target=self._run, args=(consumer,), daemon=True, name="alert-reader")
@@ -103,9 +159,9 @@ class AlertReader:
 
     def _line(self, alert: dict) -> str:
         top = ", ".join(f"{f['name']} {f['share']:.2f}" for f in alert["top_features"])
-        kind = self.kinds.get((alert["series_id"], alert["window_end"]), "") or "normal"
+        kind = self.truth.window_kind(alert["series_id"], alert["window_start"], alert["window_end"])
         return (f"ALERT {alert['series_id']:<12} {alert['window_end_iso']}  anomaly {alert['anomaly_score']:.4f}  "
-                f"score {alert['score']:8.3f}  top: {top}  [truth: {kind}]")
+                f"score {alert['score']:8.3f}  top: {top}  [{f'injected {kind}' if kind else 'normal window'}]")
 
     def stop(self) -> None:
         self._stop.set()
@@ -131,23 +187,32 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     bootstrap, redis_url = _services(out, stack)
-    model = args.model or _train(args, out)
-    stream = _synthesise(args, out)
+    # The same synthetic fleet (seed) before and after `now`: clean history to train on, then the live
+    # stream continues the same machines with anomalies injected.
+    now_ms = int(time.time() * 1000)
+    model = args.model or _train(args, out, start_ms=now_ms - args.history * INTERVAL_MS)
+    features = load_artifact(model).metadata["features"]
+    stream = _synthesise(args, out, start_ms=now_ms, features=features)
     settings = _settings(args, bootstrap, redis_url, model, out)
     local_services.create_topics(bootstrap, [settings.kafka.input_topic, settings.kafka.alert_topic,
                                              settings.kafka.dlq_topic])
-    kinds = {(e.series_id, e.ts_ms): e.kind for e in stream}
-    reader = AlertReader(bootstrap, settings.kafka.alert_topic, args.quiet_alerts, kinds).start()
+    truth = GroundTruth(stream)
+    reader = AlertReader(bootstrap, settings.kafka.alert_topic, args.quiet_alerts, truth).start()
     stack.callback(reader.stop)
-    worker = BackgroundWorker(build_service(settings)).start()
+    metrics = Metrics()
+    metrics.serve(settings.service.metrics_port, "127.0.0.1")
+    worker = BackgroundWorker(build_service(settings, metrics)).start()
     stack.callback(worker.stop)
+    local_services.wait_until(lambda: bool(worker.service.source.assigned()), 60, "the worker's consumer group join")
+    print(f"worker running; metrics at http://127.0.0.1:{settings.service.metrics_port}/metrics")
     print(f"streaming {len(stream)} events from {args.series} sensors at "
           f"{'full speed' if args.rate <= 0 else f'{args.rate:.0f} events/s'}; alerts:", flush=True)
     sent_at, stream_s = _produce(bootstrap, settings.kafka.input_topic, stream, args.rate)
-    processed_s = _wait_until_processed(worker, len(stream), started_s=sent_at[stream[0].series_id, stream[0].ts_ms])
+    processed_s = _wait_until_processed(worker, len(stream) + len(BROKEN_EVENTS),
+                                        started_s=sent_at[stream[0].series_id, stream[0].ts_ms])
     time.sleep(0.5)  # the last alerts are in flight to the reader
     reader.stop()
-    _summary(args, stream, reader.alerts, sent_at, stream_s, processed_s, worker, time.monotonic() - started)
+    _summary(args, stream, truth, reader.alerts, sent_at, stream_s, processed_s, worker, time.monotonic() - started)
     return 0
 
 
@@ -171,16 +236,17 @@ def _vrae(*arguments: str) -> list[str]:
     return [binary, *arguments] if binary else [sys.executable, "-m", "vrae_model.cli", *arguments]
 
 
-def _train(args: argparse.Namespace, out: Path) -> Path:
+def _train(args: argparse.Namespace, out: Path, start_ms: int) -> Path:
     history, model = out / "history.csv", out / "model.pt"
     subprocess.run(_vrae("synth", "--out", str(history), "--series", str(args.series), "--length",
-                         str(args.history), "--clean", "--interval-ms", "1000", "--seed", "1"), check=True)
+                         str(args.history), "--clean", "--interval-ms", str(INTERVAL_MS), "--seed", str(FLEET_SEED),
+                         "--start", str(start_ms)), check=True)
     print(f"training a VRAE ({args.preset} preset, {args.epochs} epochs, window {args.window}) ...", flush=True)
     began = time.monotonic()
     log_path = out / "train.log"
     with log_path.open("w") as log:
         result = subprocess.run(_vrae("train", "--data", str(history), "--out", str(model), "--preset", args.preset,
-                                      "--window", str(args.window), "--stride", "2", "--epochs", str(args.epochs),
+                                      "--window", str(args.window), "--stride", "4", "--epochs", str(args.epochs),
                                       "--quiet"), stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise VraeError(f"`vrae train` failed (exit {result.returncode}); see {log_path}")
@@ -188,12 +254,11 @@ def _train(args: argparse.Namespace, out: Path) -> Path:
     return model
 
 
-def _synthesise(args: argparse.Namespace, out: Path) -> list[StreamEvent]:
+def _synthesise(args: argparse.Namespace, out: Path, start_ms: int, features: Sequence[str]) -> list[StreamEvent]:
     path = out / "stream.csv"
-    now_ms = int(time.time() * 1000)
     subprocess.run(_vrae("synth", "--out", str(path), "--series", str(args.series), "--length", str(args.events),
-                         "--anomalies", str(args.anomalies), "--interval-ms", "1000", "--seed", "2",
-                         "--start", str(now_ms)), check=True)
+                         "--anomalies", str(args.anomalies), "--interval-ms", str(INTERVAL_MS), "--seed",
+                         str(FLEET_SEED), "--start", str(start_ms), "--features", ",".join(features)), check=True)
     return sorted(_read_stream(path), key=lambda e: (e.ts_ms, e.series_id))
 
 
@@ -237,6 +302,8 @@ def _produce(bootstrap: str, topic: str, stream: list[StreamEvent],
             body = json.dumps({"series_id": event.series_id, "ts": event.ts_ms, "values": event.values})
             sent_at[event.series_id, event.ts_ms] = time.monotonic()
             producer.send(topic, key=event.series_id.encode(), value=body.encode())
+            if index % BROKEN_EVERY == 0 and index // BROKEN_EVERY < len(BROKEN_EVENTS):
+                producer.send(topic, key=BROKEN_KEY, value=BROKEN_EVENTS[index // BROKEN_EVERY])
         producer.flush()
     finally:
         producer.close()
@@ -257,35 +324,31 @@ def _wait_until_processed(worker: BackgroundWorker, expected: int, started_s: fl
     raise local_services.ServiceError(f"the worker did not process {expected} events within {timeout_s:.0f} s")
 
 
-def _summary(args: argparse.Namespace, stream: list[StreamEvent], alerts: list[ReceivedAlert],
+def _summary(args: argparse.Namespace, stream: list[StreamEvent], truth: GroundTruth, alerts: list[ReceivedAlert],
              sent_at: dict[tuple[str, int], float], stream_s: float, processed_s: float, worker: BackgroundWorker,
              total_s: float) -> None:
-    labels = {(e.series_id, e.ts_ms): e.label for e in stream}
     alerted = {(a.document["series_id"], a.document["window_end"]) for a in alerts}
-    # Event level: a due window is flagged when it alerts and truly anomalous when its END event is labelled.
-    scored = _due_window_ends(stream, worker.service.scorer.info.window, args.stride)
-    positives = {key for key in scored if labels[key]}
-    true_positives = len(alerted & positives)
-    precision = true_positives / len(alerted) if alerted else float("nan")
-    recall = true_positives / len(positives) if positives else float("nan")
+    quality = truth.evaluate(alerted, worker.service.scorer.info.window, args.stride)
     latencies_ms = np.array([1000 * (a.received_s - sent_at[a.document["series_id"], a.document["window_end"]])
                              for a in alerts if (a.document["series_id"], a.document["window_end"]) in sent_at])
-    windows = worker.service.metrics.registry.get_sample_value("vrae_windows_scored_total") or 0
+    registry = worker.service.metrics.registry
+    windows = registry.get_sample_value("vrae_windows_scored_total") or 0
     p50, p99 = (np.percentile(latencies_ms, [50, 99]) if len(latencies_ms) else (float("nan"), float("nan")))
     print("\n── summary " + "─" * 60)
     print(f"events            {len(stream)} from {args.series} sensors, {windows:.0f} windows scored")
     print(f"throughput        {len(stream) / processed_s:,.0f} events/s end to end "
           f"(produced in {stream_s:.1f} s, all processed after {processed_s:.1f} s)")
     print(f"alerts            {len(alerts)} ({len(alerted)} distinct windows)")
-    print(f"precision/recall  {precision:.2f} / {recall:.2f}  (event level: a window counts as anomalous "
-          f"when its last event is labelled; {len(positives)} labelled windows)")
+    invalid = {sample.labels["reason"]: int(sample.value) for metric in registry.collect()
+               if metric.name == "vrae_invalid_events" for sample in metric.samples
+               if sample.name.endswith("_total")}
+    print(f"dead letters      {sum(invalid.values())} "
+          f"({', '.join(f'{reason} {count}' for reason, count in sorted(invalid.items()))})")
+    print(f"precision/recall  {quality['precision']:.2f} / {quality['recall']:.2f}  (event level: a window is "
+          f"anomalous when its last event is labelled; {quality['positives']} such windows)")
+    print(f"anomalies caught  {quality['caught']} of {quality['incidents']} injected (an alerted window overlaps it)")
+    batches = registry.get_sample_value("vrae_batches_total") or 1
+    print(f"worker            {batches:.0f} batches, mean {1000 * registry.get_sample_value('vrae_batch_seconds_sum') / batches:.0f} ms"
+          f" each ({1000 * registry.get_sample_value('vrae_inference_seconds_sum') / batches:.0f} ms inference)")
     print(f"latency           p50 {p50:.0f} ms, p99 {p99:.0f} ms  (event produced -> alert received)")
     print(f"total             {total_s:.0f} s including training; files in {args.out}/")
-
-
-def _due_window_ends(stream: list[StreamEvent], window: int, stride: int) -> set[tuple[str, int]]:
-    """(series, ts) of the events that end a due window, by the shared windowing rule."""
-    per_series: dict[str, list[int]] = {}
-    for event in stream:
-        per_series.setdefault(event.series_id, []).append(event.ts_ms)
-    return {(series, ts[n]) for series, ts in per_series.items() for n in due_positions(len(ts), window, stride)}

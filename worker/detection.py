@@ -16,6 +16,7 @@ their records were already delivered. Either way a replay leaves the score histo
 store refuses to overwrite a state with an older one.
 """
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import numpy as np
 
 from worker.adaptive import STATE_BYTES, AdaptiveSettings, Judgement, ScoreHistory, fold, for_model, judge, model_key
 from worker.incidents import IncidentSettings, IncidentState, Observation, Phase, Transition, step
+from worker.outbound import OutboundMessage
 from worker.scorer import ModelInfo, Scores
 from worker.windows import DueWindow
 
@@ -124,15 +126,57 @@ def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, Detec
             result.skipped += 1
             continue
         score, anomaly = float(scores.score[index]), float(scores.anomaly_score[index])
-        judgement = judge(state.history, score, anomaly, settings.adaptive)
+        worst = worst_feature_error(score, scores.feature_scores[index])
+        judgement = judge(state.history, worst, anomaly, settings.adaptive)
         seen = Observation(window.start_ms, window.end_ms, score, judgement.surprise, scores.feature_scores[index])
         incident, transition = step(sid, state.incident, seen, settings.incidents)
-        current[sid] = DetectorState(fold(state.history, score, window.end_ms, settings.adaptive), incident)
+        current[sid] = DetectorState(fold(state.history, worst, window.end_ms, settings.adaptive), incident)
         result.verdicts.append(Verdict(window, index, judgement))
         if transition is not None:
             result.events.append(IncidentEvent(transition, window))
         result.states[sid] = current[sid]
     return result
+
+
+@dataclass(frozen=True)
+class Detector:
+    """The pipeline's view: load states, detect, turn the result into messages, save after delivery."""
+
+    store: DetectorStore
+    settings: DetectionSettings = DetectionSettings()
+    top_k: int = 3
+    scores_topic: str | None = None  # every judged window also goes here, for dashboards
+
+    def detect(self, windows: Sequence[DueWindow], scores: Scores, model: ModelInfo) -> DetectionResult:
+        if not windows:
+            return DetectionResult()
+        states = self.store.load(list(dict.fromkeys(window.series_id for window in windows)))
+        return detect(windows, scores, states, model, self.settings)
+
+    def messages(self, result: DetectionResult, scores: Scores, model: ModelInfo, alert_topic: str,
+                 now: datetime) -> list[OutboundMessage]:
+        messages = [_json_message(alert_topic, event.window.series_id,
+                                 incident_document(event, model, top_k=self.top_k, now=now))
+                    for event in result.events]
+        if self.scores_topic is not None:
+            messages += [_json_message(self.scores_topic, verdict.window.series_id,
+                                      score_document(verdict, scores, model)) for verdict in result.verdicts]
+        return messages
+
+    def commit(self, result: DetectionResult) -> None:
+        """Persist the new states; call only once the batch's messages are confirmed delivered."""
+        if result.states:
+            self.store.save(result.states)
+
+
+def worst_feature_error(score: float, shares: np.ndarray) -> float:
+    """The mean squared error of the window's worst feature (score * F * its share).
+
+    The model's score averages over all F features, so a fault in one sensor is diluted F times; the
+    series' history is kept on this statistic instead, which is as steady when all is well.
+    """
+    share = float(np.max(shares)) if len(shares) else 1.0
+    return score * len(shares) * share if math.isfinite(share) else score
 
 
 def incident_document(event: IncidentEvent, model: ModelInfo, *, top_k: int, now: datetime) -> dict[str, Any]:
@@ -178,6 +222,12 @@ def score_document(verdict: Verdict, scores: Scores, model: ModelInfo) -> dict[s
         "surprise": _finite(judgement.surprise),
         "model_version": model.version,
     }
+
+
+def _json_message(topic: str, series_id: str, document: dict[str, Any]) -> OutboundMessage:
+    value = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return OutboundMessage(topic=topic, key=series_id.encode("utf-8"), value=value,
+                           headers=(("content-type", b"application/json"),))
 
 
 def _top_features(shares: tuple[float, ...], names: Sequence[str], k: int) -> list[dict[str, Any]]:

@@ -85,6 +85,10 @@ class KafkaSource:
             if highwater is not None and position is not None:
                 self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 
+    def assigned(self) -> set[tuple[str, int]]:
+        """Partitions this consumer owns now (empty until the group has been joined)."""
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
     def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
         """Commit the batch's offsets for partitions still assigned; False (and counted) on failure."""
         owned = self._consumer.assignment()

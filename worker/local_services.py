@@ -99,13 +99,14 @@ def _wait_alive(service: LocalProcess, ready: Callable[[], bool], timeout_s: flo
         raise
 
 
-def start_redis(port: int | None = None, log_dir: Path | None = None, timeout_s: float = 10.0) -> LocalProcess:
-    """An in-memory redis-server (no RDB, no AOF) on `port` or a free one."""
+def start_redis(port: int | None = None, log_dir: Path | None = None, timeout_s: float = 10.0,
+                extra_args: Sequence[str] = ()) -> LocalProcess:
+    """An in-memory redis-server (no RDB, no AOF) on `port` or a free one; `extra_args` are config flags."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServiceError(REDIS_INSTALL_HINT)
     port = port or free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra_args]
     service = _spawn("redis-server", command, port, log_dir)
     _wait_alive(service, lambda: _redis_pings(port), timeout_s)
     return service

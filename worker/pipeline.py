@@ -4,7 +4,9 @@ The processor never commits: it returns the offsets that are safe to commit once
 i.e. after every alert and dead letter of the batch was confirmed delivered. The caller commits.
 """
 
+import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,7 +19,9 @@ from worker.events import Event, EventParser, Invalid, SourceRecord
 from worker.metrics import Metrics
 from worker.outbound import OutboundMessage, alert_message, dead_letter_message
 from worker.scorer import ModelInfo, Scores
-from worker.windows import WindowStore
+from worker.windows import Outcome, WindowStore
+
+log = logging.getLogger("worker.pipeline")
 
 
 class Sink(Protocol):
@@ -92,11 +96,16 @@ class BatchProcessor:
         self._metrics.inference_seconds.observe(time.perf_counter() - started)
         return scores
 
-    def _count(self, outcomes: list, new_series: int, invalid: list[Invalid], windows: int, alerts: int) -> None:
-        for outcome in outcomes:
-            self._metrics.events.labels(outcome.value).inc()
-        for item in invalid:
-            self._metrics.invalid.labels(item.reason.value).inc()
+    def _count(self, outcomes: list[Outcome], new_series: int, invalid: list[Invalid], windows: int,
+               alerts: int) -> None:
+        for outcome, count in Counter(outcomes).items():
+            self._metrics.events.labels(outcome.value).inc(count)
+        lost = outcomes.count(Outcome.REPLAY_UNRECOVERABLE)
+        if lost:
+            log.warning("replayed events older than the replay margin: their alerts are not re-emitted",
+                        extra={"events": lost, "hint": "raise VRAE_WINDOW__REPLAY_MARGIN"})
+        for reason, count in Counter(item.reason for item in invalid).items():
+            self._metrics.invalid.labels(reason.value).inc(count)
         self._metrics.series_created.inc(new_series)
         self._metrics.windows_scored.inc(windows)
         self._metrics.alerts.inc(alerts)

@@ -54,6 +54,9 @@ class RedisWindowStore:
         self._client.script_load(APPLY_EVENTS)
         self._script_loaded = True
 
+    def close(self) -> None:
+        self._client.close()
+
     def key(self, series_id: str) -> str:
         return window_key(self._prefix, series_id)
 
@@ -84,8 +87,9 @@ class RedisWindowStore:
                 event = events[index]
                 args += (event.record.offset, event.ts_ms, event.values.astype("<f4", copy=False).tobytes())
             # EVALSHA on the pipeline directly: passing the pipeline to Script.__call__ would add a
-            # SCRIPT EXISTS round trip to every batch. The script is loaded up front instead.
-            pipe.evalsha(self._script.sha, 1, self.key(series_id), *args)
+            # SCRIPT EXISTS round trip to every batch (the script is loaded up front instead), and
+            # redis-py's cluster pipeline blocks its evalsha() helper but routes the raw command by key.
+            pipe.execute_command("EVALSHA", self._script.sha, 1, self.key(series_id), *args)
         return pipe.execute()
 
     def _collect(self, series_id: str, indices: list[int], events: Sequence[Event], reply: list[Any],

@@ -119,6 +119,7 @@ class Service:
             self.source.close()
         finally:
             self.sink.close()
+            self.store.close()
             self.heartbeat.clear()
 
 

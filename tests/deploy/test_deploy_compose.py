@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from worker.config import ServiceSettings
+
 COMPOSE_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}")
 
@@ -81,6 +83,12 @@ def test_long_running_dependencies_have_healthchecks(services: dict) -> None:
         assert check["test"] and check["interval"] and check["retries"] >= 3, name
 
 
+def test_demo_scripts_opt_out_of_the_worker_images_healthcheck(services: dict) -> None:
+    for name in ("simulator", "alert-printer"):
+        assert services[name]["image"] == services["worker"]["image"]
+        assert services[name]["healthcheck"] == {"disable": True}, f"{name} has no heartbeat: never healthy"
+
+
 def test_redis_has_a_password_and_append_only_persistence(services: dict) -> None:
     redis = services["redis"]
     command = redis["command"]
@@ -121,6 +129,11 @@ def test_workers_start_only_after_kafka_redis_topics_and_model(services: dict) -
         "redis": "service_healthy",
         "trainer": "service_completed_successfully",
     }
+
+
+def test_stop_grace_outlasts_the_workers_own_shutdown_bound(services: dict) -> None:
+    grace = services["worker"]["stop_grace_period"]
+    assert grace.endswith("s") and int(grace[:-1]) > ServiceSettings().shutdown_timeout_s
 
 
 def test_two_worker_replicas_share_one_consumer_group(services: dict) -> None:

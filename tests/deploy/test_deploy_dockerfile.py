@@ -125,8 +125,19 @@ def test_worker_healthcheck_calls_vrae_worker_check(stages: dict[str, Stage]) ->
     (healthcheck,) = stages["worker"].args("HEALTHCHECK")
     options, _, command = healthcheck.partition("CMD")
     assert "--interval=" in options and "--start-period=" in options
+    timeout_s = int(re.search(r"--timeout=(\d+)s", options)[1])
+    assert timeout_s >= 10, "the check command needs seconds just to start Python"
     assert command.strip() == '["vrae-worker", "check"]'
     assert stages["worker"].args("ENTRYPOINT") == ['["vrae-worker"]']
+
+
+def test_image_environment_names_only_real_worker_settings(
+    stages: dict[str, Stage], worker_env_names: frozenset[str]
+) -> None:
+    names = {pair.split("=", 1)[0] for stage in stages.values() for env in stage.args("ENV")
+             for pair in shlex.split(env)}
+    assert "VRAE_MODEL__PATH" in names
+    assert sorted(name for name in names if name.startswith("VRAE_") and name not in worker_env_names) == []
 
 
 def test_trainer_installs_the_train_extra(stages: dict[str, Stage]) -> None:

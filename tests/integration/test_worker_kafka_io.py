@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_sink_returns_only_after_the_broker_confirmed_every_message(make_settings, kafka_tools) -> None:
-    settings = make_settings()
+    settings = make_settings(with_model=False)
     sink = KafkaSink(build_producer(settings.kafka), timeout_s=10)
     headers = (("error", b"not_json"), ("source_offset", b"3"))
     sink.send([OutboundMessage(settings.kafka.dlq_topic, b"k\xff", b"\x00raw", headers),
@@ -30,7 +30,7 @@ def test_sink_raises_when_delivery_is_not_confirmed(tmp_path) -> None:
         producer = KafkaProducer(bootstrap_servers=local_services.bootstrap(broker), request_timeout_ms=1000,
                                  max_block_ms=1000, retries=0)
         local_services.create_topics(local_services.bootstrap(broker), ["alerts"])
-        sink = KafkaSink(producer, timeout_s=2)
+        sink = KafkaSink(producer, timeout_s=1)
         sink.send([OutboundMessage("alerts", b"k", b"v")])
         broker.stop()
         with pytest.raises(DeliveryError):
@@ -39,7 +39,7 @@ def test_sink_raises_when_delivery_is_not_confirmed(tmp_path) -> None:
 
 
 def test_source_reports_lag_and_commits_only_partitions_it_owns(make_settings, kafka_tools) -> None:
-    settings = make_settings()
+    settings = make_settings(with_model=False)
     kafka_tools.produce(settings.kafka.input_topic, [(b"s", b"%d" % i) for i in range(5)])
     metrics = Metrics()
     source = KafkaSource(build_consumer(settings.kafka), metrics, poll_timeout_ms=200)

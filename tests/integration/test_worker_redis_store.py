@@ -86,3 +86,25 @@ def test_script_is_reloaded_after_a_script_flush(redis_url: str) -> None:
     client.script_flush()
     result = store.apply([Event("s", 2, np.zeros(1, np.float32), SourceRecord("e", 0, 1, None, b""))])
     assert result.outcomes == [Outcome.ACCEPTED] and len(result.windows) == 1
+
+
+def test_store_runs_on_redis_cluster(tmp_path) -> None:
+    """One-node cluster owning every slot: the cluster client, pipeline and hash-tagged keys work."""
+    from worker import local_services
+    from worker.config import RedisSettings
+    from worker.redis_store import connect
+
+    flags = ["--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"),
+             "--cluster-port", str(local_services.free_port())]
+    with local_services.start_redis(log_dir=tmp_path, extra_args=flags) as node:
+        admin = redis.Redis(port=node.port)
+        admin.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+        local_services.wait_until(lambda: admin.cluster("info")["cluster_state"] == "ok", 10, "cluster")
+        client = connect(RedisSettings(url=local_services.redis_url(node), cluster=True))
+        spec = WindowSpec(window=2, n_features=1)
+        events = [Event(series, ts, np.zeros(1, np.float32), SourceRecord("e", 0, offset, None, b""))
+                  for offset, (series, ts) in enumerate([("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 2)])]
+        result = RedisWindowStore(client, spec).apply(events)
+        assert result.outcomes[-1] == Outcome.DUPLICATE
+        assert [(w.series_id, w.end_ms) for w in result.windows] == [("a", 2), ("b", 2)]
+        client.close()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vrae_model import __version__
-from vrae_model.artifact import ARTIFACT_FORMAT_VERSION, REQUIRED_KEYS, load_artifact, save_artifact
+from vrae_model.artifact import ARTIFACT_FORMAT_VERSION, Artifact, REQUIRED_KEYS, load_artifact, save_artifact
 from vrae_model.calibration import fit_calibration
 from vrae_model.data import Scaler
 from vrae_model.exceptions import ArtifactError, DataError
@@ -49,17 +49,23 @@ def metadata_for(module: ScoringModule) -> dict:
         "param_counts": module.model.param_counts(),
         "data_fingerprint": "0" * 64,
         "library_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "created_at": "2026-01-01T00:00:00Z",
     }
 
 
-@pytest.fixture()
-def saved(tmp_path: Path) -> tuple[ScoringModule, np.ndarray, Path, str]:
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[ScoringModule, np.ndarray, Path, str]:
+    """Scripting and saving take a second or two: do it once for the read-only tests of this file."""
     module, windows = make_module()
-    path = tmp_path / "model.pt"
+    path = tmp_path_factory.mktemp("artifact") / "model.pt"
     sha256 = save_artifact(module, metadata_for(module), path)
     return module, windows, path, sha256
+
+
+@pytest.fixture(scope="module")
+def loaded(saved) -> Artifact:
+    return load_artifact(saved[2])
 
 
 def test_round_trip_keeps_metadata_and_reports_the_file_hash(saved) -> None:
@@ -72,9 +78,9 @@ def test_round_trip_keeps_metadata_and_reports_the_file_hash(saved) -> None:
 
 
 @pytest.mark.parametrize("batch", [1, 4096])
-def test_scripted_artifact_scores_equal_the_eager_module(saved, batch: int) -> None:
-    module, _, path, _ = saved
-    artifact = load_artifact(path)
+def test_scripted_artifact_scores_equal_the_eager_module(saved, loaded: Artifact, batch: int) -> None:
+    module = saved[0]
+    artifact = loaded
     x = torch.from_numpy((np.random.default_rng(batch).normal(size=(batch, WINDOW, FEATURES)) * 3 + 10).astype(np.float32))
     with torch.inference_mode():
         eager, scripted = module(x), artifact.module(x)
@@ -99,9 +105,8 @@ def test_module_calibration_matches_numpy_calibration() -> None:
     assert np.allclose(got, anomaly_scores(calibration, probe), atol=1e-12)
 
 
-def test_exported_methods_work_in_raw_units(saved) -> None:
-    _, windows, path, _ = saved
-    artifact = load_artifact(path)
+def test_exported_methods_work_in_raw_units(saved, loaded: Artifact) -> None:
+    windows, artifact = saved[1], loaded
     x = torch.from_numpy(windows[:3])
     z = artifact.module.embed(x)
     assert z.shape == (3, 4)
@@ -120,9 +125,8 @@ def test_latent_fed_decoder_also_exports_exactly(tmp_path: Path) -> None:
         assert torch.allclose(module(x)["score"], load_artifact(path).module(x)["score"], atol=1e-5)
 
 
-def test_score_windows_adds_alert_flags_from_the_threshold(saved) -> None:
-    _, windows, path, _ = saved
-    artifact = load_artifact(path)
+def test_score_windows_adds_alert_flags_from_the_threshold(saved, loaded: Artifact) -> None:
+    windows, artifact = saved[1], loaded
     result = score_windows(artifact, windows, batch_size=7)
     assert result["score"].shape == (len(windows),)
     assert np.array_equal(result["is_anomaly"], result["anomaly_score"] >= 0.99)
@@ -163,8 +167,10 @@ def _rewrite_metadata(path: Path, metadata: dict | str) -> None:
         (lambda m: "{not json", "does not parse"),
     ],
 )
-def test_bad_metadata_is_refused(saved, change, message: str) -> None:
-    module, _, path, _ = saved
+def test_bad_metadata_is_refused(saved, tmp_path: Path, change, message: str) -> None:
+    module, _, original, _ = saved
+    path = tmp_path / "edited.pt"
+    path.write_bytes(original.read_bytes())
     _rewrite_metadata(path, change(metadata_for(module)))
     with pytest.raises(ArtifactError, match=message):
         load_artifact(path)
