@@ -14,8 +14,9 @@ of labelled events. Four detectors see the same events and are judged on the sam
 
 Every detector's per-window statistic goes through the same incident machine (worker.incidents), and
 a detection is an incident OPENING. Each detector's open level is chosen by maximising the NAB score
-on the tuning split (grid over that detector's own tuning-split quantiles, close level at the quantile
-ten times as frequent); the TEST split, whose labels are never used to choose anything, is reported.
+on the tuning split (grid over that detector's own tuning-split quantiles: open at q, close at the
+quantile 1, 3, 10 or 30 times as frequent); the TEST split, whose labels are never used to choose
+anything, is reported.
 "VRAE adaptive (3/2)" uses the default levels (open at surprise 3, close below 2) with no tuning.
 
 Metrics (test split): event precision / recall / F1 (an anomaly is detected when an incident opens
@@ -54,6 +55,7 @@ from worker.windows import MemoryWindowStore, WindowSpec
 
 ECG_PATH = Path("/work/shared/data/ecg5000/ECG5000_TRAIN.txt")
 QUANTILES = (0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999)
+CLOSE_RATIOS = (1.0, 3.0, 10.0, 30.0)
 CLOSE_AFTER = 5
 BATCH_RECORDS = 500
 A_TP, A_FP, A_FN = 1.0, -0.11, -1.0
@@ -393,14 +395,12 @@ def auc_pr(labels: np.ndarray, values: np.ndarray) -> float:
 
 
 def level_grid(stats: Stats) -> list[tuple[float, float]]:
-    """(open, close) pairs from the detector's own statistic: open at quantile q, close at 1 - 10 (1 - q)."""
+    """(open, close) pairs from the detector's own statistic: open at its quantile q, close at the
+    quantile r times as frequent (r = 1: no hysteresis)."""
     pooled = np.concatenate(list(stats.values.values()))
     pooled = pooled[np.isfinite(pooled)]
-    grid = []
-    for q in QUANTILES:
-        close_q = max(1.0 - 10.0 * (1.0 - q), 0.5)
-        grid.append((float(np.quantile(pooled, q)), float(np.quantile(pooled, close_q))))
-    return grid
+    return [(float(np.quantile(pooled, q)), float(np.quantile(pooled, max(1.0 - r * (1.0 - q), 0.5))))
+            for q in QUANTILES for r in CLOSE_RATIOS]
 
 
 def tune(split: Sequence[Series], stats: Stats, window: int) -> tuple[float, float]:

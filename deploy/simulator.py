@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -64,6 +65,12 @@ def stream(base: SynthConfig, laps: int | None = None) -> Iterator[SimEvent]:
     while laps is None or lap < laps:
         yield from lap_events(generate(lap_config(base, lap)))
         lap += 1
+
+
+def iso_utc(ts_ms: int) -> str:
+    """The alert printer's time format, so injected anomalies and alerts line up by eye."""
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Pacer:
@@ -125,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             producer.send(kafka.input_topic, key=event.key, value=event.value)
             sent += 1
             if event.anomaly_kind and event.series_id not in in_anomaly:
-                log.info("injected %s on %s starting ts=%d", event.anomaly_kind, event.series_id, event.ts_ms)
+                log.info("injected %s on %s from %s", event.anomaly_kind, event.series_id, iso_utc(event.ts_ms))
                 in_anomaly.add(event.series_id)
             elif not event.anomaly_kind:
                 in_anomaly.discard(event.series_id)
@@ -149,6 +156,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"simulator: invalid setting {setting}: {first['msg']}", file=sys.stderr)
     except KafkaError as error:
         print(f"simulator: {error}; check VRAE_KAFKA__BOOTSTRAP_SERVERS and that the broker is up", file=sys.stderr)
+    except ValueError as error:  # SynthConfig refusing the flags, e.g. duplicate --features
+        print(f"simulator: {error}", file=sys.stderr)
     return 2
 
 

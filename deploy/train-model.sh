@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-shot trainer (compose `trainer` service, Kubernetes Job `vrae-train`): writes $MODEL_PATH.
 #   TRAIN_CSV     long CSV to train on; empty: synthetic sensors from `vrae synth --clean`
-#   TRAIN_PRESET  vrae preset (default: default)     TRAIN_EPOCHS  cap on epochs (default 10)
-#   TRAIN_WINDOW  window length T (default 24)       FORCE_TRAIN=1 retrain over an existing model
+#   TRAIN_PRESET  vrae preset (default: default)     TRAIN_EPOCHS  cap on epochs (default 8)
+#   TRAIN_WINDOW  window length T (default 24)       TRAIN_STRIDE  stride between windows (default 4)
+#   FORCE_TRAIN=1 retrain over an existing model
 #   SYNTH_SERIES / SYNTH_LENGTH / SYNTH_INTERVAL_MS  shape of the synthetic history
 # The artifact is written beside the target and renamed into place, so a worker never loads half a file.
 set -euo pipefail
@@ -30,7 +31,8 @@ fi
 
 partial="$(dirname "$MODEL_PATH")/.partial-$(basename "$MODEL_PATH")"
 vrae train --data "$TRAIN_CSV" --out "$partial" --quiet \
-    --preset "${TRAIN_PRESET:-default}" --window "${TRAIN_WINDOW:-24}" --epochs "${TRAIN_EPOCHS:-10}"
+    --preset "${TRAIN_PRESET:-default}" --window "${TRAIN_WINDOW:-24}" --stride "${TRAIN_STRIDE:-4}" \
+    --epochs "${TRAIN_EPOCHS:-8}"
 mv -f "${partial%.pt}.ckpt" "${MODEL_PATH%.pt}.ckpt"
 # Readable by any worker uid (Kubernetes fsGroup setups, a different compose user).
 chmod 0644 "$partial"

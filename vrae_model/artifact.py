@@ -80,6 +80,7 @@ def save_artifact(module: nn.Module, metadata: dict[str, Any], path: str | Path)
     # Write beside the target and rename, so a reader never sees half a file.
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(descriptor)
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; the worker may run as another user
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)

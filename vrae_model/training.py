@@ -22,7 +22,7 @@ import vrae_model
 from vrae_model.artifact import ARTIFACT_FORMAT_VERSION, save_artifact
 from vrae_model.calibration import Calibration, choose_threshold, fit_calibration
 from vrae_model.data import Scaler, WindowSet, fingerprint
-from vrae_model.exceptions import ArtifactError, DataError
+from vrae_model.exceptions import ArtifactError, ConfigError, DataError
 from vrae_model.model import VRAE, VRAEConfig, active_units, vrae_loss
 from vrae_model.presets import Preset, TrainConfig, get_preset, with_overrides
 from vrae_model.scoring import ScoringModule, score_arrays
@@ -181,6 +181,8 @@ def train(
 ) -> TrainResult:
     """Train, keep the best checkpoint beside `out`, calibrate on validation windows, write the artifact."""
     out = Path(out)
+    if out.suffix == ".ckpt":
+        raise ConfigError(f"{out}: the artifact would overwrite its own checkpoint; name it e.g. model.pt")
     data = windows.windows
     if data.ndim != 3 or data.shape[0] < MIN_WINDOWS:
         raise DataError(f"training needs at least {MIN_WINDOWS} windows of shape (T, F), got {data.shape}; give more data")
@@ -195,13 +197,10 @@ def train(
     module = VRAELightning(model_config.to_dict(), config.to_dict())
     checkpoint_path = out.with_suffix(".ckpt")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if checkpoint_path.exists():
-        checkpoint_path.unlink()
-    checkpoint = ModelCheckpoint(
-        dirpath=out.parent, filename=checkpoint_path.stem, monitor="val_loss", mode="min", enable_version_counter=False
-    )
     history = EpochHistory()
     with tempfile.TemporaryDirectory(prefix="vrae-lightning-") as scratch:
+        # Lightning writes into scratch; only the final, calibrated checkpoint lands beside `out`.
+        checkpoint = ModelCheckpoint(dirpath=scratch, filename="best", monitor="val_loss", mode="min")
         trainer = pl.Trainer(
             default_root_dir=scratch,
             max_epochs=config.epochs,
@@ -218,6 +217,7 @@ def train(
         trainer.fit(module, datamodule=datamodule)
         best_path = Path(checkpoint.best_model_path)
         test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=str(best_path), verbose=True)[0]
+        best_state = torch.load(best_path, map_location="cpu", weights_only=True)
 
     model = module.model.eval()  # trainer.test restored the best weights
     created_at = datetime.now(timezone.utc).replace(microsecond=0)
@@ -247,7 +247,8 @@ def train(
         "torch_version": str(torch.__version__),
         "created_at": created_at.isoformat().replace("+00:00", "Z"),
     }
-    _attach_export_payload(best_path, checkpoint_path, metadata)
+    best_state[EXPORT_KEY] = metadata
+    torch.save(best_state, checkpoint_path)
     save_artifact(ScoringModule(model, datamodule.scaler, calibration), metadata, out)
     metrics = {
         "epochs_trained": trainer.current_epoch,
@@ -262,13 +263,6 @@ def train(
         "history": history.epochs,
     }
     return TrainResult(artifact_path=out, checkpoint_path=checkpoint_path, metrics=metrics, metadata=metadata)
-
-
-def _attach_export_payload(best_path: Path, checkpoint_path: Path, metadata: dict[str, Any]) -> None:
-    """Store the artifact metadata (scaler, calibration, threshold, configs) inside the best checkpoint."""
-    state = torch.load(best_path, map_location="cpu", weights_only=True)
-    state[EXPORT_KEY] = metadata
-    torch.save(state, checkpoint_path)
 
 
 def export_from_checkpoint(checkpoint: Path, out: Path) -> Path:

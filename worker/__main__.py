@@ -63,7 +63,11 @@ def cmd_run(_: argparse.Namespace) -> int:
     stop = threading.Event()
     install_signal_handlers(stop, settings.service.shutdown_timeout_s)
     metrics = Metrics()
-    metrics.serve(settings.service.metrics_port, settings.service.metrics_host)
+    try:
+        metrics.serve(settings.service.metrics_port, settings.service.metrics_host)
+    except OSError as error:
+        raise UsageError(f"cannot serve metrics on port {settings.service.metrics_port} ({error.strerror}); "
+                         "set VRAE_SERVICE__METRICS_PORT to a free port or 0") from None
     service = build_with_retry(settings, metrics, stop)
     if service is not None:
         service.run(stop)

@@ -39,7 +39,6 @@ FLEET_SEED = 1
 BROKEN_EVENTS = (b"{not json", b'{"series_id": "sensor-000", "ts": "yesterday", "value": 1}',
                  b'{"series_id": "sensor-000", "ts": 1, "features": {"rpm": 1500}}')
 BROKEN_KEY = b"sensor-000"
-BROKEN_EVERY = 997
 FAST_GROUP_JOIN = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 10000,
                    "poll_timeout_ms": 100, "fetch_max_wait_ms": 20, "producer_linger_ms": 2}
 
@@ -53,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=int, default=32, help="window length T (default 32)")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     parser.add_argument("--preset", default="default", help="model preset for `vrae train` (default: default)")
+    parser.add_argument("--quantile", type=float, default=0.995,
+                        help="alert threshold: this quantile of the validation scores (default 0.995); a short "
+                        "demo training run is too small for the POT tail the `default` preset uses")
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s streamed, 0 = as fast as possible "
                         "(default 1000)")
     parser.add_argument("--stride", type=int, default=1, help="score every k-th window (default 1)")
@@ -203,7 +205,7 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     metrics.serve(settings.service.metrics_port, "127.0.0.1")
     worker = BackgroundWorker(build_service(settings, metrics)).start()
     stack.callback(worker.stop)
-    local_services.wait_until(lambda: bool(worker.service.source.assigned()), 60, "the worker's consumer group join")
+    local_services.wait_until(lambda: bool(worker.service.source.assigned()), 60, "the worker joining its group")
     print(f"worker running; metrics at http://127.0.0.1:{settings.service.metrics_port}/metrics")
     print(f"streaming {len(stream)} events from {args.series} sensors at "
           f"{'full speed' if args.rate <= 0 else f'{args.rate:.0f} events/s'}; alerts:", flush=True)
@@ -244,10 +246,11 @@ def _train(args: argparse.Namespace, out: Path, start_ms: int) -> Path:
     print(f"training a VRAE ({args.preset} preset, {args.epochs} epochs, window {args.window}) ...", flush=True)
     began = time.monotonic()
     log_path = out / "train.log"
+    command = _vrae("train", "--data", str(history), "--out", str(model), "--preset", args.preset, "--window",
+                    str(args.window), "--stride", "4", "--epochs", str(args.epochs), "--threshold-method", "quantile",
+                    "--quantile", str(args.quantile), "--quiet")
     with log_path.open("w") as log:
-        result = subprocess.run(_vrae("train", "--data", str(history), "--out", str(model), "--preset", args.preset,
-                                      "--window", str(args.window), "--stride", "4", "--epochs", str(args.epochs),
-                                      "--quiet"), stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise VraeError(f"`vrae train` failed (exit {result.returncode}); see {log_path}")
     print(f"trained in {time.monotonic() - began:.0f} s -> {model}")
@@ -292,6 +295,7 @@ def _produce(bootstrap: str, topic: str, stream: list[StreamEvent],
     """Send every event (key = series id) at `rate` events/s; returns each event's send time."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     sent_at: dict[tuple[str, int], float] = {}
+    broken_at = {len(stream) * (k + 1) // (len(BROKEN_EVENTS) + 1): body for k, body in enumerate(BROKEN_EVENTS)}
     began = time.monotonic()
     try:
         for index, event in enumerate(stream):
@@ -302,8 +306,8 @@ def _produce(bootstrap: str, topic: str, stream: list[StreamEvent],
             body = json.dumps({"series_id": event.series_id, "ts": event.ts_ms, "values": event.values})
             sent_at[event.series_id, event.ts_ms] = time.monotonic()
             producer.send(topic, key=event.series_id.encode(), value=body.encode())
-            if index % BROKEN_EVERY == 0 and index // BROKEN_EVERY < len(BROKEN_EVENTS):
-                producer.send(topic, key=BROKEN_KEY, value=BROKEN_EVENTS[index // BROKEN_EVERY])
+            if index in broken_at:
+                producer.send(topic, key=BROKEN_KEY, value=broken_at[index])
         producer.flush()
     finally:
         producer.close()
@@ -348,7 +352,8 @@ def _summary(args: argparse.Namespace, stream: list[StreamEvent], truth: GroundT
           f"anomalous when its last event is labelled; {quality['positives']} such windows)")
     print(f"anomalies caught  {quality['caught']} of {quality['incidents']} injected (an alerted window overlaps it)")
     batches = registry.get_sample_value("vrae_batches_total") or 1
-    print(f"worker            {batches:.0f} batches, mean {1000 * registry.get_sample_value('vrae_batch_seconds_sum') / batches:.0f} ms"
-          f" each ({1000 * registry.get_sample_value('vrae_inference_seconds_sum') / batches:.0f} ms inference)")
+    batch_ms = 1000 * (registry.get_sample_value("vrae_batch_seconds_sum") or 0) / batches
+    inference_ms = 1000 * (registry.get_sample_value("vrae_inference_seconds_sum") or 0) / batches
+    print(f"worker            {batches:.0f} batches, mean {batch_ms:.0f} ms each ({inference_ms:.0f} ms inference)")
     print(f"latency           p50 {p50:.0f} ms, p99 {p99:.0f} ms  (event produced -> alert received)")
     print(f"total             {total_s:.0f} s including training; files in {args.out}/")

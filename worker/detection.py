@@ -18,6 +18,7 @@ store refuses to overwrite a state with an older one.
 
 import json
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,8 +26,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from worker.adaptive import STATE_BYTES, AdaptiveSettings, Judgement, ScoreHistory, fold, for_model, judge, model_key
+from worker.adaptive import (AdaptiveSettings, Judgement, ScoreHistory, feature_errors, fold, for_model, judge,
+                             model_key, state_bytes)
 from worker.incidents import IncidentSettings, IncidentState, Observation, Phase, Transition, step
+from worker.incidents import state_bytes as incident_state_bytes
 from worker.outbound import OutboundMessage
 from worker.scorer import ModelInfo, Scores
 from worker.windows import DueWindow
@@ -43,11 +46,24 @@ class DetectorState:
     incident: IncidentState = IncidentState()
 
     def to_bytes(self) -> bytes:
-        return self.history.to_bytes() + self.incident.to_bytes()
+        """history | incident; the history's length is stored first so both parts can be found."""
+        history = self.history.to_bytes()
+        return history + self.incident.to_bytes() + struct.pack("<H", len(history))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "DetectorState":
-        return cls(ScoreHistory.from_bytes(raw[:STATE_BYTES]), IncidentState.from_bytes(raw[STATE_BYTES:]))
+        (split,) = struct.unpack("<H", raw[-2:])
+        return cls(ScoreHistory.from_bytes(raw[:split]), IncidentState.from_bytes(raw[split:-2]))
+
+
+def detector_state_bytes(n_features: int) -> int:
+    """The stored size of one series' detector state (bounded: it depends on F only)."""
+    return state_bytes(n_features) + incident_state_bytes(n_features) + 2
+
+
+def last_end_ms(raw: bytes) -> int:
+    """The replay mark of a stored state: its first 8 bytes (what the Redis script compares)."""
+    return struct.unpack_from("<q", raw)[0]
 
 
 class DetectorStore(Protocol):
@@ -74,7 +90,7 @@ class MemoryDetectorStore:
     def save(self, states: dict[str, DetectorState]) -> None:
         for series_id, state in states.items():
             old = self._states.get(series_id)
-            if old is None or ScoreHistory.from_bytes(old[:STATE_BYTES]).last_end_ms < state.history.last_end_ms:
+            if old is None or last_end_ms(old) < state.history.last_end_ms:
                 self._states[series_id] = state.to_bytes()
 
 
@@ -126,11 +142,11 @@ def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, Detec
             result.skipped += 1
             continue
         score, anomaly = float(scores.score[index]), float(scores.anomaly_score[index])
-        worst = worst_feature_error(score, scores.feature_scores[index])
-        judgement = judge(state.history, worst, anomaly, settings.adaptive)
+        errors = feature_errors(score, scores.feature_scores[index])
+        judgement = judge(state.history, errors, anomaly, settings.adaptive)
         seen = Observation(window.start_ms, window.end_ms, score, judgement.surprise, scores.feature_scores[index])
         incident, transition = step(sid, state.incident, seen, settings.incidents)
-        current[sid] = DetectorState(fold(state.history, worst, window.end_ms, settings.adaptive), incident)
+        current[sid] = DetectorState(fold(state.history, errors, window.end_ms, settings.adaptive), incident)
         result.verdicts.append(Verdict(window, index, judgement))
         if transition is not None:
             result.events.append(IncidentEvent(transition, window))
@@ -167,16 +183,6 @@ class Detector:
         """Persist the new states; call only once the batch's messages are confirmed delivered."""
         if result.states:
             self.store.save(result.states)
-
-
-def worst_feature_error(score: float, shares: np.ndarray) -> float:
-    """The mean squared error of the window's worst feature (score * F * its share).
-
-    The model's score averages over all F features, so a fault in one sensor is diluted F times; the
-    series' history is kept on this statistic instead, which is as steady when all is well.
-    """
-    share = float(np.max(shares)) if len(shares) else 1.0
-    return score * len(shares) * share if math.isfinite(share) else score
 
 
 def incident_document(event: IncidentEvent, model: ModelInfo, *, top_k: int, now: datetime) -> dict[str, Any]:

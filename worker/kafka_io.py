@@ -78,10 +78,13 @@ class KafkaSource:
 
     def _report_lag(self) -> None:
         # highwater() comes with each fetch response; end_offsets() would be an extra (and, on Tansu,
-        # wrong) round trip.
+        # wrong) round trip. Never raises: the records of this poll are already taken from the consumer.
         for tp in self._consumer.assignment():
-            highwater = self._consumer.highwater(tp)
-            position = self._consumer.position(tp, timeout_ms=0) if highwater is not None else None
+            try:
+                highwater = self._consumer.highwater(tp)
+                position = self._consumer.position(tp, timeout_ms=0) if highwater is not None else None
+            except KafkaError:  # revoked between assignment() and here
+                continue
             if highwater is not None and position is not None:
                 self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 

@@ -19,7 +19,7 @@ from worker.events import Event, EventParser, Invalid, SourceRecord
 from worker.metrics import Metrics
 from worker.outbound import OutboundMessage, alert_message, dead_letter_message
 from worker.scorer import ModelInfo, Scores
-from worker.windows import Outcome, WindowStore
+from worker.windows import DueWindow, Outcome, WindowStore
 
 log = logging.getLogger("worker.pipeline")
 
@@ -74,7 +74,7 @@ class BatchProcessor:
         invalid = [item for item in parsed if isinstance(item, Invalid)]
 
         applied = self._store.apply(events)
-        scores = self._score(np.stack([w.values for w in applied.windows]) if applied.windows else None)
+        scores = self._score(applied.windows)
         alerts = decide_alerts(applied.windows, scores, self._scorer.info, top_k=self._top_k, now=self._clock())
 
         messages = [alert_message(alert, self._topics.alerts) for alert in alerts]
@@ -87,13 +87,15 @@ class BatchProcessor:
         return BatchReport(records=len(records), events=len(events), invalid=invalid,
                            windows=len(applied.windows), alerts=alerts, offsets=next_offsets(records))
 
-    def _score(self, windows: np.ndarray | None) -> Scores:
-        if windows is None:
-            return self._scorer.score(np.zeros((0, self._scorer.info.window, len(self._scorer.info.features)),
-                                               np.float32))
+    def _score(self, windows: Sequence[DueWindow]) -> Scores:
+        """All windows that came due in the batch, in one (chunked) forward pass."""
+        info = self._scorer.info
+        batch = np.stack([w.values for w in windows]) if windows else np.zeros((0, info.window, len(info.features)),
+                                                                                np.float32)
         started = time.perf_counter()
-        scores = self._scorer.score(windows)
-        self._metrics.inference_seconds.observe(time.perf_counter() - started)
+        scores = self._scorer.score(batch)  # (B, T, F) -> (B,)
+        if windows:
+            self._metrics.inference_seconds.observe(time.perf_counter() - started)
         return scores
 
     def _count(self, outcomes: list[Outcome], new_series: int, invalid: list[Invalid], windows: int,

@@ -140,8 +140,8 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     heartbeat = Heartbeat(settings.service.heartbeat_file)
     backoff = Backoff(settings.service.backoff_initial_s, settings.service.backoff_max_s)
     worker = Worker(source, processor, heartbeat, backoff, metrics)
-    return Service(worker=worker, processor=processor, source=source, sink=sink, heartbeat=heartbeat, metrics=metrics, scorer=scorer,
-                   store=store)
+    return Service(worker=worker, processor=processor, source=source, sink=sink, heartbeat=heartbeat,
+                   metrics=metrics, scorer=scorer, store=store)
 
 
 class BackgroundWorker:

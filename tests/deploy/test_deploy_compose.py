@@ -171,6 +171,12 @@ def test_trainer_writes_the_model_volume_the_workers_read(services: dict) -> Non
     assert trainer["build"]["target"] == "trainer" and services["worker"]["build"]["target"] == "worker"
 
 
+def test_every_trainer_variable_is_read_by_the_train_script(services: dict, repo: Path) -> None:
+    script = (repo / "deploy/train-model.sh").read_text()
+    unread = [name for name in env_of(services["trainer"]) if f"${{{name}" not in script]
+    assert unread == []
+
+
 def test_named_volumes_are_declared_and_bind_mounts_exist(compose: dict, services: dict, repo: Path) -> None:
     declared = set(compose.get("volumes") or {})
     for name, service in services.items():

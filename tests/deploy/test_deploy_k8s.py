@@ -135,7 +135,8 @@ def test_worker_mounts_the_model_read_only_where_the_config_points(
     assert mounts[str(model_path.parent)]["readOnly"] is True
     # The root filesystem is read-only; the heartbeat file and torch need a writable /tmp.
     assert container["securityContext"]["readOnlyRootFilesystem"] is True and "/tmp" in mounts
-    claims = {volume["persistentVolumeClaim"]["claimName"] for volume in deployment["spec"]["template"]["spec"]["volumes"]
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    claims = {volume["persistentVolumeClaim"]["claimName"] for volume in volumes
               if "persistentVolumeClaim" in volume}
     assert claims == {"vrae-model"} and ("PersistentVolumeClaim", "vrae-model") in objects
 

@@ -50,7 +50,8 @@ def test_grafana_provisioning_points_at_the_mounted_dashboards(repo: Path, compo
     path = provider["providers"][0]["options"]["path"]
     grafana = compose["services"]["grafana"]
     assert f"./deploy/grafana/dashboards:{path}:ro" in grafana["volumes"]
-    (datasource,) = yaml.safe_load((repo / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    datasources = yaml.safe_load((repo / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    (datasource,) = datasources["datasources"]
     assert datasource["url"] == "http://prometheus:9090"
     uids = {target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]}
     assert uids == {datasource["uid"]}

@@ -63,6 +63,10 @@ def test_injected_anomalies_are_labelled_in_the_stream(simulator: ModuleType) ->
     assert "" in kinds and len(kinds) > 1
 
 
+def test_injection_times_print_like_the_alert_printer(simulator: ModuleType) -> None:
+    assert simulator.iso_utc(1_767_225_600_000) == "2026-01-01T00:00:00.000Z"
+
+
 def test_pacer_holds_the_rate_and_catches_up_after_a_stall(simulator: ModuleType) -> None:
     now, slept = [0.0], []
 

@@ -61,7 +61,8 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in nodes),
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=30)
         cluster = RedisCluster(nodes)
-        local_services.wait_until(lambda: all(state == "ok" for state in cluster.states()), 20, "redis cluster state ok")
+        local_services.wait_until(lambda: all(state == "ok" for state in cluster.states()), 20,
+                                  "redis cluster state ok")
         yield cluster
     finally:
         for node in nodes:

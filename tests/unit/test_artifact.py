@@ -75,6 +75,7 @@ def test_round_trip_keeps_metadata_and_reports_the_file_hash(saved) -> None:
     assert artifact.metadata == metadata_for(module)
     assert set(REQUIRED_KEYS) <= set(artifact.metadata)
     assert not artifact.module.training
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by a worker running as another user
 
 
 @pytest.mark.parametrize("batch", [1, 4096])

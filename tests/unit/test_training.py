@@ -5,7 +5,7 @@ import pytest
 
 from vrae_model.artifact import load_artifact
 from vrae_model.data import WindowSet
-from vrae_model.exceptions import ArtifactError, DataError
+from vrae_model.exceptions import ArtifactError, ConfigError, DataError
 from vrae_model.scoring import score_windows
 from vrae_model.training import export_from_checkpoint, kl_weight, split_indices, train
 
@@ -63,6 +63,11 @@ def test_too_few_windows_is_a_data_error(tmp_path: Path) -> None:
     data = sine_windows(n=3)
     with pytest.raises(DataError, match="at least"):
         train(data, "seed", out=tmp_path / "m.pt", progress_bar=False)
+
+
+def test_artifact_named_like_its_checkpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="checkpoint"):
+        train(sine_windows(), "seed", out=tmp_path / "model.ckpt", progress_bar=False)
 
 
 def test_checkpoint_without_calibration_cannot_be_exported(tmp_path: Path) -> None:

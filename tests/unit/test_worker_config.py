@@ -1,4 +1,6 @@
 import json
+import logging
+import signal
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,22 @@ def test_check_fails_without_a_fresh_heartbeat(monkeypatch: pytest.MonkeyPatch, 
     assert main(["check"]) == 0
     path.write_text("1.0\n")  # 1970: stale
     assert main(["check"]) == 1
+
+
+def test_run_refuses_a_missing_model_with_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VRAE_MODEL__PATH", str(tmp_path / "missing.pt"))
+    monkeypatch.setenv("VRAE_SERVICE__METRICS_PORT", "0")
+    # `run` owns the process: it installs signal handlers and JSON logging; give them back to pytest.
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    root_handlers = logging.getLogger().handlers[:]
+    try:
+        assert main(["run"]) == 2
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        logging.getLogger().handlers[:] = root_handlers
+    error = capsys.readouterr().err
+    assert error.startswith("vrae-worker: ") and "missing.pt" in error and error.count("\n") == 1

@@ -1,0 +1,174 @@
+"""Hot model swap: verified on the side, swapped between batches, old model kept on any failure."""
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vrae_model.artifact import ARTIFACT_FORMAT_VERSION, load_artifact, save_artifact
+from vrae_model.calibration import fit_calibration
+from vrae_model.data import Scaler
+from vrae_model.model import VRAE, VRAEConfig
+from vrae_model.scoring import ScoringModule, score_arrays
+from worker.detection import Detector, MemoryDetectorStore
+from worker.events import EventParser, SourceRecord
+from worker.metrics import Metrics
+from worker.model_reload import ReloadingScorer, ReloadOutcome, expected_sha256
+from worker.outbound import OutboundMessage
+from worker.pipeline import BatchProcessor, Topics
+from worker.scorer import Scorer
+from worker.windows import MemoryWindowStore, WindowSpec
+
+FEATURES = ("temp", "pressure")
+
+
+def write_model(path: Path, seed: int, window: int = 8, features: tuple[str, ...] = FEATURES) -> str:
+    torch.manual_seed(seed)
+    config = VRAEConfig(n_features=len(features), sequence_length=window, hidden_size=4, hidden_layer_depth=1,
+                        latent_length=2)
+    model = VRAE(config).eval()
+    windows = np.random.default_rng(seed).normal(size=(32, window, len(features))).astype(np.float32)
+    scaler = Scaler.fit(windows)
+    scores = score_arrays(ScoringModule(model, scaler, fit_calibration(np.zeros(1))), windows)["score"]
+    metadata = {
+        "format_version": ARTIFACT_FORMAT_VERSION, "model_name": "vrae", "model_version": f"v{seed}",
+        "window": window, "stride": 1, "features": list(features), "scaler": scaler.to_dict(), "threshold": 0.99,
+        "score_threshold": 1.0, "threshold_method": "quantile:0.99", "calibration": {}, "model_config": {},
+        "training_config": {}, "param_counts": {}, "data_fingerprint": "0" * 64, "library_version": "test",
+        "torch_version": torch.__version__, "created_at": "2026-11-24T00:00:00Z",
+    }
+    return save_artifact(ScoringModule(model, scaler, fit_calibration(scores, 0.9)), metadata, path)
+
+
+def load(path: Path, sha256: str | None) -> Scorer:
+    return Scorer(load_artifact(path, expected_sha256=sha256))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    paths = {"old": root / "old.pt", "new": root / "new.pt", "wide": root / "wide.pt"}
+    write_model(paths["old"], seed=1)
+    write_model(paths["new"], seed=2)
+    write_model(paths["wide"], seed=3, window=12)
+    return paths
+
+
+def reloading(models: dict[str, Path], tmp_path: Path, **options: object) -> tuple[ReloadingScorer, Path, Clock]:
+    live = tmp_path / "model.pt"
+    shutil.copy(models["old"], live)
+    clock = Clock()
+    scorer = ReloadingScorer(load(live, None), live, load, check_interval_s=1.0, clock=clock, **options)
+    return scorer, live, clock
+
+
+def replace_file(source: Path, live: Path) -> None:
+    staged = live.with_suffix(".staged")
+    shutil.copy(source, staged)
+    staged.replace(live)
+
+
+def test_new_file_is_swapped_in_after_the_check_interval(models: dict[str, Path], tmp_path: Path) -> None:
+    scorer, live, clock = reloading(models, tmp_path)
+    replace_file(models["new"], live)
+    assert scorer.maybe_reload().outcome is ReloadOutcome.UNCHANGED  # interval not elapsed yet
+    clock.now = 1.5
+    reload = scorer.maybe_reload()
+    assert reload.outcome is ReloadOutcome.SWAPPED
+    assert (reload.previous.version, reload.current.version) == ("v1", "v2")
+    assert scorer.info.version == "v2"
+    clock.now = 3.0
+    assert scorer.maybe_reload().outcome is ReloadOutcome.UNCHANGED
+
+
+def test_half_written_file_is_refused_and_the_old_model_keeps_scoring(models: dict[str, Path], tmp_path: Path) -> None:
+    scorer, live, clock = reloading(models, tmp_path)
+    windows = np.random.default_rng(0).normal(size=(3, 8, 2)).astype(np.float32)
+    before = scorer.score(windows).score
+    live.write_bytes(models["new"].read_bytes()[:1000])  # a copy caught half way
+    clock.now = 2.0
+    reload = scorer.maybe_reload()
+    assert reload.outcome is ReloadOutcome.REJECTED and "TorchScript" in reload.detail
+    assert scorer.info.version == "v1"
+    np.testing.assert_array_equal(scorer.score(windows).score, before)
+    clock.now = 4.0
+    assert scorer.maybe_reload().outcome is ReloadOutcome.UNCHANGED  # the same broken file is not retried
+    replace_file(models["new"], live)
+    clock.now = 6.0
+    assert scorer.maybe_reload().outcome is ReloadOutcome.SWAPPED
+
+
+def test_model_with_another_window_is_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    scorer, live, clock = reloading(models, tmp_path)
+    replace_file(models["wide"], live)
+    clock.now = 2.0
+    reload = scorer.maybe_reload()
+    assert reload.outcome is ReloadOutcome.REJECTED and "restart the worker" in reload.detail
+    assert scorer.info.version == "v1"
+
+
+def test_sha256_sidecar_is_checked(models: dict[str, Path], tmp_path: Path) -> None:
+    scorer, live, clock = reloading(models, tmp_path)
+    sidecar = live.with_name("model.pt.sha256")
+    sidecar.write_text("0" * 64 + "  model.pt\n")
+    replace_file(models["new"], live)
+    clock.now = 2.0
+    assert scorer.maybe_reload().outcome is ReloadOutcome.REJECTED
+    assert expected_sha256(live, None) == "0" * 64
+    sidecar.write_text(load_artifact(models["new"]).sha256)
+    replace_file(models["new"], live)  # a new inode: the file counts as changed again
+    clock.now = 4.0
+    assert scorer.maybe_reload().outcome is ReloadOutcome.SWAPPED
+
+
+def test_pinned_sha256_without_sidecar_refuses_other_files(models: dict[str, Path], tmp_path: Path) -> None:
+    pinned = load_artifact(models["old"]).sha256
+    scorer, live, clock = reloading(models, tmp_path, sha256=pinned)
+    replace_file(models["new"], live)
+    clock.now = 2.0
+    assert scorer.maybe_reload().outcome is ReloadOutcome.REJECTED
+    assert scorer.info.version == "v1"
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.sent: list[OutboundMessage] = []
+
+    def send(self, messages: Sequence[OutboundMessage]) -> None:
+        self.sent.extend(messages)
+
+
+def test_swap_mid_stream_loses_no_window_and_each_batch_uses_one_model(models: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    scorer, live, clock = reloading(models, tmp_path)
+    sink = ListSink()
+    detector = Detector(MemoryDetectorStore(), scores_topic="scores")
+    processor = BatchProcessor(EventParser(FEATURES), MemoryWindowStore(WindowSpec(window=8, n_features=2)), scorer,
+                               sink, Metrics(), Topics(alerts="alerts", dead_letters="dlq"), detector=detector)
+    rng = np.random.default_rng(1)
+    records = [SourceRecord("events", 0, i, b"s", json.dumps({"series_id": "s", "ts": 1000 * (i + 1),
+                                                             "values": rng.normal(size=2).tolist()}).encode())
+               for i in range(60)]
+    for start in range(0, 60, 10):
+        if start == 30:
+            replace_file(models["new"], live)
+            clock.now = 2.0
+            assert scorer.maybe_reload().outcome is ReloadOutcome.SWAPPED
+        processor.process(records[start:start + 10])
+    scored = [json.loads(m.value) for m in sink.sent if m.topic == "scores"]
+    assert [d["window_end"] for d in scored] == [1000 * (i + 1) for i in range(7, 60)]
+    versions = {d["window_end"]: d["model_version"] for d in scored}
+    assert {v for end, v in versions.items() if end <= 30_000} == {"v1"}
+    assert {v for end, v in versions.items() if end > 30_000} == {"v2"}

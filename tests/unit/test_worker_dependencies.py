@@ -1,0 +1,25 @@
+import ast
+from pathlib import Path
+
+import worker
+
+ALLOWED_FROM_VRAE_MODEL = {"vrae_model.artifact", "vrae_model.windowing", "vrae_model.exceptions"}
+FORBIDDEN_PACKAGES = {"lightning", "pytorch_lightning", "sklearn", "matplotlib"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+    return modules
+
+
+def test_worker_imports_only_the_torch_and_numpy_parts_of_vrae_model() -> None:
+    """The dependency rule of docs/ARCHITECTURE.md: the worker needs torch and numpy, never training code."""
+    for path in Path(worker.__file__).parent.glob("*.py"):
+        modules = imported_modules(path)
+        assert {m for m in modules if m.startswith("vrae_model")} <= ALLOWED_FROM_VRAE_MODEL, path.name
+        assert not {m for m in modules if m.split(".")[0] in FORBIDDEN_PACKAGES}, path.name
