@@ -1,6 +1,6 @@
 """Detection quality of the `default` preset, next to simple baselines, on data we can ship.
 
-    .venv/bin/python benchmarks/model_quality.py            # ECG5000 + synthetic fleet (~3-5 min, 2 cores)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/model_quality.py   # ECG5000 + synthetic fleet (~6 min)
     .venv/bin/python benchmarks/model_quality.py --skip-synth
 
 ECG5000 (UCR, class 1 = normal beat): train on 70% of the normal beats (seeded), score the held-out
@@ -35,7 +35,6 @@ from vrae_model.windowing import due_positions
 
 ECG_PATH = Path("/work/shared/data/ecg5000/ECG5000_TRAIN.txt")
 SYNTH_WINDOW = 32
-SYNTH_TRAIN_STRIDE = 4
 
 
 def ecg_quality(path: Path, workdir: Path, preset: str, seed: int) -> dict[str, float]:
@@ -76,10 +75,12 @@ def ecg_quality(path: Path, workdir: Path, preset: str, seed: int) -> dict[str, 
     }
 
 
-def synth_quality(workdir: Path, preset: str, seed: int, n_series: int) -> dict[str, float]:
+def synth_quality(
+    workdir: Path, preset: str, seed: int, n_series: int, history_days: int, train_stride: int
+) -> dict[str, float]:
     from vrae_model.synth import DEFAULT_START_MS, SynthConfig, generate, write_csv
 
-    history_events, stream_events = 3 * 1440, 2 * 1440
+    history_events, stream_events = history_days * 1440, 2 * 1440  # one event a minute
     history = SynthConfig(n_series=n_series, length=history_events, clean=True, seed=seed)
     stream = SynthConfig(
         n_series=n_series,
@@ -91,7 +92,7 @@ def synth_quality(workdir: Path, preset: str, seed: int, n_series: int) -> dict[
     history_csv = write_csv(generate(history), workdir / "history.csv")
     started = time.perf_counter()
     result = train(
-        load_windows(history_csv, window=SYNTH_WINDOW, stride=SYNTH_TRAIN_STRIDE), preset, out=workdir / "synth.pt",
+        load_windows(history_csv, window=SYNTH_WINDOW, stride=train_stride), preset, out=workdir / "synth.pt",
         progress_bar=False, overrides={"seed": seed},
     )
     train_s = time.perf_counter() - started
@@ -130,14 +131,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ecg", type=Path, default=ECG_PATH)
     parser.add_argument("--synth-series", type=int, default=8)
+    parser.add_argument("--history-days", type=int, default=7, help="clean history the synthetic model trains on")
+    parser.add_argument("--train-stride", type=int, default=8, help="stride of the synthetic training windows")
+    parser.add_argument("--skip-ecg", action="store_true")
     parser.add_argument("--skip-synth", action="store_true")
     args = parser.parse_args()
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="vrae-quality-") as scratch:
         workdir = Path(scratch)
-        results.update(ecg_quality(args.ecg, workdir, args.preset, args.seed))
+        if not args.skip_ecg:
+            results.update(ecg_quality(args.ecg, workdir, args.preset, args.seed))
         if not args.skip_synth:
-            results.update(synth_quality(workdir, args.preset, args.seed, args.synth_series))
+            results.update(
+                synth_quality(workdir, args.preset, args.seed, args.synth_series, args.history_days, args.train_stride)
+            )
     if "ecg_vrae_auc" in results:
         results["ecg_vrae_over_pca_auc_ratio"] = results["ecg_vrae_auc"] / results["ecg_pca2_auc"]
     for name, value in results.items():

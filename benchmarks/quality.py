@@ -44,7 +44,7 @@ from vrae_model.artifact import load_artifact
 from vrae_model.data import WindowSet
 from vrae_model.synth import generate
 from vrae_model.windowing import due_positions
-from worker.detection import DetectionSettings, Detector, MemoryDetectorStore
+from worker.detection import DetectorSettings, Detector, MemoryDetectorStore
 from worker.events import EventParser, SourceRecord
 from worker.incidents import IncidentSettings, IncidentState, Observation, step
 from worker.metrics import Metrics
@@ -276,7 +276,7 @@ def run_worker(split: Sequence[Series], data: DataSet, artifact_path: Path, leve
     """Stream the split through BatchProcessor exactly as the service runs it, Kafka and Redis aside."""
     scorer = Scorer(load_artifact(artifact_path))
     spec = WindowSpec(window=data.window, n_features=len(data.features), stride=data.stride)
-    settings = DetectionSettings(incidents=IncidentSettings(open_surprise=levels[0], close_surprise=levels[1],
+    settings = DetectorSettings(incidents=IncidentSettings(open_surprise=levels[0], close_surprise=levels[1],
                                                             close_after=CLOSE_AFTER))
     detector = Detector(MemoryDetectorStore(), settings, scores_topic="scores")
     sink = ListSink()

@@ -53,9 +53,9 @@ _HEAD = struct.Struct("<qqq")  # last_end_ms, n, model_key; then 4 float64 array
 class AdaptiveSettings:
     """How fast a series' history forgets and how long the model's calibration dominates."""
 
-    long_halflife: float = 400.0  # windows; the memory of "normal" for this series
+    long_halflife: float = 1000.0  # windows; the memory of "normal" for this series
     short_halflife: float = 6.0  # windows; the "recent average" compared against it
-    warmup: float = 100.0  # windows after which the series' own history has half the say
+    warmup: float = 300.0  # windows after which the series' own history has half the say
     variance_floor: float = 1e-3  # in ln-error units squared: errors within ~3 % are never "unusual"
     clip_sd: float = 4.0  # updates are winsorised at this many standard deviations
 

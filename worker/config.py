@@ -38,6 +38,7 @@ class KafkaSettings(BaseModel):
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     max_poll_records: int = Field(2_000, ge=1)
     poll_timeout_ms: int = Field(500, ge=1)
+    bootstrap_timeout_ms: int = Field(5_000, ge=100)
     fetch_max_wait_ms: int = Field(100, ge=0)
     producer_linger_ms: int = Field(5, ge=0)
     delivery_timeout_s: float = Field(30.0, gt=0)

@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -173,6 +174,7 @@ class AlertReader:
 
 def run_demo(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up on `kill` as on Ctrl-C
     try:
         with ExitStack() as stack:
             return _run(args, stack)
@@ -182,6 +184,10 @@ def run_demo(argv: Sequence[str]) -> int:
     except (local_services.ServiceError, VraeError, subprocess.CalledProcessError) as error:
         print(f"vrae-worker demo: {error}", file=sys.stderr)
         return 2
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run(args: argparse.Namespace, stack: ExitStack) -> int:

@@ -46,7 +46,7 @@ class DetectorState:
     incident: IncidentState = IncidentState()
 
     def to_bytes(self) -> bytes:
-        """history | incident; the history's length is stored first so both parts can be found."""
+        """history | incident | the history's length (uint16), so both parts can be found again."""
         history = self.history.to_bytes()
         return history + self.incident.to_bytes() + struct.pack("<H", len(history))
 
@@ -57,7 +57,7 @@ class DetectorState:
 
 
 def detector_state_bytes(n_features: int) -> int:
-    """The stored size of one series' detector state (bounded: it depends on F only)."""
+    """The most one series' detector state takes in the store: it depends on F only."""
     return state_bytes(n_features) + incident_state_bytes(n_features) + 2
 
 
@@ -120,13 +120,13 @@ class DetectionResult:
 
 
 @dataclass(frozen=True)
-class DetectionSettings:
+class DetectorSettings:
     adaptive: AdaptiveSettings = AdaptiveSettings()
     incidents: IncidentSettings = IncidentSettings()
 
 
 def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, DetectorState], model: ModelInfo,
-           settings: DetectionSettings) -> DetectionResult:
+           settings: DetectorSettings) -> DetectionResult:
     """Judge, fold and advance every series in window order; `states` is what the store loaded."""
     key = model_key(model.sha256)
     result = DetectionResult()
@@ -159,7 +159,7 @@ class Detector:
     """The pipeline's view: load states, detect, turn the result into messages, save after delivery."""
 
     store: DetectorStore
-    settings: DetectionSettings = DetectionSettings()
+    settings: DetectorSettings = DetectorSettings()
     top_k: int = 3
     scores_topic: str | None = None  # every judged window also goes here, for dashboards
 

@@ -41,6 +41,7 @@ def build_consumer(settings: KafkaSettings) -> KafkaConsumer:
         max_poll_interval_ms=settings.max_poll_interval_ms,
         max_poll_records=settings.max_poll_records,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        bootstrap_timeout_ms=settings.bootstrap_timeout_ms,
         **settings.security_config(),
     )
     consumer.subscribe([settings.input_topic], listener=_LogRebalance())
@@ -53,6 +54,7 @@ def build_producer(settings: KafkaSettings) -> KafkaProducer:
         client_id=f"{settings.client_id}-producer",
         acks="all",
         linger_ms=settings.producer_linger_ms,
+        bootstrap_timeout_ms=settings.bootstrap_timeout_ms,
         **settings.security_config(),
     )
 

@@ -4,15 +4,19 @@ Used by `vrae-worker demo`, the test fixtures and the benchmarks, so every one o
 the same way: on free ports, in-memory only, waited for until they answer, and always stopped.
 """
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+PR_SET_PDEATHSIG = 1
 REDIS_INSTALL_HINT = "redis-server not found: install it (`apt-get install redis-server` or `brew install redis`)"
 
 
@@ -73,6 +77,18 @@ class LocalProcess:
         self.stop()
 
 
+# Looked up once here, so the forked child only makes the call (no dlopen between fork and exec).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """Linux: the service gets SIGTERM when the thread that started it dies, even by SIGKILL, so a
+    killed demo or test run leaves no orphaned broker or redis-server behind. Start services from a
+    long-lived thread (the main thread)."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _spawn(name: str, command: Sequence[str], port: int, log_dir: Path | None) -> LocalProcess:
     log = None
     log_path = None
@@ -81,7 +97,7 @@ def _spawn(name: str, command: Sequence[str], port: int, log_dir: Path | None) -
         log_path = log_dir / f"{name}-{port}.log"
         log = log_path.open("wb")
     process = subprocess.Popen(list(command), stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
+                               stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     return LocalProcess(name=name, port=port, process=process, log_path=log_path, _log=log)
 
 

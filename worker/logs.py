@@ -23,10 +23,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO") -> None:
-    """Route the root logger to stderr as JSON lines; kafka-python's chatter is kept at WARNING."""
+    """Route the root logger to stderr as JSON lines.
+
+    kafka-python logs every reconnect attempt (several lines a second while a broker is down); the
+    worker logs one line per retry with the error instead, so the client's own logs show at DEBUG only.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)

@@ -69,7 +69,8 @@ class RedisWindowStore:
         try:
             replies = self._call(events, groups)
         except redis.exceptions.NoScriptError:
-            # A failover or SCRIPT FLUSH dropped the script; nothing ran, so reload and go again.
+            # A failover or SCRIPT FLUSH dropped the script. On one node nothing ran; on a cluster, series
+            # whose node still had it are applied twice, which the second call sees as a replay.
             self._load_script()
             replies = self._call(events, groups)
         result = ApplyResult(outcomes=[Outcome.ACCEPTED] * len(events))

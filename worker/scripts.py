@@ -10,13 +10,14 @@ Layout (little endian):
     last_ts    int48   epoch ms of the last accepted event
     base_ts    int48   epoch ms of the oldest buffered event
     count      uint16  buffered events
+    features   uint8   values per event: state written for another model shape is started afresh
     values     count * value_bytes   float32, packed by Python, appended/trimmed as opaque bytes
     deltas     count - 1 unsigned LEB128 varints: ts[i] - ts[i-1] (2 bytes at a 1 s cadence)
 """
 
 from typing import Final
 
-WINDOW_HEADER_BYTES: Final = 28
+WINDOW_HEADER_BYTES: Final = 29
 
 # KEYS[1]: the series' window key.
 # ARGV: window, stride, capacity, value_bytes, ttl_ms, then (offset, ts_ms, value bytes) per event in
@@ -24,8 +25,8 @@ WINDOW_HEADER_BYTES: Final = 28
 # Status letters: a accepted, d duplicate, l late, r replayed, u replay_unrecoverable; a leading '+'
 # means this call created the series' state.
 APPLY_EVENTS: Final = r"""
-local HEADER = '<i6i8i6i6H'
-local HEADER_BYTES = 28
+local HEADER = '<i6i8i6i6HB'
+local HEADER_BYTES = 29
 local T = tonumber(ARGV[1])
 local stride = tonumber(ARGV[2])
 local capacity = tonumber(ARGV[3])
@@ -57,10 +58,13 @@ local function is_due(k)
   return k >= T - 1 and (k - (T - 1)) % stride == 0
 end
 
-local n, last_off, last_ts, base_ts, count, vals, deltas
+local n, last_off, last_ts, base_ts, count, features, vals, deltas
 local raw = redis.call('GET', KEYS[1])
 if raw then
-  n, last_off, last_ts, base_ts, count = struct.unpack(HEADER, raw)
+  n, last_off, last_ts, base_ts, count, features = struct.unpack(HEADER, raw)
+  if features ~= vb / 4 then raw = false end
+end
+if raw then
   vals = string.sub(raw, HEADER_BYTES + 1, HEADER_BYTES + count * vb)
   deltas = string.sub(raw, HEADER_BYTES + count * vb + 1)
 else
@@ -134,12 +138,13 @@ for e = 0, n_events - 1 do
     last_off = off
     changed = true
     status = 'a'
-    if is_due(n - 1) then
+    -- count >= T: a longer window than the state was built for (new model) waits for enough events
+    if is_due(n - 1) and count >= T then
       out[#out + 1] = e
       out[#out + 1] = window_at(count - 1)
       out[#out + 1] = ts_at(count - T)
     end
-    if count > capacity then
+    while count > capacity do
       local d, p = read_varint(deltas, 1)
       base_ts = base_ts + d
       deltas = string.sub(deltas, p)
@@ -150,7 +155,7 @@ for e = 0, n_events - 1 do
   statuses[#statuses + 1] = status
 end
 if changed then
-  redis.call('SET', KEYS[1], struct.pack(HEADER, n, last_off, last_ts, base_ts, count) .. vals .. deltas,
+  redis.call('SET', KEYS[1], struct.pack(HEADER, n, last_off, last_ts, base_ts, count, vb / 4) .. vals .. deltas,
              'PX', ttl_ms)
 elseif count > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl_ms)

@@ -103,9 +103,6 @@ class MemoryWindowStore:
         self.spec = spec
         self._series: dict[str, _SeriesState] = {}
 
-    def __len__(self) -> int:
-        return len(self._series)
-
     def apply(self, events: Sequence[Event]) -> ApplyResult:
         result = ApplyResult(outcomes=[Outcome.ACCEPTED] * len(events))
         for series_id, indices in group_by_series(events).items():
@@ -137,7 +134,7 @@ class MemoryWindowStore:
         state.n += 1
         state.last_ts, state.last_offset = event.ts_ms, event.record.offset
         window = self._window_at(series_id, state, len(state.timestamps) - 1, event)
-        if len(state.timestamps) > self.spec.capacity:
+        while len(state.timestamps) > self.spec.capacity:
             state.timestamps.popleft()
             state.values.popleft()
         return window
@@ -159,7 +156,7 @@ class MemoryWindowStore:
     def _window_at(self, series_id: str, state: _SeriesState, index: int, event: Event) -> DueWindow | None:
         """The window ending at buffer position `index`, if the event there ends a due window."""
         n_at = state.n - (len(state.timestamps) - 1 - index) - 1
-        if not is_due(n_at, self.spec.window, self.spec.stride):
+        if not is_due(n_at, self.spec.window, self.spec.stride) or index < self.spec.window - 1:
             return None
         first = index - self.spec.window + 1
         values = np.stack([state.values[i] for i in range(first, index + 1)]).astype(np.float32, copy=False)

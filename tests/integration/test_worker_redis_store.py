@@ -108,3 +108,17 @@ def test_store_runs_on_redis_cluster(tmp_path) -> None:
         assert result.outcomes[-1] == Outcome.DUPLICATE
         assert [(w.series_id, w.end_ms) for w in result.windows] == [("a", 2), ("b", 2)]
         client.close()
+
+
+def test_state_from_a_model_of_another_shape_is_reused_or_restarted_safely(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+
+    def events(n: int, n_features: int, first_offset: int) -> list[Event]:
+        return [Event("s", 1000 * (first_offset + i + 1), np.full(n_features, i, np.float32),
+                      SourceRecord("e", 0, first_offset + i, None, b"")) for i in range(n)]
+
+    RedisWindowStore(client, WindowSpec(window=4, n_features=1, replay_margin=0)).apply(events(10, 1, 0))
+    longer = RedisWindowStore(client, WindowSpec(window=6, n_features=1, replay_margin=0)).apply(events(3, 1, 10))
+    assert [w.values.shape for w in longer.windows] == [(6, 1)]  # buffer of 3 grows to 6 first
+    wider = RedisWindowStore(client, WindowSpec(window=2, n_features=3)).apply(events(2, 3, 13))
+    assert wider.new_series == 1 and [w.values.shape for w in wider.windows] == [(2, 3)]

@@ -1,10 +1,20 @@
 """The incident state machine: one incident per anomaly, hysteresis, deterministic ids, bounded state."""
 
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jsonschema
 import numpy as np
 import pytest
 
+import worker
+from worker.detection import Detector, MemoryDetectorStore, detector_state_bytes
+from worker.events import Event, SourceRecord
 from worker.incidents import (IncidentSettings, IncidentState, Observation, Phase, incident_id, state_bytes,
                               step)
+from worker.scorer import ModelInfo, Scores
+from worker.windows import DueWindow
 
 SETTINGS = IncidentSettings(open_surprise=3.0, close_surprise=2.0, close_after=3)
 SHARES = np.array([0.2, 0.8], np.float32)
@@ -75,3 +85,82 @@ def test_state_round_trips_and_is_bounded_by_the_feature_count() -> None:
 def test_close_level_above_open_level_is_rejected() -> None:
     with pytest.raises(ValueError, match="close_surprise"):
         IncidentSettings(open_surprise=2.0, close_surprise=3.0)
+
+
+# --- the detector: calibration + incidents over batches, with a store -------------------------------------------
+
+MODEL = ModelInfo(name="vrae", version="v1", sha256="ab" * 32, window=4, features=("temp", "rpm"), threshold=0.99)
+NOW = datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc)
+SCHEMA = json.loads((Path(worker.__file__).parent / "schemas" / "incident.schema.json").read_text())
+
+
+def scored(series: str, first: int, scores: list[float]) -> tuple[list[DueWindow], Scores]:
+    windows = []
+    for i in range(len(scores)):
+        end = 1000 * (first + i)
+        event = Event(series, end, np.zeros(2, np.float32), SourceRecord("events", 0, first + i, None, b""))
+        windows.append(DueWindow(series, end - 3000, end, np.zeros((4, 2), np.float32), event))
+    n = len(scores)
+    return windows, Scores(score=np.array(scores, np.float32), anomaly_score=np.full(n, 0.5, np.float32),
+                           feature_scores=np.tile(np.array([0.2, 0.8], np.float32), (n, 1)))
+
+
+def stream_scores(n: int = 800, anomaly: slice = slice(600, 612)) -> list[float]:
+    scores = (0.1 * np.exp(0.2 * np.random.default_rng(0).standard_normal(n))).tolist()
+    scores[anomaly] = [3.0] * (anomaly.stop - anomaly.start)
+    return scores
+
+
+def deliver(detector: Detector, series: str, first: int, scores: list[float]) -> list[dict]:
+    windows, batch = scored(series, first, scores)
+    result = detector.detect(windows, batch, MODEL)
+    messages = detector.messages(result, batch, MODEL, "alerts", NOW)
+    detector.commit(result)
+    return [json.loads(m.value) for m in messages if m.topic == "alerts"]
+
+
+def test_detector_turns_one_anomaly_into_one_opened_and_one_closed_record() -> None:
+    detector = Detector(MemoryDetectorStore())
+    scores = stream_scores()
+    records = [r for first in range(0, 800, 100) for r in deliver(detector, "pump-7", first + 1, scores[first:first + 100])]
+    assert [r["phase"] for r in records] == ["opened", "closed"]
+    opened, closed = records
+    assert opened["incident_id"] == closed["incident_id"]
+    assert opened["window_end"] == 601_000
+    # The short-term mean stays raised for a few windows after the last anomalous one.
+    assert 612_000 <= closed["closed_at"] <= 620_000
+    assert closed["duration_ms"] == closed["closed_at"] - 601_000 and closed["peak"]["score"] == pytest.approx(3.0)
+    assert closed["top_features"][0] == {"name": "rpm", "share": pytest.approx(0.8)}
+    for record in records:
+        jsonschema.validate(record, SCHEMA)
+
+
+def test_replay_after_the_save_emits_nothing_and_leaves_the_state_unchanged() -> None:
+    store = MemoryDetectorStore()
+    detector = Detector(store)
+    scores = stream_scores()
+    deliver(detector, "s", 1, scores[:650])
+    before = store.raw("s")
+    assert deliver(detector, "s", 551, scores[550:650]) == []
+    assert store.raw("s") == before
+    assert len(before) <= detector_state_bytes(2)
+
+
+def test_replay_before_the_save_re_emits_the_same_ids() -> None:
+    store = MemoryDetectorStore()
+    detector = Detector(store)
+    scores = stream_scores()
+    deliver(detector, "s", 1, scores[:500])
+    windows, batch = scored("s", 501, scores[500:700])
+    first = detector.messages(detector.detect(windows, batch, MODEL), batch, MODEL, "alerts", NOW)  # crash: no save
+    again = detector.messages(detector.detect(windows, batch, MODEL), batch, MODEL, "alerts", NOW)
+    assert [m.value for m in first] == [m.value for m in again] and len(first) == 2
+
+
+def test_scores_topic_gets_every_judged_window() -> None:
+    detector = Detector(MemoryDetectorStore(), scores_topic="scores")
+    windows, batch = scored("s", 1, [0.1] * 5)
+    messages = detector.messages(detector.detect(windows, batch, MODEL), batch, MODEL, "alerts", NOW)
+    documents = [json.loads(m.value) for m in messages if m.topic == "scores"]
+    assert [d["window_end"] for d in documents] == [1000, 2000, 3000, 4000, 5000]
+    assert all(m.key == b"s" for m in messages)

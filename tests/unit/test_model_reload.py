@@ -11,11 +11,12 @@ import torch
 
 from vrae_model.artifact import ARTIFACT_FORMAT_VERSION, load_artifact, save_artifact
 from vrae_model.calibration import fit_calibration
-from vrae_model.data import Scaler
+from vrae_model.data import Scaler, read_long_csv
 from vrae_model.model import VRAE, VRAEConfig
 from vrae_model.scoring import ScoringModule, score_arrays
 from worker.detection import Detector, MemoryDetectorStore
-from worker.events import EventParser, SourceRecord
+from worker.events import Event, EventParser, SourceRecord
+from worker.history_export import write_history_csv
 from worker.metrics import Metrics
 from worker.model_reload import ReloadingScorer, ReloadOutcome, expected_sha256
 from worker.outbound import OutboundMessage
@@ -172,3 +173,17 @@ def test_swap_mid_stream_loses_no_window_and_each_batch_uses_one_model(models: d
     versions = {d["window_end"]: d["model_version"] for d in scored}
     assert {v for end, v in versions.items() if end <= 30_000} == {"v1"}
     assert {v for end, v in versions.items() if end > 30_000} == {"v2"}
+
+
+def test_exported_history_is_a_long_csv_that_vrae_train_reads(tmp_path: Path) -> None:
+    def event(series: str, ts: int, values: list[float]) -> Event:
+        return Event(series, ts, np.array(values, np.float32), SourceRecord("events", 0, ts, None, b""))
+
+    events = [event("b", 2000, [2.0, 20.0]), event("a", 1000, [1.0, 10.0]), event("b", 1000, [1.5, 15.0]),
+              event("b", 2000, [9.0, 90.0])]  # a duplicate of (b, 2000): the first one wins
+    summary = write_history_csv(events, FEATURES, tmp_path / "history.csv")
+    assert (summary.rows, summary.series, summary.duplicates) == (3, 2, 1)
+    data = read_long_csv(tmp_path / "history.csv")
+    assert data.feature_names == list(FEATURES)
+    np.testing.assert_array_equal(data.series["b"].timestamps, [1000, 2000])
+    np.testing.assert_allclose(data.series["b"].values, [[1.5, 15.0], [2.0, 20.0]])

@@ -1,0 +1,74 @@
+"""The detector state in a real redis-server: same results as the memory store, newer-wins, replays inert."""
+
+import numpy as np
+import pytest
+import redis
+
+from worker.detection import (DetectorState, MemoryDetectorStore, detect, detector_state_bytes, DetectorSettings)
+from worker.events import Event, SourceRecord
+from worker.redis_store import RedisDetectorStore, detector_key
+from worker.scorer import ModelInfo, Scores
+from worker.windows import DueWindow
+
+pytestmark = pytest.mark.integration
+
+MODEL = ModelInfo(name="vrae", version="v1", sha256="ab" * 32, window=4, features=("temp", "rpm"), threshold=0.99)
+
+
+def batch(series: str, first: int, scores: list[float]) -> tuple[list[DueWindow], Scores]:
+    windows = []
+    for i in range(len(scores)):
+        end = 1000 * (first + i)
+        event = Event(series, end, np.zeros(2, np.float32), SourceRecord("events", 0, first + i, None, b""))
+        windows.append(DueWindow(series, end - 3000, end, np.zeros((4, 2), np.float32), event))
+    n = len(scores)
+    return windows, Scores(score=np.array(scores, np.float32), anomaly_score=np.full(n, 0.5, np.float32),
+                           feature_scores=np.tile(np.array([0.3, 0.7], np.float32), (n, 1)))
+
+
+def run(store, series: str, first: int, scores: list[float]):
+    windows, scored = batch(series, first, scores)
+    states = store.load([series])
+    result = detect(windows, scored, states, MODEL, DetectorSettings())
+    store.save(result.states)
+    return result
+
+
+def test_redis_store_matches_the_memory_store_and_stays_bounded(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    lua, memory = RedisDetectorStore(client, key_prefix="q", ttl_s=60), MemoryDetectorStore()
+    rng = np.random.default_rng(0)
+    scores = (0.1 * np.exp(0.2 * rng.standard_normal(600))).tolist()
+    scores[300:310] = [5.0] * 10  # one incident
+    for first in range(0, 600, 50):
+        for series in ("pump-1", "pump-2"):
+            got, expected = run(lua, series, first + 1, scores[first:first + 50]), \
+                run(memory, series, first + 1, scores[first:first + 50])
+            assert [v.judgement for v in got.verdicts] == [v.judgement for v in expected.verdicts]
+            assert [e.transition.incident_id for e in got.events] == [e.transition.incident_id for e in expected.events]
+    for series in ("pump-1", "pump-2"):
+        raw = client.get(detector_key("q", series))
+        assert raw == memory.raw(series)
+        assert len(raw) <= detector_state_bytes(2)
+        assert 0 < client.pttl(detector_key("q", series)) <= 60_000
+
+
+def test_replayed_batch_leaves_the_stored_history_unchanged(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    store = RedisDetectorStore(client, key_prefix="r", ttl_s=60)
+    run(store, "s", 1, [0.1] * 40)
+    before = client.get(detector_key("r", "s"))
+    replay = run(store, "s", 21, [9.0] * 20)  # windows 21..40 again, with other scores
+    assert replay.skipped == 20 and not replay.verdicts and not replay.events
+    assert client.get(detector_key("r", "s")) == before
+
+
+def test_an_older_state_never_overwrites_a_newer_one(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    store = RedisDetectorStore(client, key_prefix="o", ttl_s=60)
+    older = run(MemoryDetectorStore(), "s", 1, [0.1] * 10).states["s"]
+    run(store, "s", 1, [0.1] * 20)
+    newer = client.get(detector_key("o", "s"))
+    store.save({"s": older})
+    assert client.get(detector_key("o", "s")) == newer
+    assert DetectorState.from_bytes(newer).history.last_end_ms == 20_000

@@ -1,0 +1,95 @@
+"""`vrae-worker export-history --hours N --out history.csv`: the input topic's recent past as a long CSV.
+
+Model refresh is then two commands: export the last N hours, `vrae train history.csv --out model.pt`;
+the running worker picks the new file up by itself (`worker/model_reload.py`). Events are parsed by
+the same `EventParser` as the worker (invalid ones are skipped and counted), de-duplicated per
+(series, timestamp) and written grouped by series in timestamp order, the format `vrae train` reads.
+"""
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from worker.config import KafkaSettings
+from worker.events import Event, EventParser, SourceRecord
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    rows: int
+    series: int
+    invalid: int
+    duplicates: int
+
+
+def write_history_csv(events: Iterable[Event], feature_names: tuple[str, ...], out: Path) -> ExportSummary:
+    """Write `series_id,timestamp,<features>`; the first event of a (series, timestamp) wins."""
+    by_series: dict[str, dict[int, Event]] = {}
+    duplicates = 0
+    for event in events:
+        seen = by_series.setdefault(event.series_id, {})
+        if event.ts_ms in seen:
+            duplicates += 1
+            continue
+        seen[event.ts_ms] = event
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["series_id", "timestamp", *feature_names])
+        for series_id in sorted(by_series):
+            for ts_ms in sorted(by_series[series_id]):
+                values = by_series[series_id][ts_ms].values
+                writer.writerow([series_id, ts_ms, *(repr(float(v)) for v in values)])
+                rows += 1
+    return ExportSummary(rows=rows, series=len(by_series), invalid=0, duplicates=duplicates)
+
+
+def read_since(settings: KafkaSettings, since_ms: int, poll_timeout_ms: int = 1000) -> Iterator[SourceRecord]:
+    """Every record of the input topic with a timestamp >= since_ms, up to the end offsets at the start.
+
+    Uses no consumer group and commits nothing: the running workers' offsets are untouched.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), group_id=None,
+                             client_id=f"{settings.client_id}-export", enable_auto_commit=False,
+                             **settings.security_config())
+    try:
+        partitions = [TopicPartition(settings.input_topic, p)
+                      for p in sorted(consumer.partitions_for_topic(settings.input_topic) or ())]
+        consumer.assign(partitions)
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.offsets_for_times({tp: since_ms for tp in partitions})
+        remaining = {}
+        for tp in partitions:
+            start = starts.get(tp)
+            if start is not None and start.offset < ends[tp]:
+                consumer.seek(tp, start.offset)
+                remaining[tp] = ends[tp]
+        while remaining:
+            for tp, records in consumer.poll(timeout_ms=poll_timeout_ms).items():
+                for r in records:
+                    if tp in remaining and r.offset < remaining[tp]:
+                        yield SourceRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+            for tp in [tp for tp, end in remaining.items() if consumer.position(tp) >= end]:
+                del remaining[tp]
+    finally:
+        consumer.close()
+
+
+def export_history(settings: KafkaSettings, parser: EventParser, since_ms: int, out: Path) -> ExportSummary:
+    invalid = 0
+
+    def events() -> Iterator[Event]:
+        nonlocal invalid
+        for record in read_since(settings, since_ms):
+            parsed = parser.parse(record)
+            if isinstance(parsed, Event):
+                yield parsed
+            else:
+                invalid += 1
+
+    summary = write_history_csv(events(), parser.feature_names, out)
+    return ExportSummary(rows=summary.rows, series=summary.series, invalid=invalid, duplicates=summary.duplicates)
