@@ -19,7 +19,6 @@ from worker import logs
 from worker.config import Settings
 from worker.health import heartbeat_age_s
 from worker.metrics import Metrics
-from worker.service import TRANSIENT_ERRORS, Backoff, Service, build_service
 
 log = logging.getLogger("worker")
 
@@ -58,6 +57,9 @@ def cmd_check(_: argparse.Namespace) -> int:
 
 
 def cmd_run(_: argparse.Namespace) -> int:
+    # Imported here so that `check`, run by a container healthcheck every few seconds, never loads torch.
+    from worker.service import build_with_retry
+
     settings = load_settings()
     logs.configure(settings.service.log_level)
     stop = threading.Event()
@@ -68,26 +70,13 @@ def cmd_run(_: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot serve metrics on port {settings.service.metrics_port} ({error.strerror}); "
                          "set VRAE_SERVICE__METRICS_PORT to a free port or 0") from None
-    service = build_with_retry(settings, metrics, stop)
+    try:
+        service = build_with_retry(settings, metrics, stop)
+    except VraeError as error:
+        raise UsageError(str(error)) from None
     if service is not None:
         service.run(stop)
     return 0
-
-
-def build_with_retry(settings: Settings, metrics: Metrics, stop: threading.Event) -> Service | None:
-    """Start even while the broker or Redis is still coming up: back off and retry, never crash-loop."""
-    backoff = Backoff(settings.service.backoff_initial_s, settings.service.backoff_max_s)
-    while not stop.is_set():
-        try:
-            return build_service(settings, metrics)
-        except VraeError as error:
-            raise UsageError(str(error)) from None
-        except TRANSIENT_ERRORS as error:
-            delay_s = backoff.next()
-            log.warning("cannot reach a dependency at startup; retrying",
-                        extra={"error": repr(error), "retry_in_s": delay_s})
-            stop.wait(delay_s)
-    return None
 
 
 def install_signal_handlers(stop: threading.Event, shutdown_timeout_s: float) -> None:

@@ -176,3 +176,20 @@ class BackgroundWorker:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def build_with_retry(settings: Settings, metrics: Metrics, stop: threading.Event) -> Service | None:
+    """Start even while the broker or Redis is still coming up: back off and retry, never crash-loop.
+
+    A bad model or setting (VraeError) is not transient: it propagates for the caller to report.
+    """
+    backoff = Backoff(settings.service.backoff_initial_s, settings.service.backoff_max_s)
+    while not stop.is_set():
+        try:
+            return build_service(settings, metrics)
+        except TRANSIENT_ERRORS as error:
+            delay_s = backoff.next()
+            log.warning("cannot reach a dependency at startup; retrying",
+                        extra={"error": repr(error), "retry_in_s": delay_s})
+            stop.wait(delay_s)
+    return None

@@ -126,7 +126,8 @@ def test_worker_healthcheck_calls_vrae_worker_check(stages: dict[str, Stage]) ->
     options, _, command = healthcheck.partition("CMD")
     assert "--interval=" in options and "--start-period=" in options
     timeout_s = int(re.search(r"--timeout=(\d+)s", options)[1])
-    assert timeout_s >= 10, "the check command needs seconds just to start Python"
+    # `check` skips torch (pinned in tests/unit/test_worker_dependencies.py) but still starts Python.
+    assert timeout_s >= 3, "leave the interpreter's start-up room on a throttled CPU"
     assert command.strip() == '["vrae-worker", "check"]'
     assert stages["worker"].args("ENTRYPOINT") == ['["vrae-worker"]']
 

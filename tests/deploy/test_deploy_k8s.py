@@ -101,8 +101,8 @@ def test_worker_reads_its_settings_from_the_config_map_and_secret(container: dic
 def test_probes_call_vrae_worker_check(container: dict) -> None:
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["exec"]["command"] == ["vrae-worker", "check"], probe
-        # The check command's interpreter start-up alone takes seconds on a throttled CPU.
-        assert container[probe]["timeoutSeconds"] >= 10, probe
+        # `check` skips torch, but the interpreter's start-up still needs room on a throttled CPU.
+        assert container[probe]["timeoutSeconds"] >= 3, probe
 
 
 def test_termination_grace_outlasts_the_workers_own_shutdown_bound(deployment: dict) -> None:

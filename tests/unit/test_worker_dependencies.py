@@ -1,4 +1,6 @@
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import worker
@@ -23,3 +25,10 @@ def test_worker_imports_only_the_torch_and_numpy_parts_of_vrae_model() -> None:
         modules = imported_modules(path)
         assert {m for m in modules if m.startswith("vrae_model")} <= ALLOWED_FROM_VRAE_MODEL, path.name
         assert not {m for m in modules if m.split(".")[0] in FORBIDDEN_PACKAGES}, path.name
+
+
+def test_health_check_command_does_not_load_torch() -> None:
+    """`vrae-worker check` runs every few seconds as a container healthcheck: it must stay light."""
+    probe = "import sys, worker.__main__; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
