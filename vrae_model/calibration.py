@@ -140,9 +140,21 @@ class Threshold:
 
 
 def choose_threshold(
-    calibration: Calibration, scores: np.ndarray, method: str, *, risk: float = 1e-4, quantile: float = 0.999
+    calibration: Calibration,
+    scores: np.ndarray,
+    method: str,
+    *,
+    risk: float | None = None,
+    quantile: float | None = None,
 ) -> Threshold:
-    """Alert threshold without labels: a tail risk level (pot) or a quantile of the validation scores."""
+    """Alert threshold without labels: a tail risk level (pot) or a quantile of the validation scores.
+
+    The method's parameter has no default here: TrainConfig holds the one default of each.
+    """
+    if method == "pot" and risk is None:
+        raise ValueError("threshold method 'pot' needs risk")
+    if method == "quantile" and quantile is None:
+        raise ValueError("threshold method 'quantile' needs quantile")
     if method == "pot":
         score_threshold = score_at_risk(calibration, risk)
         label = f"pot:risk={risk:g}"

@@ -498,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--kl-schedule", choices=("none", "linear", "cyclical"))
     train.add_argument("--free-bits", type=float)
     train.add_argument("--threshold-method", choices=("pot", "quantile"))
-    train.add_argument("--risk", type=float, help="POT risk: expected false-alert rate per window (e.g. 1e-4)")
+    train.add_argument("--risk", type=float, help="POT risk: expected false-alert rate per window (default 3e-5)")
     train.add_argument("--quantile", type=float, help="quantile threshold (e.g. 0.999)")
     train.add_argument("--accelerator", help="cpu | gpu | auto | ...")
     train.add_argument("--devices", type=lambda text: int(text) if text.isdigit() else text)

@@ -7,7 +7,7 @@ from vrae_model.artifact import load_artifact
 from vrae_model.data import WindowSet
 from vrae_model.exceptions import ArtifactError, ConfigError, DataError
 from vrae_model.scoring import score_windows
-from vrae_model.training import export_from_checkpoint, kl_weight, split_indices, train
+from vrae_model.training import TrainConfig, export_from_checkpoint, kl_weight, split_indices, train
 
 TINY = {"hidden_size": 4, "hidden_layer_depth": 1, "latent_length": 3, "epochs": 2, "batch_size": 16}
 
@@ -90,8 +90,9 @@ def test_tiny_training_run_writes_a_calibrated_artifact_and_reexport_scores_iden
     assert meta["window"] == 8 and meta["features"] == ["s", "c"] and meta["stride"] == 1
     assert meta["training_config"]["preset"] == "default" and meta["training_config"]["epochs"] == 2
     assert meta["model_config"]["hidden_size"] == 4
-    assert meta["threshold_method"] == "pot:risk=0.0001"
-    assert meta["threshold"] == pytest.approx(1 - 1e-4)
+    default_risk = TrainConfig().risk
+    assert meta["threshold_method"] == f"pot:risk={default_risk:g}"
+    assert meta["threshold"] == pytest.approx(1 - default_risk)
     assert meta["model_version"].endswith(meta["data_fingerprint"][:8])
     history = result.metrics["history"]
     assert len(history) == 2
