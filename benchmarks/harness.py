@@ -165,7 +165,8 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def worker_env(stack: Stack, topics: Topics, model_path: Path, *, metrics_port: int, heartbeat: Path,
-               key_prefix: str, threshold: float | None = None) -> dict[str, str]:
+               key_prefix: str, threshold: float | None = None,
+               overrides: dict[str, str] | None = None) -> dict[str, str]:
     """The `VRAE_*` environment of one benchmarked worker: production defaults except group-join timing."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("VRAE_")}
     env.update({
@@ -187,6 +188,7 @@ def worker_env(stack: Stack, topics: Topics, model_path: Path, *, metrics_port: 
     env.update({f"VRAE_KAFKA__{key}": value for key, value in FAST_GROUP_JOIN.items()})
     if threshold is not None:
         env["VRAE_MODEL__THRESHOLD"] = str(threshold)
+    env.update(overrides or {})
     return env
 
 

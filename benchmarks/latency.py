@@ -77,9 +77,10 @@ def run_window(stack: Stack, opts: options.BenchOptions, window: int, rate: floa
     warm_total = preload(stack.bootstrap, topics.events, opts.series, window - 1, opts.features)
     metrics_port = local_services.free_port()
     env = worker_env(stack, topics, model, metrics_port=metrics_port, heartbeat=workdir / f"latency-w{window}.hb",
-                     key_prefix=f"latency-w{window}", threshold=opts.latency_threshold)
+                     key_prefix=f"latency-w{window}", threshold=opts.latency_threshold, overrides=opts.worker_env)
     samples_path = workdir / f"latency-w{window}.npy"
-    with WorkerProcess(env, metrics_port, workdir / f"worker-latency-w{window}.log") as worker:
+    profile_path = workdir / f"profile-latency-w{window}.txt" if opts.profile else None
+    with WorkerProcess(env, metrics_port, workdir / f"worker-latency-w{window}.log", profile_path) as worker:
         time_drain(stack, topics, warm_total, warm_total, timeout_s=120)
         listener = subprocess.Popen([sys.executable, str(Path(__file__).with_name("alert_listener.py")),
                                      stack.bootstrap, topics.alerts, str(samples_path),

@@ -23,6 +23,7 @@ class BenchOptions:
     workdir: Path | None
     json_out: Path | None
     profile: bool  # run the worker under pyinstrument; its call tree lands in the workdir
+    worker_env: dict[str, str]  # extra VRAE_* settings for every benchmarked worker (tuning experiments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", type=int, default=1, help="features per event (1)")
     parser.add_argument("--preset", default="seed", help="model preset the worker serves (seed)")
     parser.add_argument("--naive-events", type=int, default=5_000, help="events the naive worker is timed on (5000)")
-    parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of the steady-rate run (20)")
+    parser.add_argument("--latency-seconds", type=float, default=30.0, help="length of the steady-rate run (30)")
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="offered events/s in the latency run (default: half the measured maximum)")
     parser.add_argument("--latency-threshold", type=float, default=0.99,
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a one-minute run: 20000 events, 200 series, 500 naive events, 5 s latency")
     parser.add_argument("--workdir", type=Path, default=None, help="keep artifacts and service logs here")
     parser.add_argument("--json", type=Path, default=None, dest="json_out", help="also write the figures as JSON")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="VRAE_NAME=VALUE",
+                        help="a worker setting for every benchmarked worker, e.g. VRAE_KAFKA__MAX_POLL_RECORDS=5000 "
+                             "(repeatable)")
     parser.add_argument("--profile", action="store_true",
                         help="profile the worker with pyinstrument (`pip install pyinstrument`); slows it down")
 
@@ -53,6 +57,9 @@ def from_args(args: argparse.Namespace) -> BenchOptions:
     windows = tuple(int(part) for part in str(args.windows).split(",") if part.strip())
     if not windows or min(windows) < 2:
         raise SystemExit("benchmarks: --windows needs window lengths >= 2, e.g. --windows 24,64")
+    worker_env = dict(item.split("=", 1) for item in args.worker_env if "=" in item)
+    if len(worker_env) != len(args.worker_env) or any(not key.startswith("VRAE_") for key in worker_env):
+        raise SystemExit("benchmarks: --worker-env takes VRAE_NAME=VALUE, e.g. VRAE_KAFKA__FETCH_MAX_WAIT_MS=10")
     if args.profile and importlib.util.find_spec("pyinstrument") is None:
         raise SystemExit("benchmarks: --profile needs pyinstrument: `.venv/bin/pip install pyinstrument`")
     return BenchOptions(
@@ -69,6 +76,7 @@ def from_args(args: argparse.Namespace) -> BenchOptions:
         workdir=args.workdir,
         json_out=args.json_out,
         profile=args.profile,
+        worker_env=worker_env,
     )
 
 

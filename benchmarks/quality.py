@@ -1,7 +1,7 @@
 """Detection quality on live streams: the worker's own pipeline against three baselines, side by side.
 
-    make bench-quality                      # both data sets, ~5 min on 2 cores
-    python benchmarks/quality.py --quick    # smaller streams and models, ~1-2 min
+    make bench-quality                      # both data sets, ~3 min on 2 busy cores
+    python benchmarks/quality.py --quick    # a smoke run, ~1.5 min: splits too small to rank detectors
 
 Per data set it trains a VRAE on normal history, then streams a TUNING split and a separate TEST split
 of labelled events. Four detectors see the same events and are judged on the same due windows:

@@ -2,7 +2,7 @@
 
 Order: throughput (worker vs raw consumer vs naive worker, Redis bytes per series, worker peak RSS)
 per window; then latency at half of each window's measured maximum rate; then scoring speed
-(TorchScript vs eager). One redis-server and one Tansu broker serve the whole run. The machine is
+(TorchScript vs eager); then the CPU cost of each stage of the hot path (stages.py). One redis-server and one Tansu broker serve the whole run. The machine is
 shared and noisy, so quote ratios and CPU microseconds per event, with the wall-clock rates beside
 them. The last lines are `name=value`, one per figure.
 
@@ -23,6 +23,7 @@ import torch
 import latency
 import options
 import scoring
+import stages
 import throughput
 from harness import format_figures, local_stack, write_json
 
@@ -79,6 +80,7 @@ def main() -> None:
             rates = {w: opts.latency_rate or 0.5 * measured[f"worker_events_per_s_w{w}"] for w in opts.windows}
             measured.update(_report("latency", latency.run(stack, opts, rates, workdir)))
         measured.update(_report("scoring", scoring.run(opts, workdir)))
+        measured.update(_report("stages", stages.run(opts, workdir)))
     figures.update(measured)
     figures.update(target_checks(measured, opts.windows))
     figures["machine_load_1m_end"] = os.getloadavg()[0]

@@ -128,16 +128,22 @@ def measure_window(redis_url: str, opts: options.BenchOptions, window: int, work
     return result
 
 
-def main() -> None:
-    opts = options.parse(__doc__.splitlines()[0])
+def run(opts: options.BenchOptions, workdir: Path) -> dict[str, float]:
+    """On a redis-server of its own: the stages flush their database between windows."""
     torch.set_num_threads(1)
     figures: dict[str, float] = {}
+    with local_services.start_redis(log_dir=workdir) as redis_server:
+        for window in opts.windows:
+            figures.update(measure_window(local_services.redis_url(redis_server), opts, window, workdir))
+    return figures
+
+
+def main() -> None:
+    opts = options.parse(__doc__.splitlines()[0])
     with tempfile.TemporaryDirectory(prefix="vrae-bench-") as scratch:
         workdir = opts.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        with local_services.start_redis(log_dir=workdir) as redis_server:
-            for window in opts.windows:
-                figures.update(measure_window(local_services.redis_url(redis_server), opts, window, workdir))
+        figures = run(opts, workdir)
     print(format_figures(figures))
     write_json(opts.json_out, figures)
 

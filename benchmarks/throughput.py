@@ -71,11 +71,11 @@ def raw_consume(bootstrap: str, topic: str, start_offset: int, n_events: int, ti
 
 
 def run_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str, warm_end: int, total: int,
-               workdir: Path, profile: bool = False) -> dict[str, float]:
+               workdir: Path, opts: options.BenchOptions) -> dict[str, float]:
     metrics_port = local_services.free_port()
     env = worker_env(stack, topics, model, metrics_port=metrics_port, heartbeat=workdir / f"{key_prefix}.heartbeat",
-                     key_prefix=key_prefix)
-    profile_path = workdir / f"profile-{key_prefix}.txt" if profile else None
+                     key_prefix=key_prefix, overrides=opts.worker_env)
+    profile_path = workdir / f"profile-{key_prefix}.txt" if opts.profile else None
     with WorkerProcess(env, metrics_port, workdir / f"worker-{key_prefix}.log", profile_path) as worker:
         drain = time_drain(stack, topics, warm_end, total, timeout_s=max(120.0, total / 500),
                            cpu_seconds=worker.cpu_seconds)
@@ -127,7 +127,7 @@ def measure_window(stack: Stack, opts: options.BenchOptions, window: int, workdi
 
     raw = raw_consume(stack.bootstrap, topics.events, warm_end, total - warm_end)
     key_prefix = f"bench-w{window}"
-    worker = run_worker(stack, topics, model, key_prefix, warm_end, total, workdir, opts.profile)
+    worker = run_worker(stack, topics, model, key_prefix, warm_end, total, workdir, opts)
     cost = redis_cost(stack.redis_url, key_prefix)
     naive = run_naive_worker(stack, topics, model, f"naive-w{window}", warm_end, opts.naive_events)
     flush_prefix(stack.redis_url, f"naive-w{window}")

@@ -35,7 +35,7 @@ before it is never folded in again, so a replay leaves the history unchanged.
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,30 +68,31 @@ class AdaptiveSettings:
         return 1.0 - 2.0 ** (-1.0 / self.short_halflife)
 
 
-@dataclass(frozen=True, eq=False)
+Vector = tuple[float, ...]  # one float per feature; plain floats: F is small and this runs per window
+
+
+@dataclass(frozen=True)
 class ScoreHistory:
     """The bounded summary of one series' per-feature window errors (symbols: module docstring)."""
 
     last_end_ms: int = -1  # end of the last window folded in; -1: none yet
     n: int = 0
     model_key: int = 0  # which model's error scale these moments are in
-    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (F,) float64
-    var: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    short: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    short_var: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ScoreHistory) and self.to_bytes() == other.to_bytes()
+    mean: Vector = ()
+    var: Vector = ()
+    short: Vector = ()
+    short_var: Vector = ()
 
     def to_bytes(self) -> bytes:
-        moments = np.concatenate([self.mean, self.var, self.short, self.short_var]).astype("<f8")
-        return _HEAD.pack(self.last_end_ms, self.n, self.model_key) + moments.tobytes()
+        moments = (*self.mean, *self.var, *self.short, *self.short_var)
+        return _HEAD.pack(self.last_end_ms, self.n, self.model_key) + struct.pack(f"<{len(moments)}d", *moments)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "ScoreHistory":
         last_end_ms, n, key = _HEAD.unpack_from(raw)
-        mean, var, short, short_var = np.frombuffer(raw[_HEAD.size:], dtype="<f8").astype(np.float64).reshape(4, -1)
-        return cls(last_end_ms, n, key, mean, var, short, short_var)
+        f = (len(raw) - _HEAD.size) // 32
+        moments = struct.unpack_from(f"<{4 * f}d", raw, _HEAD.size)
+        return cls(last_end_ms, n, key, moments[:f], moments[f:2 * f], moments[2 * f:3 * f], moments[3 * f:])
 
     @classmethod
     def fresh(cls, model_key: int, last_end_ms: int = -1) -> "ScoreHistory":
@@ -127,15 +128,17 @@ def model_key(sha256: str) -> int:
     return int.from_bytes(bytes.fromhex(sha256[:16]), "little", signed=True)
 
 
-def feature_errors(score: float, shares: np.ndarray) -> np.ndarray:
+def feature_errors(score: float, shares: np.ndarray) -> Vector:
     """Each feature's mean squared error in the window: score * F * its share of the error."""
-    shares = np.nan_to_num(np.asarray(shares, dtype=np.float64), nan=1.0 / max(len(shares), 1))
-    return score * len(shares) * shares
+    f = len(shares)
+    return tuple(score * f * (share if share == share else 1.0 / f) for share in np.asarray(shares).tolist())
 
 
-def log_errors(errors: np.ndarray) -> np.ndarray:
-    x = np.log(np.maximum(np.nan_to_num(np.asarray(errors, dtype=np.float64), nan=np.inf), MIN_SCORE))
-    return np.minimum(x, MAX_LOG_SCORE)
+def log_error(error: float) -> float:
+    """ln(error), floored at 1e-12; NaN and inf (the model overflowed) land at the top of the scale."""
+    if not error < math.inf:
+        return MAX_LOG_SCORE
+    return min(math.log(max(error, MIN_SCORE)), MAX_LOG_SCORE)
 
 
 def upper_tail(z: float) -> float:
@@ -143,45 +146,52 @@ def upper_tail(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-def judge(history: ScoreHistory, errors: np.ndarray, anomaly_score: float,
-          settings: AdaptiveSettings) -> Judgement:
+def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings: AdaptiveSettings) -> Judgement:
     """The tail probability of a window's per-feature errors for this series, blended with the model's
     own calibration (`anomaly_score`)."""
     model_anomaly = anomaly_score if math.isfinite(anomaly_score) else 1.0
     p_model = min(max(1.0 - model_anomaly, MIN_MODEL_PROBABILITY), 1.0)
     if history.n == 0:
         return Judgement(p_value=p_model, p_point=1.0, p_trend=1.0, p_model=p_model)
-    x = log_errors(errors)
-    z_point = float(np.max((x - history.mean) / np.sqrt(history.var + settings.variance_floor)))
-    short = history.short + max(1.0 / (history.n + 1), settings.short_rate) * (x - history.short)
-    z_trend = float(np.max((short - history.mean) / np.sqrt(history.short_var + settings.variance_floor)))
+    floor = settings.variance_floor
+    short_rate = max(1.0 / (history.n + 1), settings.short_rate)
+    z_point = z_trend = -math.inf
+    for error, m, v, s, w in zip(errors, history.mean, history.var, history.short, history.short_var):
+        x = log_error(error)
+        z_point = max(z_point, (x - m) / math.sqrt(v + floor))
+        z_trend = max(z_trend, (s + short_rate * (x - s) - m) / math.sqrt(w + floor))
     p_point, p_trend = upper_tail(z_point), upper_tail(z_trend)
     # Bonferroni over the 2 F questions asked (point and trend, each feature).
-    p_local = max(min(1.0, 2.0 * len(x) * min(p_point, p_trend)), MIN_PROBABILITY)
+    p_local = max(min(1.0, 2.0 * len(errors) * min(p_point, p_trend)), MIN_PROBABILITY)
     trust = history.n / (history.n + settings.warmup)
     p_value = math.exp((1.0 - trust) * math.log(p_model) + trust * math.log(p_local))
     return Judgement(p_value=p_value, p_point=p_point, p_trend=p_trend, p_model=p_model)
 
 
-def fold(history: ScoreHistory, errors: np.ndarray, end_ms: int, settings: AdaptiveSettings) -> ScoreHistory:
+def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveSettings) -> ScoreHistory:
     """The history with one more window; a window at or before `last_end_ms` (a replay) changes nothing."""
     if end_ms <= history.last_end_ms:
         return history
-    x = log_errors(errors)
+    x = tuple(log_error(error) for error in errors)
     n = history.n + 1
     if n == 1:
-        zeros = np.zeros_like(x)
-        return ScoreHistory(end_ms, 1, history.model_key, x, zeros, x.copy(), zeros.copy())
+        zeros = (0.0,) * len(x)
+        return ScoreHistory(end_ms, 1, history.model_key, x, zeros, x, zeros)
     rate = max(1.0 / n, settings.long_rate)
-    # Winsorised: one wild window moves the moments no more than a window at the clip would, so an
-    # anomaly does not teach the history that anomalies are normal; a lasting change still gets in.
-    limit = settings.clip_sd * np.sqrt(history.var + settings.variance_floor)
-    deviation = np.clip(x - history.mean, -limit, limit)
-    mean = history.mean + rate * deviation
-    var = (1.0 - rate) * (history.var + rate * deviation * deviation)
-    short = history.short + max(1.0 / n, settings.short_rate) * (history.mean + deviation - history.short)
-    short_var = history.short_var + rate * ((short - mean) ** 2 - history.short_var)
-    return ScoreHistory(end_ms, n, history.model_key, mean, var, short, short_var)
+    short_rate = max(1.0 / n, settings.short_rate)
+    mean, var, short, short_var = [], [], [], []
+    for xi, m, v, s, w in zip(x, history.mean, history.var, history.short, history.short_var):
+        # Winsorised: one wild window moves the moments no more than a window at the clip would, so an
+        # anomaly does not teach the history that anomalies are normal; a lasting change still gets in.
+        limit = settings.clip_sd * math.sqrt(v + settings.variance_floor)
+        d = min(max(xi - m, -limit), limit)
+        new_mean = m + rate * d
+        new_short = s + short_rate * (m + d - s)
+        mean.append(new_mean)
+        var.append((1.0 - rate) * (v + rate * d * d))
+        short.append(new_short)
+        short_var.append(w + rate * ((new_short - new_mean) ** 2 - w))
+    return ScoreHistory(end_ms, n, history.model_key, tuple(mean), tuple(var), tuple(short), tuple(short_var))
 
 
 def for_model(history: ScoreHistory | None, key: int) -> ScoreHistory:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -102,6 +102,8 @@ class ModelSettings(BaseModel):
     torch_threads: int = Field(1, ge=1)
     max_batch_size: int = Field(1024, ge=1)
     top_features: int = Field(3, ge=1)
+    reload_interval_s: float = Field(5.0, ge=0, description="check the model file for a new version this often "
+                                                            "(between batches); 0: never")
 
 
 class WindowSettings(BaseModel):
@@ -110,6 +112,27 @@ class WindowSettings(BaseModel):
     stride: int = Field(1, ge=1, description="score every k-th full window of a series")
     replay_margin: int = Field(8, ge=0, description="extra events kept so replays re-emit their windows")
     ttl_s: int = Field(7 * 24 * 3600, ge=1, description="a series silent this long is forgotten")
+
+
+class DetectionSettings(BaseModel):
+    """How scored windows become alerts (see worker/adaptive.py and worker/incidents.py)."""
+
+    mode: Literal["windows", "incidents"] = Field(
+        "windows", description="windows: one alert per window over the model's threshold; incidents: per-series "
+                               "online calibration and opened/closed incident records")
+    long_halflife: float = Field(1000.0, gt=1, description="windows; a series' memory of normal")
+    short_halflife: float = Field(6.0, gt=0, description="windows; the recent average compared against it")
+    warmup: float = Field(300.0, ge=0, description="windows until a series' own history has half the say")
+    open_surprise: float = Field(3.0, gt=0, description="-log10 tail probability that opens an incident")
+    close_surprise: float = Field(2.0, ge=0, description="below this a window counts as normal again")
+    close_after: int = Field(5, ge=1, description="normal windows in a row that close an incident")
+    scores_topic: str | None = Field(None, description="also publish every judged window's scores here")
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "DetectionSettings":
+        if self.close_surprise > self.open_surprise:
+            raise ValueError("close_surprise must not exceed open_surprise")
+        return self
 
 
 class EventSettings(BaseModel):
@@ -142,6 +165,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     model: ModelSettings = ModelSettings()
     window: WindowSettings = WindowSettings()
+    detection: DetectionSettings = DetectionSettings()
     events: EventSettings = EventSettings()
     service: ServiceSettings = ServiceSettings()
 

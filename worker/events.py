@@ -109,7 +109,7 @@ class EventParser:
         except UnicodeDecodeError as error:
             raise _Reject(InvalidReason.NOT_UTF8, f"invalid UTF-8 at byte {error.start}") from None
         try:
-            payload = json.loads(text, parse_constant=_reject_constant)
+            payload = _JSON.decode(text)
         except ValueError as error:
             raise _Reject(InvalidReason.NOT_JSON, f"not JSON: {error}") from None
         if not isinstance(payload, dict):
@@ -201,3 +201,8 @@ def _number(item: object) -> float:
 
 def _reject_constant(name: str) -> float:
     raise _Reject(InvalidReason.NON_FINITE, f"{name} is not a finite number")
+
+
+# Built once: `json.loads(..., parse_constant=...)` builds a new decoder per call, which was a fifth
+# of the parse cost. A decoder holds no state between calls.
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)

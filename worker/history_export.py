@@ -7,6 +7,7 @@ the same `EventParser` as the worker (invalid ones are skipped and counted), de-
 """
 
 import csv
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +50,14 @@ def write_history_csv(events: Iterable[Event], feature_names: tuple[str, ...], o
 
 
 def read_since(settings: KafkaSettings, since_ms: int, poll_timeout_ms: int = 1000) -> Iterator[SourceRecord]:
-    """Every record of the input topic with a timestamp >= since_ms, up to the end offsets at the start.
+    """Every record of the input topic stamped from since_ms up to the moment the export started.
 
-    Uses no consumer group and commits nothing: the running workers' offsets are untouched.
+    Uses no consumer group and commits nothing: the running workers' offsets are untouched. A
+    partition is done when a record stamped after the start shows up, or when a poll brings nothing
+    more and its position reached the end offset (not the end offset alone: some brokers, Tansu
+    among them, report it before the last records of a batch).
     """
+    until_ms = int(time.time() * 1000)
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), group_id=None,
                              client_id=f"{settings.client_id}-export", enable_auto_commit=False,
                              **settings.security_config())
@@ -65,16 +70,25 @@ def read_since(settings: KafkaSettings, since_ms: int, poll_timeout_ms: int = 10
         remaining = {}
         for tp in partitions:
             start = starts.get(tp)
-            if start is not None and start.offset < ends[tp]:
+            if start is None:
+                consumer.pause(tp)
+            else:
                 consumer.seek(tp, start.offset)
                 remaining[tp] = ends[tp]
         while remaining:
-            for tp, records in consumer.poll(timeout_ms=poll_timeout_ms).items():
+            polled = consumer.poll(timeout_ms=poll_timeout_ms)
+            for tp, records in polled.items():
                 for r in records:
-                    if tp in remaining and r.offset < remaining[tp]:
+                    if tp not in remaining:
+                        break
+                    if r.timestamp > until_ms:
+                        del remaining[tp]
+                        consumer.pause(tp)
+                    elif r.timestamp >= since_ms:  # offsets_for_times is only a lower bound on some brokers
                         yield SourceRecord(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-            for tp in [tp for tp, end in remaining.items() if consumer.position(tp) >= end]:
+            for tp in [tp for tp, end in remaining.items() if tp not in polled and consumer.position(tp) >= end]:
                 del remaining[tp]
+                consumer.pause(tp)
     finally:
         consumer.close()
 

@@ -17,6 +17,11 @@ class Metrics:
                                ["reason"], registry=r)
         self.windows_scored = Counter("vrae_windows_scored_total", "Due windows scored by the model", registry=r)
         self.alerts = Counter("vrae_alerts_total", "Alerts produced (replays included)", registry=r)
+        self.incidents = Counter("vrae_incidents_total", "Incident records produced (replays included), by phase",
+                                 ["phase"], registry=r)
+        self.model_reloads = Counter("vrae_model_reloads_total",
+                                     "Changed model files handled, by outcome (swapped, rejected)", ["outcome"],
+                                     registry=r)
         self.series_created = Counter("vrae_series_created_total",
                                       "Series whose window state was created (new or expired by TTL)", registry=r)
         self.batches = Counter("vrae_batches_total", "Batches processed and committed", registry=r)

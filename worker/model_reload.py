@@ -9,8 +9,9 @@ last, and never by a half-loaded one.
 Verification: the artifact must load (TorchScript, metadata, format version: `load_artifact`), its
 sha256 must match when one is expected, and its window length and features must equal the running
 model's (the window store and the event parser are built for them: changing either needs a restart).
-The expected sha256 is read from `<path>.sha256` when that file exists (write it after the model, so
-the pair is checked), else from VRAE_MODEL__SHA256; with a pinned sha256 and no sidecar every other
+The expected sha256 is read from `<path>.sha256` when that file exists (a change of either file
+triggers a check, so the order in which the two are replaced does not matter), else from
+VRAE_MODEL__SHA256; with a pinned sha256 and no sidecar every other
 file is refused. On any failure the old model keeps serving, the failure is logged and counted, and
 the same broken file is not retried until it changes again.
 
@@ -65,11 +66,14 @@ def stamp_of(path: Path) -> FileStamp | None:
     return FileStamp(stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
+def sidecar_of(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def expected_sha256(path: Path, configured: str | None) -> str | None:
     """The digest a new file must have: the `<path>.sha256` sidecar's first word, else the setting."""
-    sidecar = path.with_name(path.name + ".sha256")
     try:
-        words = sidecar.read_text().split()
+        words = sidecar_of(path).read_text().split()
     except OSError:
         return configured
     return words[0] if words else configured
@@ -89,7 +93,7 @@ class ReloadingScorer:
         self._sha256 = sha256
         self._interval_s = check_interval_s
         self._clock = clock
-        self._stamp = stamp_of(self._path)
+        self._stamp = self._stamps()
         self._checked_at = clock()
 
     @property
@@ -99,14 +103,18 @@ class ReloadingScorer:
     def score(self, windows: np.ndarray) -> Scores:
         return self._current.score(windows)
 
+    def _stamps(self) -> tuple[FileStamp | None, FileStamp | None]:
+        # The sidecar counts too: a model refused for a stale sidecar is retried once the sidecar is updated.
+        return stamp_of(self._path), stamp_of(sidecar_of(self._path))
+
     def maybe_reload(self) -> Reload:
         """Between batches only: swap in the file at the path if it changed and passes verification."""
         now = self._clock()
         if now - self._checked_at < self._interval_s:
             return Reload(ReloadOutcome.UNCHANGED)
         self._checked_at = now
-        stamp = stamp_of(self._path)
-        if stamp is None or stamp == self._stamp:
+        stamp = self._stamps()
+        if stamp[0] is None or stamp == self._stamp:
             return Reload(ReloadOutcome.UNCHANGED)
         self._stamp = stamp  # a file that fails is not retried until it changes again
         previous = self._current.info

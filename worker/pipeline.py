@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from worker.alerts import Alert, decide_alerts
+from worker.detection import DetectionResult, Detector, IncidentEvent
 from worker.events import Event, EventParser, Invalid, SourceRecord
 from worker.metrics import Metrics
 from worker.outbound import OutboundMessage, alert_message, dead_letter_message
@@ -51,13 +52,15 @@ class BatchReport:
     invalid: list[Invalid] = field(default_factory=list)
     windows: int = 0
     alerts: list[Alert] = field(default_factory=list)
+    incidents: list[IncidentEvent] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class BatchProcessor:
     def __init__(self, parser: EventParser, store: WindowStore, scorer: BatchScorer, sink: Sink,
                  metrics: Metrics, topics: Topics, *, top_k: int = 3,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 detector: Detector | None = None) -> None:
         self._parser = parser
         self._store = store
         self._scorer = scorer
@@ -66,6 +69,7 @@ class BatchProcessor:
         self._topics = topics
         self._top_k = top_k
         self._clock = clock
+        self._detector = detector  # None: one alert per window over the model's threshold
 
     def process(self, records: Sequence[SourceRecord]) -> BatchReport:
         started = time.perf_counter()
@@ -74,18 +78,38 @@ class BatchProcessor:
         invalid = [item for item in parsed if isinstance(item, Invalid)]
 
         applied = self._store.apply(events)
+        model = self._scorer.info  # a hot model swap happens between batches, never inside one
         scores = self._score(applied.windows)
-        alerts = decide_alerts(applied.windows, scores, self._scorer.info, top_k=self._top_k, now=self._clock())
-
-        messages = [alert_message(alert, self._topics.alerts) for alert in alerts]
+        alerts, detection, messages = self._decide(applied.windows, scores, model)
         messages += [dead_letter_message(item, self._topics.dead_letters) for item in invalid]
         self._sink.send(messages)
+        if detection is not None:
+            # Only once delivered: dying before this replays the batch from the old state, which
+            # re-emits the same incident records; dying after it makes the replay a no-op.
+            self._detector.commit(detection)
+            self._count_incidents(detection)
 
         self._count(applied.outcomes, applied.new_series, invalid, len(applied.windows), len(alerts))
         self._metrics.batch_size.observe(len(records))
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         return BatchReport(records=len(records), events=len(events), invalid=invalid,
-                           windows=len(applied.windows), alerts=alerts, offsets=next_offsets(records))
+                           windows=len(applied.windows), alerts=alerts,
+                           incidents=detection.events if detection is not None else [],
+                           offsets=next_offsets(records))
+
+    def _decide(self, windows: Sequence[DueWindow], scores: Scores,
+                model: ModelInfo) -> tuple[list[Alert], DetectionResult | None, list[OutboundMessage]]:
+        """Per-window alerts, or (with a detector) per-series calibration and incident records."""
+        now = self._clock()
+        if self._detector is None:
+            alerts = decide_alerts(windows, scores, model, top_k=self._top_k, now=now)
+            return alerts, None, [alert_message(alert, self._topics.alerts) for alert in alerts]
+        detection = self._detector.detect(windows, scores, model)
+        return [], detection, self._detector.messages(detection, scores, model, self._topics.alerts, now)
+
+    def _count_incidents(self, detection: DetectionResult) -> None:
+        for phase, count in Counter(event.transition.phase.value for event in detection.events).items():
+            self._metrics.incidents.labels(phase).inc(count)
 
     def _score(self, windows: Sequence[DueWindow]) -> Scores:
         """All windows that came due in the batch, in one (chunked) forward pass."""

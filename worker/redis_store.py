@@ -1,4 +1,7 @@
-"""The Redis window store: one pipelined script call per series per batch (see `scripts.py`)."""
+"""The Redis window store: one pipelined round trip per batch, one script call per chunk of series.
+
+A Redis Cluster script call may only touch keys of one slot, so there the chunks are per slot.
+"""
 
 from collections.abc import Sequence
 from typing import Any
@@ -10,7 +13,8 @@ from redis.commands.core import Script
 
 from worker.config import RedisSettings
 from worker.events import Event
-from worker.scripts import APPLY_EVENTS
+from worker.detection import DetectorState
+from worker.scripts import APPLY_EVENTS, SAVE_DETECTOR_STATE
 from worker.windows import ApplyResult, DueWindow, Outcome, WindowSpec, group_by_series
 
 _OUTCOME_BY_LETTER = {
@@ -22,6 +26,10 @@ _OUTCOME_BY_LETTER = {
 }
 
 RedisClient = redis.Redis | RedisCluster
+
+# Series per script call: few enough that one call blocks Redis for about a millisecond, many enough
+# that per-command costs (client packing and parsing, Redis dispatch) stop mattering.
+MAX_SERIES_PER_CALL = 128
 
 
 def connect(settings: RedisSettings) -> RedisClient:
@@ -74,36 +82,105 @@ class RedisWindowStore:
             self._load_script()
             replies = self._call(events, groups)
         result = ApplyResult(outcomes=[Outcome.ACCEPTED] * len(events))
+        due: list[tuple[str, Event, int, bytes]] = []
         for (series_id, indices), reply in zip(groups.items(), replies):
-            self._collect(series_id, indices, events, reply, result)
+            self._collect(series_id, indices, events, reply, result, due)
+        self._add_windows(due, result)
         return result
 
     def _call(self, events: Sequence[Event], groups: dict[str, list[int]]) -> list[Any]:
+        """One reply per series, in `groups` order."""
         spec = self.spec
         head = (spec.window, spec.stride, spec.capacity, self._value_bytes, spec.ttl_s * 1000)
+        chunks = self._chunks(list(groups))
         pipe = self._client.pipeline(transaction=False)
-        for series_id, indices in groups.items():
+        for chunk in chunks:
             args: list[Any] = list(head)
-            for index in indices:
-                event = events[index]
-                args += (event.record.offset, event.ts_ms, event.values.astype("<f4", copy=False).tobytes())
+            for series_id in chunk:
+                indices = groups[series_id]
+                args.append(len(indices))
+                for index in indices:
+                    event = events[index]
+                    args += (event.record.offset, event.ts_ms, event.values.astype("<f4", copy=False).tobytes())
             # EVALSHA on the pipeline directly: passing the pipeline to Script.__call__ would add a
             # SCRIPT EXISTS round trip to every batch (the script is loaded up front instead), and
             # redis-py's cluster pipeline blocks its evalsha() helper but routes the raw command by key.
-            pipe.execute_command("EVALSHA", self._script.sha, 1, self.key(series_id), *args)
-        return pipe.execute()
+            keys = [self.key(series_id) for series_id in chunk]
+            pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
+        replies = {series_id: reply for chunk, chunk_replies in zip(chunks, pipe.execute())
+                   for series_id, reply in zip(chunk, chunk_replies)}
+        return [replies[series_id] for series_id in groups]
+
+    def _chunks(self, series_ids: list[str]) -> list[list[str]]:
+        """Series per script call, at most MAX_SERIES_PER_CALL, all of one slot on a cluster."""
+        if isinstance(self._client, RedisCluster):
+            by_slot: dict[int, list[str]] = {}
+            for series_id in series_ids:
+                by_slot.setdefault(self._client.keyslot(self.key(series_id)), []).append(series_id)
+            groups = list(by_slot.values())
+        else:
+            groups = [series_ids]
+        return [group[start:start + MAX_SERIES_PER_CALL] for group in groups
+                for start in range(0, len(group), MAX_SERIES_PER_CALL)]
 
     def _collect(self, series_id: str, indices: list[int], events: Sequence[Event], reply: list[Any],
-                 result: ApplyResult) -> None:
+                 result: ApplyResult, due: list[tuple[str, Event, int, bytes]]) -> None:
+        """Outcomes into `result`; each due window as (series, ending event, start ms, raw values)."""
         statuses = reply[0].decode("ascii")
         if statuses.startswith("+"):
             result.new_series += 1
             statuses = statuses[1:]
         for index, letter in zip(indices, statuses):
             result.outcomes[index] = _OUTCOME_BY_LETTER[letter]
-        shape = (self.spec.window, self.spec.n_features)
         for position, values, start_ms in zip(reply[1::3], reply[2::3], reply[3::3]):
-            event = events[indices[position]]
-            window = np.frombuffer(values, dtype="<f4").reshape(shape).astype(np.float32)
-            result.windows.append(DueWindow(series_id=series_id, start_ms=int(start_ms), end_ms=event.ts_ms,
+            due.append((series_id, events[indices[position]], int(start_ms), values))
+
+    def _add_windows(self, due: list[tuple[str, Event, int, bytes]], result: ApplyResult) -> None:
+        """Decode every due window of the batch with one numpy call (one per window cost ~2 us each)."""
+        if not due:
+            return
+        shape = (len(due), self.spec.window, self.spec.n_features)
+        values = np.frombuffer(b"".join(item[3] for item in due), dtype="<f4").astype(np.float32).reshape(shape)
+        for (series_id, event, start_ms, _), window in zip(due, values):
+            result.windows.append(DueWindow(series_id=series_id, start_ms=start_ms, end_ms=event.ts_ms,
                                             values=window, event=event))
+
+
+def detector_key(prefix: str, series_id: str) -> str:
+    """`vrae:d:{pump-7}`: same hash tag as the window key, so both live on one cluster slot."""
+    return f"{prefix}:d:{{{series_id}}}"
+
+
+class RedisDetectorStore:
+    """Per-series detector state (score history + incident), written newer-wins by SAVE_DETECTOR_STATE."""
+
+    def __init__(self, client: RedisClient, key_prefix: str = "vrae", ttl_s: int = 7 * 24 * 3600) -> None:
+        self._client = client
+        self._prefix = key_prefix
+        self._ttl_ms = ttl_s * 1000
+        self._script: Script = client.register_script(SAVE_DETECTOR_STATE)
+        self._script_loaded = False
+
+    def load(self, series_ids: Sequence[str]) -> dict[str, DetectorState]:
+        pipe = self._client.pipeline(transaction=False)
+        for series_id in series_ids:
+            pipe.get(detector_key(self._prefix, series_id))
+        return {sid: DetectorState.from_bytes(raw) for sid, raw in zip(series_ids, pipe.execute()) if raw}
+
+    def save(self, states: dict[str, DetectorState]) -> None:
+        if not self._script_loaded:
+            self._client.script_load(SAVE_DETECTOR_STATE)
+            self._script_loaded = True
+        try:
+            self._save(states)
+        except redis.exceptions.NoScriptError:
+            # A failover or SCRIPT FLUSH dropped the script; the writes are newer-wins, so repeating is safe.
+            self._client.script_load(SAVE_DETECTOR_STATE)
+            self._save(states)
+
+    def _save(self, states: dict[str, DetectorState]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for series_id, state in states.items():
+            pipe.execute_command("EVALSHA", self._script.sha, 1, detector_key(self._prefix, series_id),
+                                 state.to_bytes(), self._ttl_ms)
+        pipe.execute()

@@ -43,6 +43,13 @@ class Scorer:
             features=tuple(metadata["features"]),
             threshold=float(metadata["threshold"] if threshold is None else threshold),
         )
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """TorchScript profiles and optimises its graph on the first calls (~100 ms here): pay that now,
+        at start-up or while a new model loads, not in the first batch's alert latency."""
+        for batch_size in (1, 2, 3):
+            self.score(np.zeros((batch_size, self.info.window, len(self.info.features)), np.float32))
 
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> "Scorer":

@@ -9,18 +9,24 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import redis
 from kafka.errors import KafkaError
 
-from worker.config import Settings
+from vrae_model.artifact import load_artifact
+from worker.adaptive import AdaptiveSettings
+from worker.config import DetectionSettings, ModelSettings, Settings
+from worker.detection import Detector, DetectorSettings
 from worker.events import EventParser, SourceRecord
 from worker.health import Heartbeat
+from worker.incidents import IncidentSettings
 from worker.kafka_io import DeliveryError, KafkaSink, KafkaSource, build_consumer, build_producer
 from worker.metrics import Metrics
+from worker.model_reload import ReloadingScorer, ReloadOutcome, log_reload
 from worker.pipeline import BatchProcessor, Topics
-from worker.redis_store import RedisWindowStore, connect
+from worker.redis_store import RedisClient, RedisDetectorStore, RedisWindowStore, connect
 from worker.scorer import Scorer
 from worker.windows import WindowSpec
 
@@ -59,16 +65,18 @@ class Worker:
     """Runs batches until `stop` is set; every piece is injected so tests can run it in-process."""
 
     def __init__(self, source: Source, processor: BatchProcessor, heartbeat: Heartbeat, backoff: Backoff,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, model: ReloadingScorer | None = None) -> None:
         self._source = source
         self._processor = processor
         self._heartbeat = heartbeat
         self._backoff = backoff
         self._metrics = metrics
+        self._model = model
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self._heartbeat.beat()
+            self._reload_model()
             records: list[SourceRecord] = []
             try:
                 records = self._source.poll()
@@ -78,6 +86,15 @@ class Worker:
                 self._backoff.reset()
             except TRANSIENT_ERRORS as error:
                 self._retry_later(records, error, stop)
+
+    def _reload_model(self) -> None:
+        """Between batches: swap in a new model file if there is a valid one (see model_reload.py)."""
+        if self._model is None:
+            return
+        reload = self._model.maybe_reload()
+        if reload.outcome is not ReloadOutcome.UNCHANGED:
+            self._metrics.model_reloads.labels(reload.outcome.value).inc()
+            log_reload(reload)
 
     def _retry_later(self, records: list[SourceRecord], error: Exception, stop: threading.Event) -> None:
         cause = "redis" if isinstance(error, redis.exceptions.RedisError) else "kafka"
@@ -103,7 +120,7 @@ class Service:
     sink: KafkaSink
     heartbeat: Heartbeat
     metrics: Metrics
-    scorer: Scorer
+    scorer: Scorer | ReloadingScorer
     store: RedisWindowStore
 
     def run(self, stop: threading.Event) -> None:
@@ -127,21 +144,48 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     """Load the model, connect Redis and Kafka, and assemble the worker (raises on bad config)."""
     metrics = metrics or Metrics()
     scorer = Scorer.from_settings(settings.model)
+    model = reloading_scorer(scorer, settings.model) if settings.model.reload_interval_s > 0 else None
     spec = WindowSpec(window=scorer.info.window, n_features=len(scorer.info.features),
                       stride=settings.window.stride, replay_margin=settings.window.replay_margin,
                       ttl_s=settings.window.ttl_s)
-    store = RedisWindowStore(connect(settings.redis), spec, key_prefix=settings.redis.key_prefix)
+    client = connect(settings.redis)
+    store = RedisWindowStore(client, spec, key_prefix=settings.redis.key_prefix)
     parser = EventParser(feature_names=scorer.info.features, max_bytes=settings.events.max_bytes,
                          max_series_id_length=settings.events.max_series_id_length)
     sink = KafkaSink(build_producer(settings.kafka), timeout_s=settings.kafka.delivery_timeout_s)
     source = KafkaSource(build_consumer(settings.kafka), metrics, poll_timeout_ms=settings.kafka.poll_timeout_ms)
     topics = Topics(alerts=settings.kafka.alert_topic, dead_letters=settings.kafka.dlq_topic)
-    processor = BatchProcessor(parser, store, scorer, sink, metrics, topics, top_k=settings.model.top_features)
+    processor = BatchProcessor(parser, store, model or scorer, sink, metrics, topics, top_k=settings.model.top_features,
+                               detector=build_detector(settings, client))
     heartbeat = Heartbeat(settings.service.heartbeat_file)
     backoff = Backoff(settings.service.backoff_initial_s, settings.service.backoff_max_s)
-    worker = Worker(source, processor, heartbeat, backoff, metrics)
+    worker = Worker(source, processor, heartbeat, backoff, metrics, model=model)
     return Service(worker=worker, processor=processor, source=source, sink=sink, heartbeat=heartbeat,
-                   metrics=metrics, scorer=scorer, store=store)
+                   metrics=metrics, scorer=model or scorer, store=store)
+
+
+def reloading_scorer(scorer: Scorer, settings: ModelSettings) -> ReloadingScorer:
+    def load(path: Path, sha256: str | None) -> Scorer:
+        return Scorer(load_artifact(path, expected_sha256=sha256), max_batch_size=settings.max_batch_size,
+                      threshold=settings.threshold)
+
+    return ReloadingScorer(scorer, settings.path, load, sha256=settings.sha256,
+                           check_interval_s=settings.reload_interval_s)
+
+
+def build_detector(settings: Settings, client: RedisClient) -> Detector | None:
+    """The per-series calibration + incident detector, when VRAE_DETECTION__MODE=incidents."""
+    config: DetectionSettings = settings.detection
+    if config.mode != "incidents":
+        return None
+    detector_settings = DetectorSettings(
+        adaptive=AdaptiveSettings(long_halflife=config.long_halflife, short_halflife=config.short_halflife,
+                                  warmup=config.warmup),
+        incidents=IncidentSettings(open_surprise=config.open_surprise, close_surprise=config.close_surprise,
+                                   close_after=config.close_after),
+    )
+    store = RedisDetectorStore(client, key_prefix=settings.redis.key_prefix, ttl_s=settings.window.ttl_s)
+    return Detector(store, detector_settings, top_k=settings.model.top_features, scores_topic=config.scores_topic)
 
 
 class BackgroundWorker:

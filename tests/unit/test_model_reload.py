@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from vrae_model.model import VRAE, VRAEConfig
 from vrae_model.scoring import ScoringModule, score_arrays
 from worker.detection import Detector, MemoryDetectorStore
 from worker.events import Event, EventParser, SourceRecord
+from worker.health import Heartbeat
 from worker.history_export import write_history_csv
 from worker.metrics import Metrics
 from worker.model_reload import ReloadingScorer, ReloadOutcome, expected_sha256
 from worker.outbound import OutboundMessage
 from worker.pipeline import BatchProcessor, Topics
 from worker.scorer import Scorer
+from worker.service import Backoff, Worker
 from worker.windows import MemoryWindowStore, WindowSpec
 
 FEATURES = ("temp", "pressure")
@@ -128,8 +131,7 @@ def test_sha256_sidecar_is_checked(models: dict[str, Path], tmp_path: Path) -> N
     clock.now = 2.0
     assert scorer.maybe_reload().outcome is ReloadOutcome.REJECTED
     assert expected_sha256(live, None) == "0" * 64
-    sidecar.write_text(load_artifact(models["new"]).sha256)
-    replace_file(models["new"], live)  # a new inode: the file counts as changed again
+    sidecar.write_text(load_artifact(models["new"]).sha256)  # the sidecar catches up with the model
     clock.now = 4.0
     assert scorer.maybe_reload().outcome is ReloadOutcome.SWAPPED
 
@@ -187,3 +189,52 @@ def test_exported_history_is_a_long_csv_that_vrae_train_reads(tmp_path: Path) ->
     assert data.feature_names == list(FEATURES)
     np.testing.assert_array_equal(data.series["b"].timestamps, [1000, 2000])
     np.testing.assert_allclose(data.series["b"].values, [[1.5, 15.0], [2.0, 20.0]])
+
+
+class OneShotSource:
+    """Serves batches in order; before the second batch a new model file lands."""
+
+    def __init__(self, batches: list[list[SourceRecord]], stop: threading.Event, on_second_poll) -> None:
+        self._batches, self._stop, self._on_second_poll, self.polls = batches, stop, on_second_poll, 0
+        self.committed: dict[tuple[str, int], int] = {}
+
+    def poll(self) -> list[SourceRecord]:
+        self.polls += 1
+        if self.polls == 2:
+            self._on_second_poll()
+        if not self._batches:
+            self._stop.set()
+            return []
+        return self._batches.pop(0)
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
+        self.committed.update(offsets)
+        return True
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        self._batches.insert(0, list(records))
+
+
+def test_worker_loop_swaps_between_batches_and_counts_it(models: dict[str, Path], tmp_path: Path) -> None:
+    scorer, live, clock = reloading(models, tmp_path)
+    sink, metrics, stop = ListSink(), Metrics(), threading.Event()
+
+    def new_model_lands() -> None:
+        replace_file(models["new"], live)
+        clock.now = 2.0
+
+    batches = [[SourceRecord("events", 0, i, b"s", json.dumps({"series_id": "s", "ts": 1000 * (i + 1),
+                                                               "values": [0.0, 1.0]}).encode())
+                for i in range(first, first + 10)] for first in (0, 10, 20)]
+    source = OneShotSource(batches, stop, new_model_lands)
+    processor = BatchProcessor(EventParser(FEATURES), MemoryWindowStore(WindowSpec(window=8, n_features=2)), scorer,
+                               sink, Metrics(), Topics(alerts="alerts", dead_letters="dlq"),
+                               detector=Detector(MemoryDetectorStore(), scores_topic="scores"))
+    Worker(source, processor, Heartbeat(tmp_path / "hb", interval_s=0), Backoff(0.001, 0.002), metrics,
+           model=scorer).run(stop)
+    versions = [json.loads(m.value)["model_version"] for m in sink.sent if m.topic == "scores"]
+    # Windows end at events 7..29. The file landed while batch 2 was polled, so the check before batch 3
+    # swapped: batches 1-2 (windows ending at events 7..19) are v1 only, batch 3 v2 only.
+    assert versions == ["v1"] * 13 + ["v2"] * 10
+    assert metrics.registry.get_sample_value("vrae_model_reloads_total", {"outcome": "swapped"}) == 1
+    assert source.committed == {("events", 0): 30}

@@ -1,0 +1,49 @@
+"""Incidents mode end to end: real broker and redis-server, one injected fault -> one opened + one closed."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import redis
+
+import worker
+from vrae_model.data import read_long_csv
+from worker.redis_store import detector_key
+from worker.service import BackgroundWorker, build_service
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SCHEMA = json.loads((Path(worker.__file__).parent / "schemas" / "incident.schema.json").read_text())
+
+
+def test_one_fault_becomes_one_incident_and_scores_reach_their_topic(make_settings, kafka_tools, tiny_model,
+                                                                    redis_url: str) -> None:
+    settings = make_settings()
+    settings.detection.mode = "incidents"
+    settings.detection.open_surprise = 5.0  # a young series leans on the model: only a gross fault opens
+    settings.detection.scores_topic = f"{settings.kafka.alert_topic}-scores"
+    # Normal data the tiny model was trained on, so its global calibration fits while the series is young.
+    history = read_long_csv(tiny_model.clean_csv)
+    series_id, series = next(iter(history.series.items()))
+    timestamps, values = series.timestamps[:160], series.values[:160].copy()
+    values[100:103, 0] += 50.0  # a gross fault on the first feature
+    events = [(series_id, int(t), [float(v) for v in row]) for t, row in zip(timestamps, values)]
+    kafka_tools.produce_events(settings.kafka.input_topic, events)
+
+    n_windows = len(events) - tiny_model.window + 1
+    with BackgroundWorker(build_service(settings)):
+        scores = kafka_tools.read(settings.detection.scores_topic, lambda got: len(got) >= n_windows)
+        records = kafka_tools.read(settings.kafka.alert_topic, lambda got: len(got) >= 2, timeout_s=10)
+
+    documents = [json.loads(record.value) for record in records]
+    assert [d["phase"] for d in documents] == ["opened", "closed"]
+    assert documents[0]["incident_id"] == documents[1]["incident_id"]
+    fault_end = int(timestamps[100])
+    assert documents[0]["window_end"] == fault_end
+    assert documents[1]["top_features"][0]["name"] == tiny_model.features[0]
+    for document in documents:
+        jsonschema.validate(document, SCHEMA)
+    assert len(scores) == n_windows
+    stored = redis.Redis.from_url(redis_url).get(detector_key(settings.redis.key_prefix, series_id))
+    assert stored is not None

@@ -1,0 +1,54 @@
+"""The quality harness's scoring (benchmarks/quality.py): NAB normalisation, event matching, incidents."""
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def quality() -> Iterator[object]:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import quality
+
+        yield quality
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def one_series(quality, n: int = 400) -> tuple[object, object]:
+    labels = np.zeros(n, np.int8)
+    labels[100:110] = 1
+    labels[300:305] = 1
+    series = quality.Series("s", np.arange(n, dtype=np.int64) * 1000, np.zeros((n, 1), np.float32), labels)
+    due = np.arange(3, n)
+    return series, quality.Stats({"s": np.zeros(len(due))}, {"s": due})
+
+
+def test_perfect_detector_scores_100_and_silent_one_0(quality) -> None:
+    series, stats = one_series(quality)
+    assert quality.anomaly_windows(series, 4) == [(100, 112), (300, 307)]
+    perfect = quality.score_detections([series], {"s": [100, 300]}, stats, 4)
+    silent = quality.score_detections([series], {"s": []}, stats, 4)
+    assert perfect.nab == pytest.approx(100.0) and perfect.f1 == 1.0 and perfect.delay == 0.0
+    assert silent.nab == pytest.approx(0.0) and silent.recall == 0.0
+
+
+def test_late_detection_earns_less_and_false_alarms_cost(quality) -> None:
+    series, stats = one_series(quality)
+    early = quality.score_detections([series], {"s": [100, 300]}, stats, 4).nab
+    late = quality.score_detections([series], {"s": [110, 306]}, stats, 4)
+    noisy = quality.score_detections([series], {"s": [50, 100, 200, 300]}, stats, 4)
+    assert late.nab < early and late.delay == 8.0
+    assert noisy.nab < early and noisy.precision == 0.5 and noisy.recall == 1.0
+    assert noisy.false_alarms_per_10k == pytest.approx(1e4 * 2 / 397)
+
+
+def test_every_detector_goes_through_the_same_incident_machine(quality) -> None:
+    stats = quality.Stats({"s": np.array([0, 5, 5, 5, 0, 0, 0, 0, 0, 0, 5, 0], float)}, {"s": np.arange(12)})
+    assert quality.incident_openings(stats, (4.0, 1.0)) == {"s": [1, 10]}
