@@ -148,12 +148,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     from kafka.errors import KafkaError
     from pydantic import ValidationError
 
+    from worker.config import describe_invalid_setting
+
     try:
         return main(argv)
     except ValidationError as error:
-        first = error.errors()[0]
-        setting = "VRAE_" + "__".join(str(part).upper() for part in first["loc"])
-        print(f"simulator: invalid setting {setting}: {first['msg']}", file=sys.stderr)
+        print(f"simulator: {describe_invalid_setting(error)}", file=sys.stderr)
     except KafkaError as error:
         print(f"simulator: {error}; check VRAE_KAFKA__BOOTSTRAP_SERVERS and that the broker is up", file=sys.stderr)
     except ValueError as error:  # SynthConfig refusing the flags, e.g. duplicate --features

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from vrae_model.exceptions import VraeError
 from worker import logs
-from worker.config import Settings
+from worker.config import Settings, describe_invalid_setting
 from worker.health import heartbeat_age_s
 from worker.metrics import Metrics
 
@@ -32,9 +32,7 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        first = error.errors()[0]
-        where = "VRAE_" + "__".join(str(part).upper() for part in first["loc"])
-        raise UsageError(f"invalid setting {where}: {first['msg']}") from None
+        raise UsageError(describe_invalid_setting(error)) from None
 
 
 def cmd_config(_: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -174,6 +174,13 @@ class Settings(BaseSettings):
         data = json.loads(self.model_dump_json())
         data["redis"]["url"] = mask_url_password(self.redis.url)
         return data
+
+
+def describe_invalid_setting(error: ValidationError) -> str:
+    """The first problem of a settings error named as the variable the user sets (`VRAE_X__Y`)."""
+    first = error.errors()[0]
+    variable = "VRAE_" + "__".join(str(part).upper() for part in first["loc"])
+    return f"invalid setting {variable}: {first['msg']}"
 
 
 def mask_url_password(url: str) -> str:
