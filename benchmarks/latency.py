@@ -120,7 +120,9 @@ def run(stack: Stack, opts: options.BenchOptions, rates: dict[int, float], workd
 def main() -> None:
     opts = options.parse(__doc__.splitlines()[0])
     if opts.latency_rate is None:
-        raise SystemExit("latency.py: give --latency-rate (run_all.py derives it from the measured maximum)")
+        print("latency.py: give --latency-rate, e.g. --latency-rate 5000 (run_all.py derives it from the measured "
+              "maximum)", file=sys.stderr)
+        raise SystemExit(2)
     with tempfile.TemporaryDirectory(prefix="vrae-bench-") as scratch:
         workdir = opts.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)

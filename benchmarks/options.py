@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +57,12 @@ def from_args(args: argparse.Namespace) -> BenchOptions:
     smoke = SMOKE if args.smoke else {}
     windows = tuple(int(part) for part in str(args.windows).split(",") if part.strip())
     if not windows or min(windows) < 2:
-        raise SystemExit("benchmarks: --windows needs window lengths >= 2, e.g. --windows 24,64")
+        raise ValueError("--windows needs window lengths >= 2, e.g. --windows 24,64")
     worker_env = dict(item.split("=", 1) for item in args.worker_env if "=" in item)
     if len(worker_env) != len(args.worker_env) or any(not key.startswith("VRAE_") for key in worker_env):
-        raise SystemExit("benchmarks: --worker-env takes VRAE_NAME=VALUE, e.g. VRAE_KAFKA__FETCH_MAX_WAIT_MS=10")
+        raise ValueError("--worker-env takes VRAE_NAME=VALUE, e.g. VRAE_KAFKA__FETCH_MAX_WAIT_MS=10")
     if args.profile and importlib.util.find_spec("pyinstrument") is None:
-        raise SystemExit("benchmarks: --profile needs pyinstrument: `.venv/bin/pip install pyinstrument`")
+        raise ValueError("--profile needs pyinstrument: `.venv/bin/pip install pyinstrument`")
     return BenchOptions(
         events=smoke.get("events", args.events),
         series=smoke.get("series", args.series),
@@ -81,6 +82,11 @@ def from_args(args: argparse.Namespace) -> BenchOptions:
 
 
 def parse(description: str, argv: list[str] | None = None) -> BenchOptions:
+    """Options from the command line; a bad combination is one line on stderr and exit code 2."""
     parser = argparse.ArgumentParser(description=description)
     add_arguments(parser)
-    return from_args(parser.parse_args(argv))
+    try:
+        return from_args(parser.parse_args(argv))
+    except ValueError as error:
+        print(f"benchmarks: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -34,9 +34,12 @@ def test_smoke_shrinks_the_run_and_windows_parse(bench_modules: dict) -> None:
     assert opts.latency_threshold == 0.0
 
 
-def test_a_window_shorter_than_two_is_refused(bench_modules: dict) -> None:
-    with pytest.raises(SystemExit, match="--windows"):
+def test_a_window_shorter_than_two_is_one_line_and_exit_code_2(bench_modules: dict,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
         bench_modules["options"].parse("bench", ["--windows", "1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "benchmarks: --windows needs window lengths >= 2, e.g. --windows 24,64"
 
 
 def test_target_checks_report_met_and_missed_with_the_value(bench_modules: dict) -> None:
