@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -293,3 +294,18 @@ def format_figures(figures: dict[str, float | int | str]) -> str:
 def write_json(path: Path | None, figures: dict[str, float | int | str]) -> None:
     if path is not None:
         path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+@contextmanager
+def workdir_for(chosen: Path | None) -> Iterator[Path]:
+    """The user's --workdir (kept, to inspect logs and models) or a scratch folder removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="vrae-bench-") as scratch:
+        workdir = chosen or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
+
+
+def report(figures: dict[str, float | int | str], json_out: Path | None) -> None:
+    """The final `name=value` block on stdout, and the same figures as JSON when asked."""
+    print(format_figures(figures))
+    write_json(json_out, figures)

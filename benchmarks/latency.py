@@ -21,7 +21,6 @@ of the maximum, needs the throughput run: use run_all.py).
 
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,8 +29,8 @@ from kafka import KafkaProducer
 
 import options
 from bench_models import write_artifact
-from harness import (Stack, Topics, WorkerProcess, encode_event, format_figures, local_stack, preload,
-                     series_ids, stream_values, time_drain, worker_env, write_json)
+from harness import (Stack, Topics, WorkerProcess, encode_event, local_stack, preload, report, series_ids,
+                     stream_values, time_drain, workdir_for, worker_env)
 from worker import local_services
 
 TICK_S = 0.005  # the producer's pacing step: events due in each 5 ms slice are sent together
@@ -123,13 +122,10 @@ def main() -> None:
         print("latency.py: give --latency-rate, e.g. --latency-rate 5000 (run_all.py derives it from the measured "
               "maximum)", file=sys.stderr)
         raise SystemExit(2)
-    with tempfile.TemporaryDirectory(prefix="vrae-bench-") as scratch:
-        workdir = opts.workdir or Path(scratch)
-        workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_for(opts.workdir) as workdir:
         with local_stack(workdir) as stack:
             figures = run(stack, opts, {window: opts.latency_rate for window in opts.windows}, workdir)
-    print(format_figures(figures))
-    write_json(opts.json_out, figures)
+    report(figures, opts.json_out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ them. The last lines are `name=value`, one per figure.
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import options
 import scoring
 import stages
 import throughput
-from harness import format_figures, local_stack, write_json
+from harness import local_stack, report, workdir_for
 
 # The targets of issue #5 (seed preset, stride 1, one worker process, torch threads 1).
 TARGETS = {
@@ -71,9 +70,7 @@ def main() -> None:
     figures: dict[str, float | int | str] = dict(machine())
     started = time.perf_counter()
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory(prefix="vrae-bench-") as scratch:
-        workdir = opts.workdir or Path(scratch)
-        workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_for(opts.workdir) as workdir:
         with local_stack(workdir) as stack:
             measured = throughput.run(stack, opts, workdir)
             _report("throughput", measured)
@@ -85,8 +82,7 @@ def main() -> None:
     figures.update(target_checks(measured, opts.windows))
     figures["machine_load_1m_end"] = os.getloadavg()[0]
     figures["bench_seconds"] = time.perf_counter() - started
-    print(format_figures(figures))
-    write_json(opts.json_out, figures)
+    report(figures, opts.json_out)
 
 
 def _report(stage: str, figures: dict[str, float]) -> dict[str, float]:

@@ -7,7 +7,6 @@ so a burst of load from a neighbour on a shared machine hurts both sides alike.
 Run alone: `python benchmarks/scoring.py --windows 24`.
 """
 
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 
 import options
 from bench_models import build_module, sample_windows, write_artifact
-from harness import format_figures, write_json
+from harness import report, workdir_for
 from vrae_model.artifact import load_artifact
 
 PRESETS = ("seed", "default")
@@ -69,12 +68,9 @@ def run(opts: options.BenchOptions, workdir: Path) -> dict[str, float]:
 
 def main() -> None:
     opts = options.parse(__doc__.splitlines()[0])
-    with tempfile.TemporaryDirectory(prefix="vrae-bench-") as scratch:
-        workdir = opts.workdir or Path(scratch)
-        workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_for(opts.workdir) as workdir:
         figures = run(opts, workdir)
-    print(format_figures(figures))
-    write_json(opts.json_out, figures)
+    report(figures, opts.json_out)
 
 
 if __name__ == "__main__":

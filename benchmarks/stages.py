@@ -10,7 +10,6 @@ Run: `python benchmarks/stages.py --series 1000 --windows 24,64`.
 """
 
 import math
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import torch
 
 import options
 from bench_models import write_artifact
-from harness import START_MS, INTERVAL_MS, encode_event, format_figures, series_ids, stream_values, write_json
+from harness import INTERVAL_MS, START_MS, encode_event, report, series_ids, stream_values, workdir_for
 from worker import local_services
 from worker.alerts import decide_alerts
 from worker.config import ModelSettings
@@ -140,12 +139,9 @@ def run(opts: options.BenchOptions, workdir: Path) -> dict[str, float]:
 
 def main() -> None:
     opts = options.parse(__doc__.splitlines()[0])
-    with tempfile.TemporaryDirectory(prefix="vrae-bench-") as scratch:
-        workdir = opts.workdir or Path(scratch)
-        workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_for(opts.workdir) as workdir:
         figures = run(opts, workdir)
-    print(format_figures(figures))
-    write_json(opts.json_out, figures)
+    report(figures, opts.json_out)
 
 
 if __name__ == "__main__":

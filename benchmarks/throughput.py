@@ -15,7 +15,6 @@ Run alone: `python benchmarks/throughput.py --events 200000 --series 1000 --wind
 
 import json
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 import options
 from bench_models import write_artifact
-from harness import (Stack, Topics, WorkerProcess, bulk_producer, format_figures, local_stack, preload, redis_cost, time_drain,
-                     worker_env, write_json)
+from harness import (Stack, Topics, WorkerProcess, bulk_producer, local_stack, preload, redis_cost, report, time_drain,
+                     workdir_for, worker_env)
 from naive_worker import NaiveWorker, run_naive
 from worker import local_services
 from worker.config import ModelSettings, RedisSettings
@@ -176,13 +175,10 @@ def run(stack: Stack, opts: options.BenchOptions, workdir: Path) -> dict[str, fl
 
 def main() -> None:
     opts = options.parse(__doc__.splitlines()[0])
-    with tempfile.TemporaryDirectory(prefix="vrae-bench-") as scratch:
-        workdir = opts.workdir or Path(scratch)
-        workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_for(opts.workdir) as workdir:
         with local_stack(workdir) as stack:
             figures = run(stack, opts, workdir)
-    print(format_figures(figures))
-    write_json(opts.json_out, figures)
+    report(figures, opts.json_out)
 
 
 if __name__ == "__main__":

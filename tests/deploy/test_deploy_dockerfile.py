@@ -155,7 +155,7 @@ def test_every_copied_file_exists_and_passes_the_dockerignore(stages: dict[str, 
             if copy.startswith("--from="):
                 continue
             for source in words[:-1]:
-                # README.md is assembled from docs/readme-fragments; pyproject needs it to build.
+                # pyproject.toml names README.md as the long description, so the build needs it.
                 assert (repo / source).exists() or source == "README.md", f"{stage.name}: {source} missing"
                 assert included(source.rstrip("/"), ignore), f"{stage.name}: {source} is dockerignored"
 

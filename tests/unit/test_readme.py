@@ -2,6 +2,10 @@ import json
 import re
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from worker.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,3 +23,24 @@ def test_readme_embeds_the_current_json_schemas() -> None:
 def test_readme_gives_the_two_quick_start_commands() -> None:
     quick_start = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "make demo" in quick_start and "make test" in quick_start
+
+
+def setting_variables(model: type[BaseModel], prefix: str = "VRAE_") -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names += setting_variables(field.annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.append(f"{prefix}{name.upper()}")
+    return names
+
+
+def test_readme_documents_every_worker_setting() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+
+    def documented(name: str) -> bool:
+        # A table row may group fields of one section: `VRAE_KAFKA__SSL_CERTFILE` / `SSL_KEYFILE`.
+        section, field = name.rsplit("__", 1)
+        return any(f"`{name}`" in line or (f"`{section}__" in line and f"`{field}`" in line) for line in lines)
+
+    assert [name for name in setting_variables(Settings) if not documented(name)] == []
