@@ -9,6 +9,8 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,15 @@ def _missing_keys(metadata: dict[str, Any]) -> list[str]:
     return [key for key in REQUIRED_KEYS if key not in metadata]
 
 
+@contextmanager
+def _torchscript_deprecation_hidden() -> Iterator[None]:
+    """TorchScript announces its deprecation on every script/save/load; it is still the torch-only
+    format the worker needs. Only that announcement is hidden, and only around our own calls."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        yield
+
+
 def save_artifact(module: nn.Module, metadata: dict[str, Any], path: str | Path) -> str:
     """Script `module`, write it with its metadata atomically, return the file's sha256."""
     path = Path(path)
@@ -70,10 +81,7 @@ def save_artifact(module: nn.Module, metadata: dict[str, Any], path: str | Path)
     if missing:
         raise ArtifactError(f"metadata lacks required key(s) {', '.join(missing)}")
     module.eval()
-    with warnings.catch_warnings():
-        # TorchScript announces its deprecation on every call; it is still the torch-only format we need.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
+    with _torchscript_deprecation_hidden():
         scripted = torch.jit.script(module)
     payload = json.dumps(metadata, sort_keys=True, allow_nan=False)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,9 +90,7 @@ def save_artifact(module: nn.Module, metadata: dict[str, Any], path: str | Path)
     os.close(descriptor)
     os.chmod(temporary, 0o644)  # mkstemp makes it private; the worker may run as another user
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", FutureWarning)
+        with _torchscript_deprecation_hidden():
             torch.jit.save(scripted, temporary, _extra_files={METADATA_FILE: payload})
         os.replace(temporary, path)
     finally:
@@ -103,9 +109,7 @@ def load_artifact(path: str | Path, expected_sha256: str | None = None) -> Artif
         raise ArtifactError(f"{path}: sha256 {sha256} does not match the expected {expected_sha256}")
     extra_files = {METADATA_FILE: ""}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", FutureWarning)
+        with _torchscript_deprecation_hidden():
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
     except (RuntimeError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
