@@ -55,7 +55,7 @@ def run(opts: options.BenchOptions, workdir: Path) -> dict[str, float]:
     for preset in PRESETS:
         path = write_artifact(workdir / f"scoring-{preset}-w{window}.pt", preset, window, opts.features)
         scripted = load_artifact(path).module
-        eager, _, _ = build_module(preset, window, opts.features, sample_windows(2000, window, opts.features))
+        eager = build_module(preset, window, opts.features, sample_windows(2000, window, opts.features)).module
         for batch_size in BATCH_SIZES:
             batch = torch.from_numpy(sample_windows(batch_size, window, opts.features, seed=1))
             eager_rate, scripted_rate = compare(eager, scripted, batch, opts.scoring_min_s)

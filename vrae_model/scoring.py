@@ -4,13 +4,17 @@ Scaling and calibration live inside it as buffers, so the worker needs nothing b
 The calibration arithmetic runs in float64 so that scores far in the tail still differ.
 """
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vrae_model.calibration import Calibration
+import vrae_model
+from vrae_model.artifact import ARTIFACT_FORMAT_VERSION
+from vrae_model.calibration import Calibration, Threshold, choose_threshold, fit_calibration
 from vrae_model.data import Scaler
 from vrae_model.exceptions import DataError
 from vrae_model.model import VRAE
@@ -112,3 +116,52 @@ def score_windows(artifact: "Artifact", windows: np.ndarray, batch_size: int = S
     result = score_arrays(artifact.module, windows, batch_size)
     result["is_anomaly"] = result["anomaly_score"] >= float(artifact.metadata["threshold"])
     return result
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A model made ready for export: its scoring module, calibration and alert threshold."""
+
+    module: ScoringModule
+    scaler: Scaler
+    calibration: Calibration
+    threshold: Threshold
+    scores: np.ndarray  # raw scores of the calibration windows
+
+
+def calibrate(model: VRAE, scaler: Scaler, windows: np.ndarray, *, threshold_method: str, risk: float | None = None,
+              quantile: float | None = None, tail_quantile: float = 0.98) -> Calibrated:
+    """Score held-out raw windows, fit the calibration to their scores and choose the threshold."""
+    # Raw scores do not depend on the calibration, so a placeholder one serves to compute them.
+    placeholder = ScoringModule(model, scaler, fit_calibration(np.zeros(1)))
+    scores = score_arrays(placeholder, windows)["score"]
+    calibration = fit_calibration(scores, tail_quantile)
+    threshold = choose_threshold(calibration, scores, threshold_method, risk=risk, quantile=quantile)
+    return Calibrated(ScoringModule(model, scaler, calibration), scaler, calibration, threshold, scores)
+
+
+def artifact_metadata(calibrated: Calibrated, *, features: list[str], stride: int, training_config: dict[str, Any],
+                      data_fingerprint: str, model_name: str = "vrae") -> dict[str, Any]:
+    """Every key of the artifact's metadata.json, with its version stamps, for `save_artifact`."""
+    model = calibrated.module.model
+    created_at = datetime.now(timezone.utc).replace(microsecond=0)
+    return {
+        "format_version": ARTIFACT_FORMAT_VERSION,
+        "model_name": model_name,
+        "model_version": f"{created_at.strftime('%Y%m%dT%H%M%SZ')}-{data_fingerprint[:8]}",
+        "window": model.config.sequence_length,
+        "stride": stride,
+        "features": list(features),
+        "scaler": calibrated.scaler.to_dict(),
+        "threshold": calibrated.threshold.threshold,
+        "score_threshold": calibrated.threshold.score_threshold,
+        "threshold_method": calibrated.threshold.method,
+        "calibration": calibrated.calibration.to_dict(),
+        "model_config": model.config.to_dict(),
+        "training_config": training_config,
+        "param_counts": model.param_counts(),
+        "data_fingerprint": data_fingerprint,
+        "library_version": vrae_model.__version__,
+        "torch_version": str(torch.__version__),
+        "created_at": created_at.isoformat().replace("+00:00", "Z"),
+    }

@@ -8,7 +8,6 @@ carries everything the artifact does (scaler, calibration, threshold, configs, f
 import math
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,13 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-import vrae_model
-from vrae_model.artifact import ARTIFACT_FORMAT_VERSION, save_artifact
-from vrae_model.calibration import Calibration, choose_threshold, fit_calibration
+from vrae_model.artifact import save_artifact
+from vrae_model.calibration import Calibration
 from vrae_model.data import Scaler, WindowSet, fingerprint
 from vrae_model.exceptions import ArtifactError, ConfigError, DataError
 from vrae_model.model import VRAE, VRAEConfig, active_units, vrae_loss
 from vrae_model.presets import Preset, TrainConfig, get_preset, with_overrides
-from vrae_model.scoring import ScoringModule, score_arrays
+from vrae_model.scoring import ScoringModule, artifact_metadata, calibrate
 
 __all__ = ["TrainConfig", "TrainResult", "train", "export_from_checkpoint", "kl_weight", "split_indices"]
 
@@ -167,10 +165,6 @@ def _resolve_preset(preset_or_config: Preset | str, overrides: dict[str, Any] | 
     return with_overrides(preset, overrides)
 
 
-def _model_version(created_at: datetime, data_fingerprint: str) -> str:
-    return f"{created_at.strftime('%Y%m%dT%H%M%SZ')}-{data_fingerprint[:8]}"
-
-
 def train(
     windows: WindowSet,
     preset_or_config: Preset | str,
@@ -220,46 +214,23 @@ def train(
         best_state = torch.load(best_path, map_location="cpu", weights_only=True)
 
     model = module.model.eval()  # trainer.test restored the best weights
-    created_at = datetime.now(timezone.utc).replace(microsecond=0)
-    data_fingerprint = fingerprint(data)
-    # Raw scores do not depend on the calibration, so a placeholder one serves to compute them.
-    placeholder = fit_calibration(np.zeros(1))
-    val_scores = score_arrays(ScoringModule(model, datamodule.scaler, placeholder), datamodule.val_raw)["score"]
-    calibration = fit_calibration(val_scores, config.tail_quantile)
-    threshold = choose_threshold(calibration, val_scores, config.threshold_method, risk=config.risk, quantile=config.quantile)
-    metadata = {
-        "format_version": ARTIFACT_FORMAT_VERSION,
-        "model_name": "vrae",
-        "model_version": _model_version(created_at, data_fingerprint),
-        "window": int(data.shape[1]),
-        "stride": int(windows.stride),
-        "features": list(windows.feature_names),
-        "scaler": datamodule.scaler.to_dict(),
-        "threshold": threshold.threshold,
-        "score_threshold": threshold.score_threshold,
-        "threshold_method": threshold.method,
-        "calibration": calibration.to_dict(),
-        "model_config": model_config.to_dict(),
-        "training_config": config.to_dict(),
-        "param_counts": model.param_counts(),
-        "data_fingerprint": data_fingerprint,
-        "library_version": vrae_model.__version__,
-        "torch_version": str(torch.__version__),
-        "created_at": created_at.isoformat().replace("+00:00", "Z"),
-    }
+    calibrated = calibrate(model, datamodule.scaler, datamodule.val_raw, threshold_method=config.threshold_method,
+                           risk=config.risk, quantile=config.quantile, tail_quantile=config.tail_quantile)
+    metadata = artifact_metadata(calibrated, features=list(windows.feature_names), stride=int(windows.stride),
+                                 training_config=config.to_dict(), data_fingerprint=fingerprint(data))
     best_state[EXPORT_KEY] = metadata
     torch.save(best_state, checkpoint_path)
-    save_artifact(ScoringModule(model, datamodule.scaler, calibration), metadata, out)
+    save_artifact(calibrated.module, metadata, out)
     metrics = {
         "epochs_trained": trainer.current_epoch,
         "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "test": {k: float(v) for k, v in test_metrics.items()},
         "n_train_windows": int(len(datamodule.train_raw)),
         "n_val_windows": int(len(datamodule.val_raw)),
-        "val_score_p50": float(np.quantile(val_scores, 0.5)),
-        "val_score_p99": float(np.quantile(val_scores, 0.99)),
-        "threshold": threshold.threshold,
-        "score_threshold": threshold.score_threshold,
+        "val_score_p50": float(np.quantile(calibrated.scores, 0.5)),
+        "val_score_p99": float(np.quantile(calibrated.scores, 0.99)),
+        "threshold": calibrated.threshold.threshold,
+        "score_threshold": calibrated.threshold.score_threshold,
         "history": history.epochs,
     }
     return TrainResult(artifact_path=out, checkpoint_path=checkpoint_path, metrics=metrics, metadata=metadata)

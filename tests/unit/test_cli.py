@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import vrae_model
-from vrae_model.artifact import ARTIFACT_FORMAT_VERSION, load_artifact, save_artifact
-from vrae_model.calibration import choose_threshold, fit_calibration
+from vrae_model.artifact import load_artifact, save_artifact
 from vrae_model.cli import main
 from vrae_model.data import Scaler, fingerprint, load_windows
 from vrae_model.model import VRAE, VRAEConfig
-from vrae_model.scoring import ScoringModule, score_arrays, score_windows
+from vrae_model.scoring import artifact_metadata, calibrate, score_windows
 from vrae_model.synth import generate, write_csv
 from vrae_model.windowing import due_positions
 
@@ -40,32 +38,12 @@ def model_path(workdir: Path, events_csv: Path) -> Path:
     windows = load_windows(events_csv, window=WINDOW, features=FEATURES)
     config = VRAEConfig(n_features=3, sequence_length=WINDOW, hidden_size=4, hidden_layer_depth=1, latent_length=3, dropout=0.0)
     model = VRAE(config).eval()
-    scaler = Scaler.fit(windows.windows)
-    raw = score_arrays(ScoringModule(model, scaler, fit_calibration(np.zeros(1))), windows.windows)["score"]
-    calibration = fit_calibration(raw)
-    threshold = choose_threshold(calibration, raw, "quantile", quantile=0.9)
-    metadata = {
-        "format_version": ARTIFACT_FORMAT_VERSION,
-        "model_name": "vrae",
-        "model_version": "test-model",
-        "window": WINDOW,
-        "stride": 1,
-        "features": FEATURES,
-        "scaler": scaler.to_dict(),
-        "threshold": threshold.threshold,
-        "score_threshold": threshold.score_threshold,
-        "threshold_method": threshold.method,
-        "calibration": calibration.to_dict(),
-        "model_config": config.to_dict(),
-        "training_config": {"preset": "test"},
-        "param_counts": model.param_counts(),
-        "data_fingerprint": fingerprint(windows.windows),
-        "library_version": vrae_model.__version__,
-        "torch_version": torch.__version__,
-        "created_at": "2026-01-01T00:00:00Z",
-    }
+    calibrated = calibrate(model, Scaler.fit(windows.windows), windows.windows, threshold_method="quantile",
+                           quantile=0.9)
+    metadata = artifact_metadata(calibrated, features=FEATURES, stride=1, training_config={"preset": "test"},
+                                 data_fingerprint=fingerprint(windows.windows))
     path = workdir / "model.pt"
-    save_artifact(ScoringModule(model, scaler, calibration), metadata, path)
+    save_artifact(calibrated.module, metadata, path)
     return path
 
 
