@@ -25,6 +25,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+import options
 from worker import local_services
 
 START_MS = 1_763_942_400_000  # 2025-11-24T00:00:00Z: a fixed origin keeps preloaded runs identical
@@ -309,3 +310,11 @@ def report(figures: dict[str, float | int | str], json_out: Path | None) -> None
     """The final `name=value` block on stdout, and the same figures as JSON when asked."""
     print(format_figures(figures))
     write_json(json_out, figures)
+
+
+def run_script(doc: str, run: Callable[[options.BenchOptions, Path], dict[str, float]]) -> None:
+    """The `main()` of a benchmark that needs only its options and a work folder."""
+    opts = options.parse(doc.splitlines()[0])
+    with workdir_for(opts.workdir) as workdir:
+        figures = run(opts, workdir)
+    report(figures, opts.json_out)

@@ -15,7 +15,7 @@ import torch
 
 import options
 from bench_models import build_module, sample_windows, write_artifact
-from harness import report, workdir_for
+from harness import run_script
 from vrae_model.artifact import load_artifact
 
 PRESETS = ("seed", "default")
@@ -67,10 +67,7 @@ def run(opts: options.BenchOptions, workdir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    opts = options.parse(__doc__.splitlines()[0])
-    with workdir_for(opts.workdir) as workdir:
-        figures = run(opts, workdir)
-    report(figures, opts.json_out)
+    run_script(__doc__, run)
 
 
 if __name__ == "__main__":

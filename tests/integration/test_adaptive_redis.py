@@ -3,31 +3,19 @@
 import numpy as np
 import pytest
 import redis
+from detector_batches import scored_windows
 
 from worker.detection import (DetectorState, MemoryDetectorStore, detect, detector_state_bytes, DetectorSettings)
-from worker.events import Event, SourceRecord
 from worker.redis_store import RedisDetectorStore, detector_key
-from worker.scorer import ModelInfo, Scores
-from worker.windows import DueWindow
+from worker.scorer import ModelInfo
 
 pytestmark = pytest.mark.integration
 
 MODEL = ModelInfo(name="vrae", version="v1", sha256="ab" * 32, window=4, features=("temp", "rpm"), threshold=0.99)
 
 
-def batch(series: str, first: int, scores: list[float]) -> tuple[list[DueWindow], Scores]:
-    windows = []
-    for i in range(len(scores)):
-        end = 1000 * (first + i)
-        event = Event(series, end, np.zeros(2, np.float32), SourceRecord("events", 0, first + i, None, b""))
-        windows.append(DueWindow(series, end - 3000, end, np.zeros((4, 2), np.float32), event))
-    n = len(scores)
-    return windows, Scores(score=np.array(scores, np.float32), anomaly_score=np.full(n, 0.5, np.float32),
-                           feature_scores=np.tile(np.array([0.3, 0.7], np.float32), (n, 1)))
-
-
 def run(store, series: str, first: int, scores: list[float]):
-    windows, scored = batch(series, first, scores)
+    windows, scored = scored_windows(series, first, scores)
     states = store.load([series])
     result = detect(windows, scored, states, MODEL, DetectorSettings())
     store.save(result.states)

@@ -7,14 +7,13 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+from detector_batches import scored_windows
 
 import worker
 from worker.detection import Detector, MemoryDetectorStore, detector_state_bytes
-from worker.events import Event, SourceRecord
 from worker.incidents import (IncidentSettings, IncidentState, Observation, Phase, incident_id, state_bytes,
                               step)
-from worker.scorer import ModelInfo, Scores
-from worker.windows import DueWindow
+from worker.scorer import ModelInfo
 
 SETTINGS = IncidentSettings(open_surprise=3.0, close_surprise=2.0, close_after=3)
 SHARES = np.array([0.2, 0.8], np.float32)
@@ -94,17 +93,6 @@ NOW = datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc)
 SCHEMA = json.loads((Path(worker.__file__).parent / "schemas" / "incident.schema.json").read_text())
 
 
-def scored(series: str, first: int, scores: list[float]) -> tuple[list[DueWindow], Scores]:
-    windows = []
-    for i in range(len(scores)):
-        end = 1000 * (first + i)
-        event = Event(series, end, np.zeros(2, np.float32), SourceRecord("events", 0, first + i, None, b""))
-        windows.append(DueWindow(series, end - 3000, end, np.zeros((4, 2), np.float32), event))
-    n = len(scores)
-    return windows, Scores(score=np.array(scores, np.float32), anomaly_score=np.full(n, 0.5, np.float32),
-                           feature_scores=np.tile(np.array([0.2, 0.8], np.float32), (n, 1)))
-
-
 def stream_scores(n: int = 800, anomaly: slice = slice(600, 612)) -> list[float]:
     scores = (0.1 * np.exp(0.2 * np.random.default_rng(0).standard_normal(n))).tolist()
     scores[anomaly] = [3.0] * (anomaly.stop - anomaly.start)
@@ -112,7 +100,7 @@ def stream_scores(n: int = 800, anomaly: slice = slice(600, 612)) -> list[float]
 
 
 def deliver(detector: Detector, series: str, first: int, scores: list[float]) -> list[dict]:
-    windows, batch = scored(series, first, scores)
+    windows, batch = scored_windows(series, first, scores, SHARES)
     result = detector.detect(windows, batch, MODEL)
     messages = detector.messages(result, batch, MODEL, "alerts", NOW)
     detector.commit(result)
@@ -151,7 +139,7 @@ def test_replay_before_the_save_re_emits_the_same_ids() -> None:
     detector = Detector(store)
     scores = stream_scores()
     deliver(detector, "s", 1, scores[:500])
-    windows, batch = scored("s", 501, scores[500:700])
+    windows, batch = scored_windows("s", 501, scores[500:700], SHARES)
     first = detector.messages(detector.detect(windows, batch, MODEL), batch, MODEL, "alerts", NOW)  # crash: no save
     again = detector.messages(detector.detect(windows, batch, MODEL), batch, MODEL, "alerts", NOW)
     assert [m.value for m in first] == [m.value for m in again] and len(first) == 2
@@ -159,7 +147,7 @@ def test_replay_before_the_save_re_emits_the_same_ids() -> None:
 
 def test_scores_topic_gets_every_judged_window() -> None:
     detector = Detector(MemoryDetectorStore(), scores_topic="scores")
-    windows, batch = scored("s", 1, [0.1] * 5)
+    windows, batch = scored_windows("s", 1, [0.1] * 5, SHARES)
     messages = detector.messages(detector.detect(windows, batch, MODEL), batch, MODEL, "alerts", NOW)
     documents = [json.loads(m.value) for m in messages if m.topic == "scores"]
     assert [d["window_end"] for d in documents] == [1000, 2000, 3000, 4000, 5000]
