@@ -3,13 +3,13 @@
 A Redis Cluster script call may only touch keys of one slot, so there the chunks are per slot.
 """
 
-from collections.abc import Sequence
-from typing import Any
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
 from redis.cluster import RedisCluster
-from redis.commands.core import Script
 
 from worker.config import RedisSettings
 from worker.events import Event
@@ -26,6 +26,7 @@ _OUTCOME_BY_LETTER = {
 }
 
 RedisClient = redis.Redis | RedisCluster
+T = TypeVar("T")
 
 # Series per script call: few enough that one call blocks Redis for about a millisecond, many enough
 # that per-command costs (client packing and parsing, Redis dispatch) stop mattering.
@@ -40,6 +41,37 @@ def connect(settings: RedisSettings) -> RedisClient:
     return redis.Redis.from_url(settings.url, **options)
 
 
+class LoadedScript:
+    """A Lua script called by EVALSHA in pipelines, loaded before its first use and again after Redis lost it.
+
+    Loaded lazily, not at construction: a worker must start, and wait, while Redis is still down. And
+    explicitly: a cluster pipeline cannot load scripts on demand. EVALSHA on the pipeline directly, because
+    passing a pipeline to redis-py's Script adds a SCRIPT EXISTS round trip per batch, and its cluster
+    pipeline blocks the evalsha() helper while it routes the raw command by key.
+    """
+
+    def __init__(self, client: RedisClient, source: str) -> None:
+        self._client = client
+        self._source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._loaded = False
+
+    def run(self, calls: Callable[[str], T]) -> T:
+        """`calls(sha)` sends the EVALSHA commands. After a failover or SCRIPT FLUSH it is sent again, so
+        every script here must make a repeated call harmless."""
+        if not self._loaded:
+            self._load()
+        try:
+            return calls(self.sha)
+        except redis.exceptions.NoScriptError:
+            self._load()
+            return calls(self.sha)
+
+    def _load(self) -> None:
+        self._client.script_load(self._source)  # on every primary of a cluster
+        self._loaded = True
+
+
 def window_key(prefix: str, series_id: str) -> str:
     """`vrae:w:{pump-7}`: the braces make the series id the cluster hash tag."""
     return f"{prefix}:w:{{{series_id}}}"
@@ -52,15 +84,8 @@ class RedisWindowStore:
         self.spec = spec
         self._client = client
         self._prefix = key_prefix
-        self._script: Script = client.register_script(APPLY_EVENTS)
+        self._script = LoadedScript(client, APPLY_EVENTS)
         self._value_bytes = 4 * spec.n_features
-        self._script_loaded = False
-
-    def _load_script(self) -> None:
-        # A cluster pipeline cannot load scripts lazily, so load on every primary before the first batch
-        # (not in __init__: a worker must start, and wait, while Redis is still down).
-        self._client.script_load(APPLY_EVENTS)
-        self._script_loaded = True
 
     def close(self) -> None:
         self._client.close()
@@ -72,15 +97,9 @@ class RedisWindowStore:
         groups = group_by_series(events)
         if not groups:
             return ApplyResult(outcomes=[])
-        if not self._script_loaded:
-            self._load_script()
-        try:
-            replies = self._call(events, groups)
-        except redis.exceptions.NoScriptError:
-            # A failover or SCRIPT FLUSH dropped the script. On one node nothing ran; on a cluster, series
-            # whose node still had it are applied twice, which the second call sees as a replay.
-            self._load_script()
-            replies = self._call(events, groups)
+        # Repeated after a lost script: on one node nothing ran; on a cluster, series whose node still had
+        # it are applied twice, which the second call sees as a replay.
+        replies = self._script.run(lambda sha: self._call(sha, events, groups))
         result = ApplyResult(outcomes=[Outcome.ACCEPTED] * len(events))
         due: list[tuple[str, Event, int, bytes]] = []
         for (series_id, indices), reply in zip(groups.items(), replies):
@@ -88,7 +107,7 @@ class RedisWindowStore:
         self._add_windows(due, result)
         return result
 
-    def _call(self, events: Sequence[Event], groups: dict[str, list[int]]) -> list[Any]:
+    def _call(self, sha: str, events: Sequence[Event], groups: dict[str, list[int]]) -> list[Any]:
         """One reply per series, in `groups` order."""
         spec = self.spec
         head = (spec.window, spec.stride, spec.capacity, self._value_bytes, spec.ttl_s * 1000)
@@ -102,11 +121,8 @@ class RedisWindowStore:
                 for index in indices:
                     event = events[index]
                     args += (event.record.offset, event.ts_ms, event.values.astype("<f4", copy=False).tobytes())
-            # EVALSHA on the pipeline directly: passing the pipeline to Script.__call__ would add a
-            # SCRIPT EXISTS round trip to every batch (the script is loaded up front instead), and
-            # redis-py's cluster pipeline blocks its evalsha() helper but routes the raw command by key.
             keys = [self.key(series_id) for series_id in chunk]
-            pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         replies = {series_id: reply for chunk, chunk_replies in zip(chunks, pipe.execute())
                    for series_id, reply in zip(chunk, chunk_replies)}
         return [replies[series_id] for series_id in groups]
@@ -158,8 +174,7 @@ class RedisDetectorStore:
         self._client = client
         self._prefix = key_prefix
         self._ttl_ms = ttl_s * 1000
-        self._script: Script = client.register_script(SAVE_DETECTOR_STATE)
-        self._script_loaded = False
+        self._script = LoadedScript(client, SAVE_DETECTOR_STATE)
 
     def load(self, series_ids: Sequence[str]) -> dict[str, DetectorState]:
         pipe = self._client.pipeline(transaction=False)
@@ -168,19 +183,12 @@ class RedisDetectorStore:
         return {sid: DetectorState.from_bytes(raw) for sid, raw in zip(series_ids, pipe.execute()) if raw}
 
     def save(self, states: dict[str, DetectorState]) -> None:
-        if not self._script_loaded:
-            self._client.script_load(SAVE_DETECTOR_STATE)
-            self._script_loaded = True
-        try:
-            self._save(states)
-        except redis.exceptions.NoScriptError:
-            # A failover or SCRIPT FLUSH dropped the script; the writes are newer-wins, so repeating is safe.
-            self._client.script_load(SAVE_DETECTOR_STATE)
-            self._save(states)
+        # The writes are newer-wins, so repeating them after a lost script is safe.
+        self._script.run(lambda sha: self._save(sha, states))
 
-    def _save(self, states: dict[str, DetectorState]) -> None:
+    def _save(self, sha: str, states: dict[str, DetectorState]) -> None:
         pipe = self._client.pipeline(transaction=False)
         for series_id, state in states.items():
-            pipe.execute_command("EVALSHA", self._script.sha, 1, detector_key(self._prefix, series_id),
-                                 state.to_bytes(), self._ttl_ms)
+            pipe.execute_command("EVALSHA", sha, 1, detector_key(self._prefix, series_id), state.to_bytes(),
+                                 self._ttl_ms)
         pipe.execute()
