@@ -43,14 +43,14 @@ class Alert:
             "series_id": self.series_id,
             "window_start": self.window_start_ms,
             "window_end": self.window_end_ms,
-            "window_start_iso": _iso(self.window_start_ms),
-            "window_end_iso": _iso(self.window_end_ms),
+            "window_start_iso": iso_from_ms(self.window_start_ms),
+            "window_end_iso": iso_from_ms(self.window_end_ms),
             "score": self.score,
             "anomaly_score": self.anomaly_score,
             "threshold": self.threshold,
             "top_features": [{"name": name, "share": share} for name, share in self.top_features],
             "model": {"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256},
-            "detected_at": self.detected_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "detected_at": iso(self.detected_at),
             "source": {"partition": self.source_partition, "offset": self.source_offset},
         }
 
@@ -88,6 +88,10 @@ def top_features(shares: np.ndarray, names: Sequence[str], k: int) -> tuple[tupl
     return tuple((names[i], round(float(np.nan_to_num(shares[i], nan=0.0)), 6)) for i in order)
 
 
-def _iso(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+def iso(moment: datetime) -> str:
+    """UTC, millisecond precision, `Z` suffix: the one timestamp format of every record we produce."""
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_from_ms(epoch_ms: int) -> str:
+    return iso(datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc))

@@ -16,25 +16,23 @@ their records were already delivered. Either way a replay leaves the score histo
 store refuses to overwrite a state with an older one.
 """
 
-import json
 import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
 
 from worker.adaptive import (AdaptiveSettings, Judgement, ScoreHistory, feature_errors, fold, for_model, judge,
                              model_key, state_bytes)
+from worker.alerts import FLOAT32_MAX, iso, iso_from_ms, top_features
 from worker.incidents import IncidentSettings, IncidentState, Observation, Phase, Transition, step
 from worker.incidents import state_bytes as incident_state_bytes
-from worker.outbound import OutboundMessage
+from worker.outbound import OutboundMessage, json_message
 from worker.scorer import ModelInfo, Scores
 from worker.windows import DueWindow
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -171,11 +169,11 @@ class Detector:
 
     def messages(self, result: DetectionResult, scores: Scores, model: ModelInfo, alert_topic: str,
                  now: datetime) -> list[OutboundMessage]:
-        messages = [_json_message(alert_topic, event.window.series_id,
+        messages = [json_message(alert_topic, event.window.series_id,
                                  incident_document(event, model, top_k=self.top_k, now=now))
                     for event in result.events]
         if self.scores_topic is not None:
-            messages += [_json_message(self.scores_topic, verdict.window.series_id,
+            messages += [json_message(self.scores_topic, verdict.window.series_id,
                                       score_document(verdict, scores, model)) for verdict in result.verdicts]
         return messages
 
@@ -195,22 +193,23 @@ def incident_document(event: IncidentEvent, model: ModelInfo, *, top_k: int, now
         "incident_id": transition.incident_id,
         "series_id": window.series_id,
         "opened_at": state.opened_end_ms,
-        "opened_at_iso": _iso(state.opened_end_ms),
+        "opened_at_iso": iso_from_ms(state.opened_end_ms),
         "window_start": window.start_ms,
         "window_end": window.end_ms,
         "score": _finite(transition.at.score),
         "surprise": _finite(transition.at.surprise),
         "peak": {"score": _finite(state.peak_score), "surprise": _finite(state.peak_surprise),
                  "window_end": state.peak_end_ms},
-        "top_features": _top_features(state.peak_shares, model.features, top_k),
+        "top_features": [{"name": name, "share": share}
+                         for name, share in top_features(np.asarray(state.peak_shares), model.features, top_k)],
         "windows": state.windows,
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
-        "detected_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "detected_at": iso(now),
         "source": {"partition": window.event.record.partition, "offset": window.event.record.offset},
     }
     if transition.phase is Phase.CLOSED:
         document["closed_at"] = state.last_anomalous_end_ms
-        document["closed_at_iso"] = _iso(state.last_anomalous_end_ms)
+        document["closed_at_iso"] = iso_from_ms(state.last_anomalous_end_ms)
         document["duration_ms"] = state.last_anomalous_end_ms - state.opened_end_ms
     return document
 
@@ -230,23 +229,8 @@ def score_document(verdict: Verdict, scores: Scores, model: ModelInfo) -> dict[s
     }
 
 
-def _json_message(topic: str, series_id: str, document: dict[str, Any]) -> OutboundMessage:
-    value = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    return OutboundMessage(topic=topic, key=series_id.encode("utf-8"), value=value,
-                           headers=(("content-type", b"application/json"),))
-
-
-def _top_features(shares: tuple[float, ...], names: Sequence[str], k: int) -> list[dict[str, Any]]:
-    order = np.argsort(-np.asarray(shares, dtype=np.float64), kind="stable")[:k]
-    return [{"name": names[i], "share": round(min(max(shares[i], 0.0), 1.0), 6)} for i in order]
-
-
 def _finite(value: float, nan: float = FLOAT32_MAX) -> float:
     if math.isnan(value):
         return nan
     return min(max(value, -FLOAT32_MAX), FLOAT32_MAX)
 
-
-def _iso(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

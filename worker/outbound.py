@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from worker.alerts import Alert
 from worker.events import Invalid
@@ -15,10 +16,15 @@ class OutboundMessage:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-def alert_message(alert: Alert, topic: str) -> OutboundMessage:
-    value = json.dumps(alert.to_json(), separators=(",", ":"), allow_nan=False).encode("utf-8")
-    return OutboundMessage(topic=topic, key=alert.series_id.encode("utf-8"), value=value,
+def json_message(topic: str, series_id: str, document: dict[str, Any]) -> OutboundMessage:
+    """A compact JSON document keyed by its series, so a series' records stay in order on one partition."""
+    value = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return OutboundMessage(topic=topic, key=series_id.encode("utf-8"), value=value,
                            headers=(("content-type", b"application/json"),))
+
+
+def alert_message(alert: Alert, topic: str) -> OutboundMessage:
+    return json_message(topic, alert.series_id, alert.to_json())
 
 
 def dead_letter_message(invalid: Invalid, topic: str) -> OutboundMessage:
