@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,22 @@ FAST_GROUP_JOIN = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "m
                    "poll_timeout_ms": 100, "fetch_max_wait_ms": 20, "producer_linger_ms": 2}
 
 
+DEFAULT_START = "2026-01-01T00:00:00Z"
+
+
+def _start_ms(text: str) -> int | None:
+    """`now` (None: read the clock when the stream starts), epoch milliseconds, or ISO-8601 (UTC if no offset)."""
+    if text == "now":
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not `now`, epoch ms or ISO-8601") from None
+    return int((stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vrae-worker demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=10, help="sensors streamed (default 10)")
@@ -61,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stride", type=int, default=1, help="score every k-th window (default 1)")
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="working directory (default "
                         "demo-output/)")
+    parser.add_argument("--start", type=_start_ms, default=DEFAULT_START,
+                        help="event time of the first streamed event: ISO-8601, epoch ms, or `now` for live "
+                             f"timestamps (default {DEFAULT_START}: the same data, and so the same summary, "
+                             "every run)")
     parser.add_argument("--model", type=Path, help="use this artifact instead of training one")
     parser.add_argument("--quiet-alerts", action="store_true", help="print the summary only")
     return parser
@@ -195,12 +216,13 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     bootstrap, redis_url = _services(out, stack)
-    # The same synthetic fleet (seed) before and after `now`: clean history to train on, then the live
-    # stream continues the same machines with anomalies injected.
-    now_ms = int(time.time() * 1000)
-    model = args.model or _train(args, out, start_ms=now_ms - args.history * INTERVAL_MS)
+    # The same synthetic fleet (seed) before and after the start: clean history to train on, then the
+    # stream continues the same machines with anomalies injected. Synth draws noise and incidents from
+    # the start time too, so a fixed start gives the same data every run.
+    start_ms = int(time.time() * 1000) if args.start is None else args.start
+    model = args.model or _train(args, out, start_ms=start_ms - args.history * INTERVAL_MS)
     features = load_artifact(model).metadata["features"]
-    stream = _synthesise(args, out, start_ms=now_ms, features=features)
+    stream = _synthesise(args, out, start_ms=start_ms, features=features)
     settings = _settings(args, bootstrap, redis_url, model, out)
     local_services.create_topics(bootstrap, [settings.kafka.input_topic, settings.kafka.alert_topic,
                                              settings.kafka.dlq_topic])
