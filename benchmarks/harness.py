@@ -261,12 +261,13 @@ class RedisCost:
     value_bytes: float  # mean STRLEN: the packed window record alone
 
 
-def redis_cost(redis_url: str, key_prefix: str, sample: int = 1000) -> RedisCost:
-    """Mean Redis memory of the window keys under `key_prefix` (first `sample` keys scanned)."""
+def redis_cost(redis_url: str, key_prefix: str, sample: int = 1000, kind: str = "w") -> RedisCost:
+    """Mean Redis memory of the window keys (`kind` w; d: detector state) under `key_prefix` (first
+    `sample` keys scanned)."""
     client = redis.Redis.from_url(redis_url)
     try:
         keys = []
-        for key in client.scan_iter(match=f"{key_prefix}:w:*", count=1000):
+        for key in client.scan_iter(match=f"{key_prefix}:{kind}:*", count=1000):
             keys.append(key)
             if len(keys) >= sample:
                 break

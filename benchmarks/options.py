@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="keep artifacts and service logs here")
     parser.add_argument("--json", type=Path, default=None, dest="json_out", help="also write the figures as JSON")
     parser.add_argument("--worker-env", action="append", default=[], metavar="VRAE_NAME=VALUE",
-                        help="a worker setting for every benchmarked worker, e.g. VRAE_KAFKA__MAX_POLL_RECORDS=5000 "
+                        help="a worker setting for every benchmarked worker, e.g. VRAE_KAFKA__MAX_POLL_RECORDS=10000 "
                              "(repeatable)")
     parser.add_argument("--profile", action="store_true",
                         help="profile the worker with pyinstrument (`pip install pyinstrument`); slows it down")

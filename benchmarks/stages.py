@@ -26,7 +26,7 @@ from bench_models import write_artifact
 from harness import INTERVAL_MS, START_MS, encode_event, run_script, series_ids, stream_values
 from worker import local_services
 from worker.alerts import decide_alerts
-from worker.config import ModelSettings
+from worker.config import KafkaSettings, ModelSettings
 from worker.events import Event, EventParser, SourceRecord
 from worker.metrics import Metrics
 from worker.outbound import alert_message
@@ -34,7 +34,7 @@ from worker.redis_store import RedisWindowStore
 from worker.scorer import Scorer
 from worker.windows import WindowSpec
 
-BATCH_RECORDS = 2_000  # the worker's default max_poll_records
+BATCH_RECORDS = KafkaSettings().max_poll_records  # the worker's default batch
 REPEATS = 5
 
 

@@ -7,7 +7,9 @@ consumers read the same records, one after the other:
 - worker: `python -m worker run`, timed from the first commit past the warm-up to the last commit
   (alerts produced and confirmed before each commit);
 - naive: the same parser, Lua script, model and alert code, one event at a time, timed on a prefix
-  of the steady-state events and extrapolated as a rate.
+  of the steady-state events and extrapolated as a rate;
+- worker, incidents mode: the same worker with VRAE_DETECTION__MODE=incidents (per-series online
+  calibration and incident records: two more Redis round trips per batch and a per-window judgement).
 Redis memory per series and the worker's peak RSS come from the same run.
 
 Run alone: `python benchmarks/throughput.py --events 200000 --series 1000 --windows 24,64`.
@@ -16,7 +18,7 @@ Run alone: `python benchmarks/throughput.py --events 200000 --series 1000 --wind
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import redis
@@ -29,14 +31,14 @@ from harness import (Stack, Topics, WorkerProcess, bulk_producer, local_stack, p
                      workdir_for, worker_env)
 from naive_worker import NaiveWorker, run_naive
 from worker import local_services
-from worker.config import ModelSettings, RedisSettings
+from worker.config import KafkaSettings, ModelSettings, RedisSettings
 from worker.events import EventParser
 from worker.kafka_io import KafkaSink
 from worker.redis_store import RedisWindowStore, connect
 from worker.scorer import Scorer
 from worker.windows import WindowSpec
 
-MAX_POLL_RECORDS = 2_000  # the worker's default, so the raw consumer polls the same way
+MAX_POLL_RECORDS = KafkaSettings().max_poll_records  # the worker's default, so the raw consumer polls the same way
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,10 @@ def raw_consume(bootstrap: str, topic: str, start_offset: int, n_events: int, ti
 
 
 def run_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str, warm_end: int, total: int,
-               workdir: Path, opts: options.BenchOptions) -> dict[str, float]:
+               workdir: Path, opts: options.BenchOptions, mode: str = "windows") -> dict[str, float]:
     metrics_port = local_services.free_port()
     env = worker_env(stack, topics, model, metrics_port=metrics_port, heartbeat=workdir / f"{key_prefix}.heartbeat",
-                     key_prefix=key_prefix, overrides=opts.worker_env)
+                     key_prefix=key_prefix, overrides={"VRAE_DETECTION__MODE": mode, **opts.worker_env})
     profile_path = workdir / f"profile-{key_prefix}.txt" if opts.profile else None
     with WorkerProcess(env, metrics_port, workdir / f"worker-{key_prefix}.log", profile_path) as worker:
         drain = time_drain(stack, topics, warm_end, total, timeout_s=max(120.0, total / 500),
@@ -128,6 +130,10 @@ def measure_window(stack: Stack, opts: options.BenchOptions, window: int, workdi
     key_prefix = f"bench-w{window}"
     worker = run_worker(stack, topics, model, key_prefix, warm_end, total, workdir, opts)
     cost = redis_cost(stack.redis_url, key_prefix)
+    # Its own consumer group and key prefix: the same records, drained again from the start.
+    incidents = run_worker(stack, replace(topics, group=f"{topics.group}-incidents"), model, f"{key_prefix}-incidents",
+                           warm_end, total, workdir, opts, mode="incidents")
+    detector_cost = redis_cost(stack.redis_url, f"{key_prefix}-incidents", kind="d")
     naive = run_naive_worker(stack, topics, model, f"naive-w{window}", warm_end, opts.naive_events)
     flush_prefix(stack.redis_url, f"naive-w{window}")
 
@@ -137,6 +143,9 @@ def measure_window(stack: Stack, opts: options.BenchOptions, window: int, workdi
         f"worker_events_per_s{suffix}": worker["events_per_s"],
         f"raw_consume_events_per_s{suffix}": raw.events_per_s,
         f"naive_events_per_s{suffix}": naive.events_per_s,
+        f"worker_incidents_events_per_s{suffix}": incidents["events_per_s"],
+        f"worker_incidents_cpu_us_per_event{suffix}": incidents["cpu_us_per_event"],
+        f"incidents_vs_windows_mode{suffix}": incidents["events_per_s"] / worker["events_per_s"],
         f"ratio_vs_raw{suffix}": worker["events_per_s"] / raw.events_per_s,
         f"speedup_vs_naive{suffix}": worker["events_per_s"] / naive.events_per_s,
         f"worker_cpu_us_per_event{suffix}": worker["cpu_us_per_event"],
@@ -152,6 +161,7 @@ def measure_window(stack: Stack, opts: options.BenchOptions, window: int, workdi
         f"worker_peak_rss_mb{suffix}": worker["peak_rss_bytes"] / 2**20,
         f"redis_bytes_per_series{suffix}": cost.memory_usage_bytes,
         f"redis_value_bytes_per_series{suffix}": cost.value_bytes,
+        f"redis_detector_bytes_per_series{suffix}": detector_cost.memory_usage_bytes,
     }
 
 

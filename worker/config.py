@@ -153,6 +153,8 @@ class ServiceSettings(BaseModel):
     shutdown_timeout_s: float = Field(20.0, gt=0)
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
+    overlap_batches: bool = Field(True, description="window, score and deliver one batch on a second thread "
+                                                    "while the next is polled and parsed")
 
 
 class Settings(BaseSettings):

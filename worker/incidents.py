@@ -18,6 +18,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,8 +45,7 @@ class Phase(StrEnum):
     CLOSED = "closed"
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):
     """One judged window of one series."""
 
     start_ms: int
@@ -55,9 +55,9 @@ class Observation:
     shares: np.ndarray  # (F,) each feature's share of the reconstruction error
 
 
-@dataclass(frozen=True)
-class IncidentState:
-    """Per-series incident state; `open` False means every other field is meaningless."""
+class IncidentState(NamedTuple):
+    """Per-series incident state; `open` False means every other field is meaningless. A NamedTuple:
+    one is decoded per series and batch, and built per window while an incident is open."""
 
     open: bool = False
     opened_start_ms: int = 0  # start of the window that opened the incident
@@ -75,12 +75,12 @@ class IncidentState:
         head = _HEAD.pack(self.open, self.opened_start_ms, self.opened_end_ms, self.last_anomalous_end_ms,
                           self.peak_end_ms, self.windows, self.normal_run, self.peak_surprise, self.peak_score,
                           self.opening_surprise)
-        return head + np.asarray(self.peak_shares, dtype="<f4").tobytes()
+        return head + struct.pack(f"<{len(self.peak_shares)}f", *self.peak_shares)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "IncidentState":
         fields = _HEAD.unpack_from(raw)
-        shares = tuple(float(x) for x in np.frombuffer(raw[_HEAD.size:], dtype="<f4"))
+        shares = struct.unpack_from(f"<{(len(raw) - _HEAD.size) // 4}f", raw, _HEAD.size)
         return cls(bool(fields[0]), *fields[1:], peak_shares=shares)
 
 

@@ -2,6 +2,10 @@
 
 The processor never commits: it returns the offsets that are safe to commit once it has returned,
 i.e. after every alert and dead letter of the batch was confirmed delivered. The caller commits.
+
+A batch runs in two halves so the worker can overlap them across batches: `prepare` parses (pure
+Python, no I/O) and `complete` does everything with state or I/O: the window store's round trip and
+the forward pass (both release the GIL), alerts and delivery. `process` runs both, one after the other.
 """
 
 import logging
@@ -56,6 +60,16 @@ class BatchReport:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A parsed batch: nothing of it is in the window store yet."""
+
+    records: Sequence[SourceRecord]
+    events: list[Event]
+    invalid: list[Invalid]
+    started: float  # perf_counter at prepare(): the batch-duration metric spans both halves
+
+
 class BatchProcessor:
     def __init__(self, parser: EventParser, store: WindowStore, scorer: BatchScorer, sink: Sink,
                  metrics: Metrics, topics: Topics, *, top_k: int = 3,
@@ -72,12 +86,20 @@ class BatchProcessor:
         self._detector = detector  # None: one alert per window over the model's threshold
 
     def process(self, records: Sequence[SourceRecord]) -> BatchReport:
+        return self.complete(self.prepare(records))
+
+    def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
+        """Parse and validate: no state is read or written, so this may run ahead of `complete`."""
         started = time.perf_counter()
         parsed = [self._parser.parse(record) for record in records]
         events = [item for item in parsed if isinstance(item, Event)]
         invalid = [item for item in parsed if isinstance(item, Invalid)]
+        return PreparedBatch(records, events, invalid, started)
 
-        applied = self._store.apply(events)
+    def complete(self, batch: PreparedBatch) -> BatchReport:
+        """Update the windows, score the due ones, decide, deliver (confirmed), persist detector state."""
+        invalid = batch.invalid
+        applied = self._store.apply(batch.events)
         model = self._scorer.info  # a hot model swap happens between batches, never inside one
         scores = self._score(applied.windows)
         alerts, detection, messages = self._decide(applied.windows, scores, model)
@@ -90,12 +112,12 @@ class BatchProcessor:
             self._count_incidents(detection)
 
         self._count(applied.outcomes, applied.new_series, invalid, len(applied.windows), len(alerts))
-        self._metrics.batch_size.observe(len(records))
-        self._metrics.batch_seconds.observe(time.perf_counter() - started)
-        return BatchReport(records=len(records), events=len(events), invalid=invalid,
+        self._metrics.batch_size.observe(len(batch.records))
+        self._metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+        return BatchReport(records=len(batch.records), events=len(batch.events), invalid=invalid,
                            windows=len(applied.windows), alerts=alerts,
                            incidents=detection.events if detection is not None else [],
-                           offsets=next_offsets(records))
+                           offsets=next_offsets(batch.records))
 
     def _decide(self, windows: Sequence[DueWindow], scores: Scores,
                 model: ModelInfo) -> tuple[list[Alert], DetectionResult | None, list[OutboundMessage]]:

@@ -22,8 +22,9 @@ WINDOW_HEADER_BYTES: Final = 29
 # KEYS: the window keys of the series in this call. One call applies a chunk of series, not one:
 # per-command costs (client packing and parsing, Redis dispatch) were a third of the store's cost at
 # 2 events per series per batch.
-# ARGV: window, stride, capacity, value_bytes, ttl_ms, then per key, in KEYS order: its event count,
-# then (offset, ts_ms, value bytes) per event in offset order.
+# ARGV: window, stride, capacity, value_bytes, ttl_ms, then per key, in KEYS order, ONE string of its
+# events in offset order, each (offset int64 LE, ts_ms int64 LE, value bytes): one argument per series
+# rather than three per event halves what the client packs and Redis parses.
 # Returns one reply per key: {statuses, then per due window: event position (0-based), values, start
 # ts}. Status letters: a accepted, d duplicate, l late, r replayed, u replay_unrecoverable; a leading
 # '+' means this call created the series' state.
@@ -48,6 +49,8 @@ local function read_varint(s, p)
 end
 
 local function write_varint(x)
+  if x < 128 then return string.char(x) end
+  if x < 16384 then return string.char(x % 128 + 128, math.floor(x / 128)) end
   local out = {}
   while x >= 128 do
     out[#out + 1] = string.char(x % 128 + 128)
@@ -61,8 +64,11 @@ local function is_due(k)
   return k >= T - 1 and (k - (T - 1)) % stride == 0
 end
 
--- Applies the n_events events at ARGV[first], ARGV[first + 3], ... to one series; returns its reply.
-local function apply_series(key, first, n_events)
+local EVENT_BYTES = 16 + vb
+
+-- Applies the events packed in `events` to one series; returns its reply.
+local function apply_series(key, events)
+  local n_events = #events / EVENT_BYTES
   local n, last_off, last_ts, base_ts, count, features, vals, deltas
   local raw = redis.call('GET', key)
   if raw then
@@ -108,9 +114,9 @@ local function apply_series(key, first, n_events)
   local out = {''}
   local changed = false
   for e = 0, n_events - 1 do
-    local off = tonumber(ARGV[first + 3 * e])
-    local ts = tonumber(ARGV[first + 1 + 3 * e])
-    local v = ARGV[first + 2 + 3 * e]
+    local at = e * EVENT_BYTES + 1
+    local off, ts = struct.unpack('<i8i8', events, at)
+    local v = string.sub(events, at + 16, at + 15 + vb)
     local status
     if count > 0 and off <= last_off then
       local idx = find_ts(ts)
@@ -170,24 +176,27 @@ local function apply_series(key, first, n_events)
 end
 
 local replies = {}
-local first = 6
 for k = 1, #KEYS do
-  local n_events = tonumber(ARGV[first])
-  replies[k] = apply_series(KEYS[k], first + 1, n_events)
-  first = first + 1 + 3 * n_events
+  replies[k] = apply_series(KEYS[k], ARGV[5 + k])
 end
 return replies
 """
 
-# KEYS[1]: the series' detector key (`<prefix>:d:{<series_id>}`). ARGV: state bytes, ttl_ms.
-# The state starts with last_end_ms (int64 LE), the end of the newest window folded into it; the
-# write happens only if that is newer than the stored one, so a replay or a slower worker after a
-# rebalance never rolls a series' score history back. Returns 1 if written, else 0.
+# KEYS: the detector keys (`<prefix>:d:{<series_id>}`) of a chunk of series. ARGV: ttl_ms, then the
+# state bytes for each key, in KEYS order. A state starts with last_end_ms (int64 LE), the end of the
+# newest window folded into it; each write happens only if that is newer than the stored one, so a
+# replay or a slower worker after a rebalance never rolls a series' score history back. Returns how
+# many states were written.
 SAVE_DETECTOR_STATE: Final = r"""
-local old = redis.call('GET', KEYS[1])
-if old and struct.unpack('<i8', ARGV[1]) <= struct.unpack('<i8', old) then
-  return 0
+local ttl_ms = tonumber(ARGV[1])
+local written = 0
+for k = 1, #KEYS do
+  local new = ARGV[k + 1]
+  local old = redis.call('GET', KEYS[k])
+  if not old or struct.unpack('<i8', new) > struct.unpack('<i8', old) then
+    redis.call('SET', KEYS[k], new, 'PX', ttl_ms)
+    written = written + 1
+  end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-return 1
+return written
 """

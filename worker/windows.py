@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -51,9 +51,8 @@ class WindowSpec:
         return max(self.window - 1 + self.replay_margin, 1)
 
 
-@dataclass(frozen=True)
-class DueWindow:
-    """A full window that must be scored, and the event that ended it."""
+class DueWindow(NamedTuple):
+    """A full window that must be scored, and the event that ended it (a NamedTuple: one per event)."""
 
     series_id: str
     start_ms: int

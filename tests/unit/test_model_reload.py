@@ -215,7 +215,9 @@ class OneShotSource:
         self._batches.insert(0, list(records))
 
 
-def test_worker_loop_swaps_between_batches_and_counts_it(models: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("overlap", [False, True])
+def test_worker_loop_swaps_between_batches_and_counts_it(models: dict[str, Path], tmp_path: Path,
+                                                         overlap: bool) -> None:
     scorer, live, clock = reloading(models, tmp_path)
     sink, metrics, stop = ListSink(), Metrics(), threading.Event()
 
@@ -231,10 +233,11 @@ def test_worker_loop_swaps_between_batches_and_counts_it(models: dict[str, Path]
                                sink, Metrics(), Topics(alerts="alerts", dead_letters="dlq"),
                                detector=Detector(MemoryDetectorStore(), scores_topic="scores"))
     Worker(source, processor, Heartbeat(tmp_path / "hb", interval_s=0), Backoff(0.001, 0.002), metrics,
-           model=scorer).run(stop)
+           model=scorer, overlap=overlap).run(stop)
     versions = [json.loads(m.value)["model_version"] for m in sink.sent if m.topic == "scores"]
-    # Windows end at events 7..29. The file landed while batch 2 was polled, so the check before batch 3
-    # swapped: batches 1-2 (windows ending at events 7..19) are v1 only, batch 3 v2 only.
-    assert versions == ["v1"] * 13 + ["v2"] * 10
+    # Windows end at events 7..29. The file landed while batch 2 was polled, so the check between
+    # batch 1's commit and batch 2's scoring swapped: batch 1 (windows ending at events 7..9) is v1
+    # only, batches 2-3 v2 only.
+    assert versions == ["v1"] * 3 + ["v2"] * 20
     assert metrics.registry.get_sample_value("vrae_model_reloads_total", {"outcome": "swapped"}) == 1
     assert source.committed == {("events", 0): 30}

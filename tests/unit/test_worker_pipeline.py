@@ -45,7 +45,8 @@ class ListSink:
 
 
 class ListSource:
-    """Serves batches in order; a rewind puts the batch back, like a Kafka seek."""
+    """Serves batches in order; a rewind puts the batch back, like a Kafka seek. Stops the worker at the
+    second empty poll in a row: with overlap, the first may come while the last batch is in flight."""
 
     def __init__(self, batches: list[list[SourceRecord]], stop: threading.Event) -> None:
         self._batches = batches
@@ -53,11 +54,15 @@ class ListSource:
         self.committed: dict[tuple[str, int], int] = {}
         self.rewinds = 0
         self._last: list[SourceRecord] = []
+        self._empty_polls = 0
 
     def poll(self) -> list[SourceRecord]:
         if not self._batches:
-            self._stop.set()
+            self._empty_polls += 1
+            if self._empty_polls == 2:
+                self._stop.set()
             return []
+        self._empty_polls = 0
         self._last = self._batches.pop(0)
         return self._last
 
@@ -107,17 +112,82 @@ def test_next_offsets_is_one_past_the_highest_per_partition() -> None:
     assert next_offsets(batch) == {("t", 0): 8, ("t", 1): 10}
 
 
-def test_worker_retries_a_failed_batch_and_commits_only_after_delivery(tmp_path) -> None:
+@pytest.mark.parametrize("overlap", [False, True])
+def test_worker_retries_a_failed_batch_and_commits_only_after_delivery(tmp_path, overlap: bool) -> None:
     stop = threading.Event()
     sink, metrics = ListSink(failures=2), Metrics()
     source = ListSource([records([1, 2, 50]), records([4, 5], start_offset=3)], stop)
     heartbeat = Heartbeat(tmp_path / "hb", interval_s=0)
-    Worker(source, processor(sink, metrics), heartbeat, Backoff(0.001, 0.002), metrics).run(stop)
+    Worker(source, processor(sink, metrics), heartbeat, Backoff(0.001, 0.002), metrics, overlap=overlap).run(stop)
     assert source.rewinds == 2
     assert source.committed == {("events", 0): 5}
     assert [json.loads(m.value)["window_end"] for m in sink.sent] == [3000, 4000, 5000]
     assert value(metrics, "vrae_batch_failures_total", {"cause": "redis"}) == 2
     assert heartbeat_age_s(tmp_path / "hb") < 5
+
+
+class FlakyStore(MemoryWindowStore):
+    """Fails the window update of one chosen call, as Redis going away mid-stream would."""
+
+    def __init__(self, fail_call: int) -> None:
+        super().__init__(WindowSpec(window=WINDOW, n_features=1))
+        self.calls = 0
+        self._fail_call = fail_call
+
+    def apply(self, events):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == self._fail_call:
+            raise redis.exceptions.ConnectionError("redis away")
+        return super().apply(events)
+
+
+class RecordingSource(ListSource):
+    def __init__(self, batches: list[list[SourceRecord]], stop: threading.Event) -> None:
+        super().__init__(batches, stop)
+        self.commits: list[dict[tuple[str, int], int]] = []
+        self.rewound: list[int] = []
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
+        self.commits.append(dict(offsets))
+        return super().commit(offsets)
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None:
+        self.rewound.append(min(r.offset for r in records))
+        super().rewind(records)
+
+
+def test_overlap_commits_in_order_and_a_failure_rewinds_the_batch_polled_behind_it(tmp_path) -> None:
+    """Batch 2's window update fails while batch 3 was already polled: batch 1 is committed, batches 2
+    and 3 are rewound together, and the alerts are those of a worker that never failed."""
+    stop = threading.Event()
+    sink, metrics = ListSink(), Metrics()
+    batches = [records([1, 2, 50]), records([4, 5], start_offset=3), records([6, 7], start_offset=5)]
+    source = RecordingSource(batches, stop)
+    worker_processor = BatchProcessor(EventParser(("value",)), FlakyStore(fail_call=2), SpikeScorer(), sink, metrics,
+                                      Topics(alerts="alerts", dead_letters="dlq"))
+    Worker(source, worker_processor, Heartbeat(tmp_path / "hb", interval_s=0), Backoff(0.001, 0.002), metrics,
+           overlap=True).run(stop)
+    assert source.rewound == [3]
+    assert source.commits == [{("events", 0): 3}, {("events", 0): 7}]
+    assert [json.loads(m.value)["window_end"] for m in sink.sent] == [3000, 4000, 5000]
+    assert value(metrics, "vrae_batch_failures_total", {"cause": "redis"}) == 1
+
+
+def test_overlap_stop_finishes_and_commits_the_batch_in_flight(tmp_path) -> None:
+    stop = threading.Event()
+    sink, metrics = ListSink(), Metrics()
+
+    class StopAfterFirst(ListSource):
+        def poll(self) -> list[SourceRecord]:
+            batch = super().poll()
+            self._stop.set()  # SIGTERM arrives while batch 1 is being scored
+            return batch
+
+    source = StopAfterFirst([records([1, 2, 50, 4])], stop)
+    Worker(source, processor(sink, metrics), Heartbeat(tmp_path / "hb", interval_s=0), Backoff(0.001, 0.002),
+           metrics, overlap=True).run(stop)
+    assert source.committed == {("events", 0): 4}
+    assert [json.loads(m.value)["window_end"] for m in sink.sent] == [3000, 4000]
 
 
 def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
