@@ -3,8 +3,9 @@
 It starts a Tansu broker and a redis-server on free ports (unless VRAE_KAFKA__BOOTSTRAP_SERVERS /
 VRAE_REDIS__URL point at real ones), trains a model on clean synthetic history with the `vrae synth`
 and `vrae train` CLIs (subprocesses: the worker package never imports training code), runs the
-worker on a thread, streams synthetic sensors with injected anomalies, prints alerts as they arrive,
-and ends with throughput, precision/recall against the injected labels and event-to-alert latency.
+worker on a thread, streams synthetic sensors with injected anomalies, prints incidents (or, with
+`--mode windows`, per-window alerts) as they arrive, and ends with throughput, detection quality against
+the injected labels and event-to-record latency.
 Everything it started is stopped on the way out, Ctrl-C and failures included.
 """
 
@@ -31,7 +32,9 @@ from vrae_model.artifact import load_artifact
 from vrae_model.exceptions import VraeError
 from vrae_model.windowing import due_positions
 from worker import local_services
-from worker.config import KafkaSettings, ModelSettings, RedisSettings, ServiceSettings, Settings, WindowSettings
+from worker.alerts import iso_from_ms
+from worker.config import (DetectionSettings, KafkaSettings, ModelSettings, RedisSettings, ServiceSettings, Settings,
+                           WindowSettings)
 from worker.metrics import Metrics
 from worker.service import BackgroundWorker, build_service
 
@@ -82,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="event time of the first streamed event: ISO-8601, epoch ms, or `now` for live "
                              f"timestamps (default {DEFAULT_START}: the same data, and so the same summary, "
                              "every run)")
+    parser.add_argument("--mode", choices=("incidents", "windows"), default="incidents",
+                        help="incidents: per-series calibration, one opened/closed record per anomaly (default); "
+                             "windows: one alert per window over the model's threshold")
     parser.add_argument("--model", type=Path, help="use this artifact instead of training one")
     parser.add_argument("--quiet-alerts", action="store_true", help="print the summary only")
     return parser
@@ -128,6 +134,20 @@ class GroundTruth:
         return {"precision": true_positives / len(alerted) if alerted else float("nan"),
                 "recall": true_positives / positives if positives else float("nan"),
                 "positives": positives, "caught": caught, "incidents": incidents}
+
+
+    def evaluate_incidents(self, openings: set[tuple[str, int]], window: int) -> dict[str, float]:
+        """An opening is on an anomaly when its window (the `window` events up to the one that opened it)
+        holds an injected event; an anomaly is caught when an incident opened on it."""
+        on_anomaly, caught, incidents = 0, 0, 0
+        for series_id, events in self._events.items():
+            opened = [n for n, e in enumerate(events) if (series_id, e.ts_ms) in openings]
+            runs = _runs([e.label for e in events])
+            incidents += len(runs)
+            caught += sum(any(start <= n and n - window + 1 <= stop for n in opened) for start, stop in runs)
+            on_anomaly += sum(any(start <= n and n - window + 1 <= stop for start, stop in runs) for n in opened)
+        return {"precision": on_anomaly / len(openings) if openings else float("nan"), "on_anomaly": on_anomaly,
+                "caught": caught, "incidents": incidents}
 
 
 def _runs(labels: Sequence[int]) -> list[tuple[int, int]]:
@@ -184,8 +204,14 @@ class AlertReader:
     def _line(self, alert: dict) -> str:
         top = ", ".join(f"{f['name']} {f['share']:.2f}" for f in alert["top_features"])
         kind = self.truth.window_kind(alert["series_id"], alert["window_start"], alert["window_end"])
+        truth = f"injected {kind}" if kind else "normal window"
+        if alert.get("type") == "incident":
+            peak = alert["peak"]
+            return (f"INCIDENT {alert['phase'].upper():<6} {alert['series_id']:<12} {iso_from_ms(alert['window_end'])}  "
+                    f"surprise {alert['surprise']:5.1f} (peak {peak['surprise']:5.1f})  {alert['windows']:3d} windows  "
+                    f"top: {top}  [{truth}]")
         return (f"ALERT {alert['series_id']:<12} {alert['window_end_iso']}  anomaly {alert['anomaly_score']:.4f}  "
-                f"score {alert['score']:8.3f}  top: {top}  [{f'injected {kind}' if kind else 'normal window'}]")
+                f"score {alert['score']:8.3f}  top: {top}  [{truth}]")
 
     def stop(self) -> None:
         self._stop.set()
@@ -236,7 +262,7 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     local_services.wait_until(lambda: bool(worker.service.source.assigned()), 60, "the worker joining its group")
     print(f"worker running; metrics at http://127.0.0.1:{settings.service.metrics_port}/metrics")
     print(f"streaming {len(stream)} events from {args.series} sensors at "
-          f"{'full speed' if args.rate <= 0 else f'{args.rate:.0f} events/s'}; alerts:", flush=True)
+          f"{'full speed' if args.rate <= 0 else f'{args.rate:.0f} events/s'}; {args.mode}:", flush=True)
     sent_at, stream_s = _produce(bootstrap, settings.kafka.input_topic, stream, args.rate)
     processed_s = _wait_until_processed(worker, len(stream) + len(BROKEN_EVENTS),
                                         started_s=sent_at[stream[0].series_id, stream[0].ts_ms])
@@ -313,6 +339,7 @@ def _settings(args: argparse.Namespace, bootstrap: str, redis_url: str, model: P
         redis=RedisSettings(url=redis_url, key_prefix=run),
         model=ModelSettings(path=model),
         window=WindowSettings(stride=args.stride, ttl_s=3600),
+        detection=DetectionSettings(mode=args.mode),
         service=ServiceSettings(metrics_port=local_services.free_port(), heartbeat_file=out / "heartbeat",
                                 backoff_initial_s=0.2, backoff_max_s=2.0),
     )
@@ -359,29 +386,53 @@ def _wait_until_processed(worker: BackgroundWorker, expected: int, started_s: fl
 def _summary(args: argparse.Namespace, stream: list[StreamEvent], truth: GroundTruth, alerts: list[ReceivedAlert],
              sent_at: dict[tuple[str, int], float], stream_s: float, processed_s: float, worker: BackgroundWorker,
              total_s: float) -> None:
-    alerted = {(a.document["series_id"], a.document["window_end"]) for a in alerts}
-    quality = truth.evaluate(alerted, worker.service.scorer.info.window, args.stride)
-    latencies_ms = np.array([1000 * (a.received_s - sent_at[a.document["series_id"], a.document["window_end"]])
-                             for a in alerts if (a.document["series_id"], a.document["window_end"]) in sent_at])
     registry = worker.service.metrics.registry
+    window = worker.service.scorer.info.window
     windows = registry.get_sample_value("vrae_windows_scored_total") or 0
-    p50, p99 = (np.percentile(latencies_ms, [50, 99]) if len(latencies_ms) else (float("nan"), float("nan")))
     print("\n── summary " + "─" * 60)
     print(f"events            {len(stream)} from {args.series} sensors, {windows:.0f} windows scored")
     print(f"throughput        {len(stream) / processed_s:,.0f} events/s end to end "
           f"(produced in {stream_s:.1f} s, all processed after {processed_s:.1f} s)")
-    print(f"alerts            {len(alerts)} ({len(alerted)} distinct windows)")
     invalid = {sample.labels["reason"]: int(sample.value) for metric in registry.collect()
                if metric.name == "vrae_invalid_events" for sample in metric.samples
                if sample.name.endswith("_total")}
     print(f"dead letters      {sum(invalid.values())} "
           f"({', '.join(f'{reason} {count}' for reason, count in sorted(invalid.items()))})")
-    print(f"precision/recall  {quality['precision']:.2f} / {quality['recall']:.2f}  (event level: a window is "
-          f"anomalous when its last event is labelled; {quality['positives']} such windows)")
-    print(f"anomalies caught  {quality['caught']} of {quality['incidents']} injected (an alerted window overlaps it)")
+    if args.mode == "incidents":
+        timed = _incident_summary(alerts, truth, window)
+    else:
+        timed = _window_summary(alerts, truth, window, args.stride)
+    latencies_ms = np.array([1000 * (a.received_s - sent_at[key]) for a in timed
+                             if (key := (a.document["series_id"], a.document["window_end"])) in sent_at])
+    p50, p99 = (np.percentile(latencies_ms, [50, 99]) if len(latencies_ms) else (float("nan"), float("nan")))
     batches = registry.get_sample_value("vrae_batches_total") or 1
     batch_ms = 1000 * (registry.get_sample_value("vrae_batch_seconds_sum") or 0) / batches
     inference_ms = 1000 * (registry.get_sample_value("vrae_inference_seconds_sum") or 0) / batches
     print(f"worker            {batches:.0f} batches, mean {batch_ms:.0f} ms each ({inference_ms:.0f} ms inference)")
-    print(f"latency           p50 {p50:.0f} ms, p99 {p99:.0f} ms  (event produced -> alert received)")
+    what = "incident opened" if args.mode == "incidents" else "alert"
+    print(f"latency           p50 {p50:.0f} ms, p99 {p99:.0f} ms  (event produced -> {what} received)")
     print(f"total             {total_s:.0f} s including training; files in {args.out}/")
+
+
+def _incident_summary(records: list[ReceivedAlert], truth: GroundTruth, window: int) -> list[ReceivedAlert]:
+    """Prints the incident lines of the summary; returns the `opened` records (what latency is taken of)."""
+    opened = [r for r in records if r.document.get("phase") == "opened"]
+    closed = sum(r.document.get("phase") == "closed" for r in records)
+    openings = {(r.document["series_id"], r.document["window_end"]) for r in opened}
+    quality = truth.evaluate_incidents(openings, window)
+    print(f"incidents         {len(openings)} opened, {closed} closed (records: {len(records)}, replays included)")
+    print(f"precision         {quality['precision']:.2f}  ({quality['on_anomaly']} of {len(openings)} incidents "
+          "opened on an injected anomaly)")
+    print(f"anomalies caught  {quality['caught']} of {quality['incidents']} injected (an incident opened on it)")
+    return opened
+
+
+def _window_summary(alerts: list[ReceivedAlert], truth: GroundTruth, window: int, stride: int) -> list[ReceivedAlert]:
+    """Prints the per-window alert lines of the summary; returns the alerts (what latency is taken of)."""
+    alerted = {(a.document["series_id"], a.document["window_end"]) for a in alerts}
+    quality = truth.evaluate(alerted, window, stride)
+    print(f"alerts            {len(alerts)} ({len(alerted)} distinct windows)")
+    print(f"precision/recall  {quality['precision']:.2f} / {quality['recall']:.2f}  (event level: a window is "
+          f"anomalous when its last event is labelled; {quality['positives']} such windows)")
+    print(f"anomalies caught  {quality['caught']} of {quality['incidents']} injected (an alerted window overlaps it)")
+    return alerts

@@ -93,14 +93,16 @@ def test_worker_backs_off_while_redis_is_down_and_resumes(make_settings, kafka_t
         redis.stop()
 
 
-def test_demo_streams_prints_a_summary_and_stops_what_it_started(tiny_model, tmp_path) -> None:
+@pytest.mark.parametrize("mode, quality_line", [("incidents", "precision         "), ("windows", "precision/recall")])
+def test_demo_streams_prints_a_summary_and_stops_what_it_started(tiny_model, tmp_path, mode: str,
+                                                                quality_line: str) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("VRAE_")}
     run = subprocess.run([sys.executable, "-m", "worker", "demo", "--model", str(tiny_model.path), "--series", "2",
-                          "--events", "60", "--rate", "0", "--out", str(tmp_path)], env=env, capture_output=True,
-                         text=True, timeout=120)
+                          "--events", "60", "--rate", "0", "--out", str(tmp_path), "--mode", mode], env=env,
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    assert "── summary" in out and "precision/recall" in out and "p99" in out
+    assert "── summary" in out and quality_line in out and "p99" in out
     assert "dead letters      3 (bad_timestamp 1, not_json 1, unknown_feature 1)" in out
     ports = [int(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith("started ")]
     assert len(ports) == 2 and not any(local_services.port_open(port) for port in ports)
