@@ -13,21 +13,33 @@ one sensor is diluted F times in the model's mean score, not in its own feature'
     v_f  <- (1 - a) (v_f + a d_f ** 2)               long-term variance (exponentially weighted)
     s_f  <- s_f + max(1 / n, a_short) (m_f,old + d_f - s_f)    short-term mean (short_halflife)
     w_f  <- w_f + a ((s_f - m_f) ** 2 - w_f)         how far the short mean usually strays
+    r_f  <- x_f                                      the previous window's log error, for confirmation
 
 A new window is judged BEFORE it is folded in:
 
-    p_point = Q(max_f (x_f - m_f) / sqrt(v_f + floor))     is this window unusual for this series?
-    p_trend = Q(max_f (s'_f - m_f) / sqrt(w_f + floor))    is the recent average unusual? (s' has x)
+    y_f     = min(x_f, r_f) if confirmed (below), else x_f  the error the previous window agrees with
+    p_point = Q(max_f (y_f - m_f) / sqrt(v_f + floor))     is this window unusual for this series?
+    p_trend = Q(max_f (s'_f - m_f) / sqrt(w_f + floor))    is the recent average unusual?
+              s'_f = s_f + max(1 / (n + 1), a_short) (y_f - s_f)
     p_local = min(1, 2 F min(p_point, p_trend))            Bonferroni over the 2 F questions
     p_model = max(1 - anomaly_score, 2 ** -24)             the model's global calibration
     lambda  = n / (n + warmup)                             trust in the series' history grows with it
     ln p    = (1 - lambda) ln p_model + lambda ln p_local
     surprise = -log10 p                                    3 means "one window in a thousand"
 
-Q is the upper tail of the standard normal. The state is 24 + 32 F bytes per series whatever the
+Q is the upper tail of the standard normal. The state is 24 + 40 F bytes per series whatever the
 stream length, and it forgets: a regime change becomes the new normal after a few `long_halflife`s,
 while a window that is unusual *for this series* stands out even when the model's global scale says
 otherwise.
+
+Confirmation: when the previous window of the series covers at least the first half of this one
+(2 last_end_ms >= start_ms + end_ms, i.e. stride <= window / 2), every event lies in two consecutive
+windows, so a real anomaly in feature f raises f's error in both. An error that jumps in ONE window
+only is the model rendering that window badly (e.g. one phase of a periodic signal it reconstructs
+poorly, once per period), not the data: both tests therefore see, per feature, the smaller of the two
+windows' errors (an intersection-union test: both windows must be unusual). The cost is one stride of
+delay. Only the judgement uses y: the history folds in the window's own x. The model's calibration,
+which a young series leans on, is not confirmed. Non-overlapping or gapped windows are judged alone.
 
 Replays: the state remembers the end timestamp of the last window folded in; a window ending at or
 before it is never folded in again, so a replay leaves the history unchanged.
@@ -36,6 +48,8 @@ before it is never folded in again, so a replay leaves the history unchanged.
 import math
 import struct
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,7 +60,8 @@ MIN_PROBABILITY = 1e-300
 MIN_MODEL_PROBABILITY = 2.0**-24
 # ln(float32 max): where a non-finite error (the model overflowed) lands, the most anomalous there is.
 MAX_LOG_SCORE = math.log(float(np.finfo(np.float32).max))
-_HEAD = struct.Struct("<qqq")  # last_end_ms, n, model_key; then 4 float64 arrays of F
+_HEAD = struct.Struct("<qqq")  # last_end_ms, n, model_key; then 5 float64 arrays of F
+_ARRAYS = 5
 
 
 @dataclass(frozen=True)
@@ -59,11 +74,11 @@ class AdaptiveSettings:
     variance_floor: float = 1e-3  # in ln-error units squared: errors within ~3 % are never "unusual"
     clip_sd: float = 4.0  # updates are winsorised at this many standard deviations
 
-    @property
+    @cached_property  # read for every window: computed once
     def long_rate(self) -> float:
         return 1.0 - 2.0 ** (-1.0 / self.long_halflife)
 
-    @property
+    @cached_property
     def short_rate(self) -> float:
         return 1.0 - 2.0 ** (-1.0 / self.short_halflife)
 
@@ -71,9 +86,11 @@ class AdaptiveSettings:
 Vector = tuple[float, ...]  # one float per feature; plain floats: F is small and this runs per window
 
 
-@dataclass(frozen=True)
-class ScoreHistory:
-    """The bounded summary of one series' per-feature window errors (symbols: module docstring)."""
+class ScoreHistory(NamedTuple):
+    """The bounded summary of one series' per-feature window errors (symbols: module docstring).
+
+    NamedTuples here and for the judgement: one of each is built per window, and a frozen dataclass
+    costs three times as much to build."""
 
     last_end_ms: int = -1  # end of the last window folded in; -1: none yet
     n: int = 0
@@ -82,17 +99,19 @@ class ScoreHistory:
     var: Vector = ()
     short: Vector = ()
     short_var: Vector = ()
+    previous: Vector = ()  # the log errors of the window ending at last_end_ms
 
     def to_bytes(self) -> bytes:
-        moments = (*self.mean, *self.var, *self.short, *self.short_var)
+        moments = (*self.mean, *self.var, *self.short, *self.short_var, *self.previous)
         return _HEAD.pack(self.last_end_ms, self.n, self.model_key) + struct.pack(f"<{len(moments)}d", *moments)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "ScoreHistory":
         last_end_ms, n, key = _HEAD.unpack_from(raw)
-        f = (len(raw) - _HEAD.size) // 32
-        moments = struct.unpack_from(f"<{4 * f}d", raw, _HEAD.size)
-        return cls(last_end_ms, n, key, moments[:f], moments[f:2 * f], moments[2 * f:3 * f], moments[3 * f:])
+        f = (len(raw) - _HEAD.size) // (8 * _ARRAYS)
+        moments = struct.unpack_from(f"<{_ARRAYS * f}d", raw, _HEAD.size)
+        mean, var, short, short_var, previous = (moments[i * f:(i + 1) * f] for i in range(_ARRAYS))
+        return cls(last_end_ms, n, key, mean, var, short, short_var, previous)
 
     @classmethod
     def fresh(cls, model_key: int, last_end_ms: int = -1) -> "ScoreHistory":
@@ -101,16 +120,15 @@ class ScoreHistory:
 
 def state_bytes(n_features: int) -> int:
     """Bytes of one series' history: fixed by the feature count, whatever the stream length."""
-    return _HEAD.size + 4 * 8 * n_features
+    return _HEAD.size + _ARRAYS * 8 * n_features
 
 
-@dataclass(frozen=True)
-class Judgement:
+class Judgement(NamedTuple):
     """How unusual one window is: the blended tail probability and its parts."""
 
     p_value: float
     p_point: float  # smallest per-feature point tail probability
-    p_trend: float  # smallest per-feature short-term-mean tail probability
+    p_trend: float  # smallest per-feature short-term-mean tail probability (both of confirmed errors)
     p_model: float
 
     @property
@@ -146,20 +164,29 @@ def upper_tail(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings: AdaptiveSettings) -> Judgement:
+def confirms(history: ScoreHistory, start_ms: int, end_ms: int) -> bool:
+    """Whether the previous window covers at least the first half of this one: then every event is in
+    two consecutive windows, and an anomaly must show in both (module docstring: Confirmation)."""
+    return history.n > 0 and 2 * history.last_end_ms >= start_ms + end_ms
+
+
+def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings: AdaptiveSettings, *,
+          start_ms: int, end_ms: int) -> Judgement:
     """The tail probability of a window's per-feature errors for this series, blended with the model's
-    own calibration (`anomaly_score`)."""
+    own calibration (`anomaly_score`); the window spans [start_ms, end_ms]."""
     model_anomaly = anomaly_score if math.isfinite(anomaly_score) else 1.0
     p_model = min(max(1.0 - model_anomaly, MIN_MODEL_PROBABILITY), 1.0)
     if history.n == 0:
         return Judgement(p_value=p_model, p_point=1.0, p_trend=1.0, p_model=p_model)
     floor = settings.variance_floor
     short_rate = max(1.0 / (history.n + 1), settings.short_rate)
+    # Unconfirmed, the previous window's error counts as +inf: the min leaves this window's error alone.
+    previous = history.previous if confirms(history, start_ms, end_ms) else (math.inf,) * len(errors)
     z_point = z_trend = -math.inf
-    for error, m, v, s, w in zip(errors, history.mean, history.var, history.short, history.short_var):
-        x = log_error(error)
-        z_point = max(z_point, (x - m) / math.sqrt(v + floor))
-        z_trend = max(z_trend, (s + short_rate * (x - s) - m) / math.sqrt(w + floor))
+    for error, m, v, s, w, r in zip(errors, history.mean, history.var, history.short, history.short_var, previous):
+        y = min(log_error(error), r)
+        z_point = max(z_point, (y - m) / math.sqrt(v + floor))
+        z_trend = max(z_trend, (s + short_rate * (y - s) - m) / math.sqrt(w + floor))
     p_point, p_trend = upper_tail(z_point), upper_tail(z_trend)
     # Bonferroni over the 2 F questions asked (point and trend, each feature).
     p_local = max(min(1.0, 2.0 * len(errors) * min(p_point, p_trend)), MIN_PROBABILITY)
@@ -176,7 +203,7 @@ def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveS
     n = history.n + 1
     if n == 1:
         zeros = (0.0,) * len(x)
-        return ScoreHistory(end_ms, 1, history.model_key, x, zeros, x, zeros)
+        return ScoreHistory(end_ms, 1, history.model_key, x, zeros, x, zeros, x)
     rate = max(1.0 / n, settings.long_rate)
     short_rate = max(1.0 / n, settings.short_rate)
     mean, var, short, short_var = [], [], [], []
@@ -191,18 +218,19 @@ def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveS
         var.append((1.0 - rate) * (v + rate * d * d))
         short.append(new_short)
         short_var.append(w + rate * ((new_short - new_mean) ** 2 - w))
-    return ScoreHistory(end_ms, n, history.model_key, tuple(mean), tuple(var), tuple(short), tuple(short_var))
+    return ScoreHistory(end_ms, n, history.model_key, tuple(mean), tuple(var), tuple(short), tuple(short_var), x)
 
 
-def for_model(history: ScoreHistory | None, key: int) -> ScoreHistory:
-    """The history to use under the model tagged `key`.
+def for_model(history: ScoreHistory | None, key: int, n_features: int) -> ScoreHistory:
+    """The history to use under the model tagged `key`, which has `n_features` features.
 
     Rule on a model swap: errors of two models live on different scales, so a history kept for
     another model restarts empty (keeping its replay mark). The blend then leans on the new model's
-    global calibration and hands over to the series' own history again over `warmup` windows.
+    global calibration and hands over to the series' own history again over `warmup` windows. A
+    history of the wrong shape (a state stored by an older layout with fewer arrays) restarts the same way.
     """
     if history is None:
         return ScoreHistory.fresh(key)
-    if history.model_key != key:
+    if history.model_key != key or (history.n > 0 and len(history.previous) != n_features):
         return ScoreHistory.fresh(key, last_end_ms=history.last_end_ms)
     return history

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -35,8 +35,7 @@ from worker.scorer import ModelInfo, Scores
 from worker.windows import DueWindow
 
 
-@dataclass(frozen=True)
-class DetectorState:
+class DetectorState(NamedTuple):
     """Everything the detector remembers about one series; bytes start with `last_end_ms` (int64 LE),
     which the Redis store compares so an older state never overwrites a newer one."""
 
@@ -126,22 +125,25 @@ class DetectorSettings:
 def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, DetectorState], model: ModelInfo,
            settings: DetectorSettings) -> DetectionResult:
     """Judge, fold and advance every series in window order; `states` is what the store loaded."""
-    key = model_key(model.sha256)
+    key, n_features = model_key(model.sha256), len(model.features)
     result = DetectionResult()
     current: dict[str, DetectorState] = {}
+    # Plain floats, converted once per batch: indexing numpy per window costs more than the judgement.
+    raw_scores, anomaly_scores = scores.score.tolist(), scores.anomaly_score.tolist()
     for index, window in enumerate(windows):
         sid = window.series_id
         if sid not in current:
             loaded = states.get(sid)
-            current[sid] = DetectorState(for_model(loaded.history if loaded else None, key),
+            current[sid] = DetectorState(for_model(loaded.history if loaded else None, key, n_features),
                                          loaded.incident if loaded else IncidentState())
         state = current[sid]
         if window.end_ms <= state.history.last_end_ms:
             result.skipped += 1
             continue
-        score, anomaly = float(scores.score[index]), float(scores.anomaly_score[index])
+        score, anomaly = raw_scores[index], anomaly_scores[index]
         errors = feature_errors(score, scores.feature_scores[index])
-        judgement = judge(state.history, errors, anomaly, settings.adaptive)
+        judgement = judge(state.history, errors, anomaly, settings.adaptive, start_ms=window.start_ms,
+                          end_ms=window.end_ms)
         seen = Observation(window.start_ms, window.end_ms, score, judgement.surprise, scores.feature_scores[index])
         incident, transition = step(sid, state.incident, seen, settings.incidents)
         current[sid] = DetectorState(fold(state.history, errors, window.end_ms, settings.adaptive), incident)

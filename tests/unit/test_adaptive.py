@@ -1,12 +1,13 @@
-"""Per-series online calibration: bounded state, replay idempotence, adaptation, the model-swap rule."""
+"""Per-series online calibration: bounded state, replay idempotence, adaptation, confirmation across
+overlapping windows, the model-swap rule."""
 
 import math
 
 import numpy as np
 import pytest
 
-from worker.adaptive import (AdaptiveSettings, ScoreHistory, feature_errors, fold, for_model, judge, log_error,
-                             model_key, state_bytes, upper_tail)
+from worker.adaptive import (AdaptiveSettings, Judgement, ScoreHistory, feature_errors, fold, for_model, judge,
+                             log_error, model_key, state_bytes, upper_tail)
 
 SETTINGS = AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=20.0)
 
@@ -27,9 +28,19 @@ def later(history: ScoreHistory, errors) -> ScoreHistory:
     return fold(history, tuple(errors), history.last_end_ms + 1000, SETTINGS)
 
 
+ALONE_MS, OVERLAPPING_MS = 1000, 10_000  # window spans: one stride (no overlap), ten strides
+
+
+def judged(history: ScoreHistory, errors, anomaly_score: float = 0.5, settings: AdaptiveSettings = SETTINGS, *,
+           window_ms: int = ALONE_MS) -> Judgement:
+    """Judge the window that ends one second after the history's last one and spans `window_ms`."""
+    end_ms = history.last_end_ms + 1000
+    return judge(history, tuple(errors), anomaly_score, settings, start_ms=end_ms - window_ms + 1, end_ms=end_ms)
+
+
 def test_state_size_is_fixed_whatever_the_stream_length() -> None:
     short, long = history_of(lognormal(10)), history_of(lognormal(5000))
-    assert len(short.to_bytes()) == len(long.to_bytes()) == state_bytes(2) == 88
+    assert len(short.to_bytes()) == len(long.to_bytes()) == state_bytes(2) == 104
     assert ScoreHistory.from_bytes(long.to_bytes()) == long
 
 
@@ -50,35 +61,35 @@ def test_moments_track_the_log_errors_per_feature() -> None:
 def test_fault_in_one_quiet_feature_is_surprising_even_when_the_model_calls_it_normal() -> None:
     errors = np.hstack([lognormal(300, sigma=0.1, median=0.01, features=1), lognormal(300, seed=1, features=1)])
     history = history_of(errors)
-    usual = judge(history, np.array([0.01, 0.1]), anomaly_score=0.5, settings=SETTINGS)
-    quiet_feature_up = judge(history, np.array([0.04, 0.1]), anomaly_score=0.5, settings=SETTINGS)
+    usual = judged(history, [0.01, 0.1])
+    quiet_feature_up = judged(history, [0.04, 0.1])
     assert usual.surprise < 1.0
     assert quiet_feature_up.surprise > 4.0
 
 
 def test_young_series_leans_on_the_models_calibration() -> None:
     fresh = ScoreHistory.fresh(1)
-    assert judge(fresh, np.array([5.0, 5.0]), anomaly_score=0.999, settings=SETTINGS).surprise == pytest.approx(3.0)
+    assert judged(fresh, [5.0, 5.0], anomaly_score=0.999).surprise == pytest.approx(3.0)
     young, old = history_of(lognormal(3)), history_of(lognormal(400))
     typical = np.array([0.1, 0.1])
-    assert judge(young, typical, 0.9999, SETTINGS).surprise > 2.5
-    assert judge(old, typical, 0.9999, SETTINGS).surprise < 1.0
+    assert judged(young, typical, 0.9999).surprise > 2.5
+    assert judged(old, typical, 0.9999).surprise < 1.0
 
 
 def test_a_level_that_persists_becomes_the_new_normal() -> None:
     shifted = history_of(lognormal(300))
-    first = judge(shifted, np.array([1.0, 1.0]), 0.5, SETTINGS).surprise
+    first = judged(shifted, [1.0, 1.0]).surprise
     for row in lognormal(600, seed=1, median=1.0):
         shifted = later(shifted, row)
     assert first > 5.0
-    assert judge(shifted, np.array([1.0, 1.0]), 0.5, SETTINGS).surprise < 1.0
+    assert judged(shifted, [1.0, 1.0]).surprise < 1.0
 
 
 def test_one_wild_window_barely_moves_the_history() -> None:
     history = history_of(lognormal(300))
     after = later(history, np.array([1e4, 1e4]))
     assert np.all(np.abs(np.subtract(after.mean, history.mean)) < 0.1)
-    assert judge(after, np.array([0.4, 0.4]), 0.5, SETTINGS).surprise > 3.0
+    assert judged(after, [0.4, 0.4]).surprise > 3.0
 
 
 def test_slowly_rising_errors_are_caught_by_the_short_term_mean() -> None:
@@ -86,7 +97,7 @@ def test_slowly_rising_errors_are_caught_by_the_short_term_mean() -> None:
     worst_trend, worst_point = 1.0, 1.0
     for step in np.linspace(0.0, 0.9, 15):  # each step well inside one standard deviation
         errors = 0.1 * np.exp(np.array([step, 0.0]))
-        verdict = judge(history, errors, 0.5, SETTINGS)
+        verdict = judged(history, errors)
         worst_trend, worst_point = min(worst_trend, verdict.p_trend), min(worst_point, verdict.p_point)
         history = later(history, errors)
     assert worst_trend < 1e-3 < worst_point
@@ -94,17 +105,41 @@ def test_slowly_rising_errors_are_caught_by_the_short_term_mean() -> None:
 
 def test_non_finite_errors_are_the_most_anomalous_and_keep_the_state_finite() -> None:
     history = history_of(lognormal(200))
-    assert judge(history, np.array([math.inf, 0.1]), math.nan, SETTINGS).surprise > 10
+    assert judged(history, [math.inf, 0.1], math.nan).surprise > 10
     after = later(history, feature_errors(math.nan, np.array([math.nan, math.nan])))
-    for moments in (after.mean, after.var, after.short, after.short_var):
+    for moments in (after.mean, after.var, after.short, after.short_var, after.previous):
         assert np.all(np.isfinite(moments))
 
 
 def test_history_of_another_model_restarts_but_keeps_its_replay_mark() -> None:
     history = history_of(lognormal(50))
-    assert for_model(history, history.model_key) is history
-    other = for_model(history, history.model_key + 1)
+    assert for_model(history, history.model_key, 2) is history
+    other = for_model(history, history.model_key + 1, 2)
     assert other.n == 0 and other.last_end_ms == history.last_end_ms and other.model_key == history.model_key + 1
+
+
+def test_state_of_the_older_four_array_layout_restarts_but_keeps_its_replay_mark() -> None:
+    history = history_of(lognormal(50))
+    older = history.to_bytes()[:-8 * 2]  # no `previous` array: 24 + 32 F bytes
+    restarted = for_model(ScoreHistory.from_bytes(older), history.model_key, 2)
+    assert restarted.n == 0 and restarted.last_end_ms == history.last_end_ms
+
+
+def test_error_jump_in_one_of_two_overlapping_windows_is_not_confirmed() -> None:
+    history = history_of(lognormal(300))
+    spike = [1.0, 0.1]  # feature 0 ten times its median: ~7.7 standard deviations
+    assert judged(history, spike).surprise > 5.0  # judged alone (windows do not overlap)
+    assert judged(history, spike, window_ms=OVERLAPPING_MS).surprise < 2.0  # its overlapping predecessor was normal
+    assert judged(later(history, spike), spike, window_ms=OVERLAPPING_MS).surprise > 5.0  # both windows agree
+
+
+def test_confirmation_needs_the_predecessor_to_cover_half_the_window() -> None:
+    history = later(history_of(lognormal(300)), [0.1, 0.1])
+    spike = [1.0, 0.1]
+    end_ms = history.last_end_ms + 1000
+    half_covered = judge(history, spike, 0.5, SETTINGS, start_ms=end_ms - 2000, end_ms=end_ms)
+    less = judge(history, spike, 0.5, SETTINGS, start_ms=end_ms - 1998, end_ms=end_ms)
+    assert half_covered.surprise < 2.0 < 5.0 < less.surprise
 
 
 def test_feature_errors_split_the_score_by_share() -> None:

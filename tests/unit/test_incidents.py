@@ -114,10 +114,11 @@ def test_detector_turns_one_anomaly_into_one_opened_and_one_closed_record() -> N
     assert [r["phase"] for r in records] == ["opened", "closed"]
     opened, closed = records
     assert opened["incident_id"] == closed["incident_id"]
-    assert opened["window_end"] == 601_000
+    # The anomaly starts in the window ending at 601 s; its overlapping successor confirms it.
+    assert opened["window_end"] == 602_000
     # The short-term mean stays raised for a few windows after the last anomalous one.
     assert 612_000 <= closed["closed_at"] <= 620_000
-    assert closed["duration_ms"] == closed["closed_at"] - 601_000 and closed["peak"]["score"] == pytest.approx(3.0)
+    assert closed["duration_ms"] == closed["closed_at"] - 602_000 and closed["peak"]["score"] == pytest.approx(3.0)
     assert closed["top_features"][0] == {"name": "rpm", "share": pytest.approx(0.8)}
     for record in records:
         jsonschema.validate(record, SCHEMA)

@@ -3,6 +3,7 @@
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -52,3 +53,11 @@ def test_late_detection_earns_less_and_false_alarms_cost(quality) -> None:
 def test_every_detector_goes_through_the_same_incident_machine(quality) -> None:
     stats = quality.Stats({"s": np.array([0, 5, 5, 5, 0, 0, 0, 0, 0, 0, 5, 0], float)}, {"s": np.arange(12)})
     assert quality.incident_openings(stats, (4.0, 1.0)) == {"s": [1, 10]}
+
+
+def test_ablation_caps_each_window_at_its_overlapping_predecessor(quality) -> None:
+    stats = quality.Stats({"s": np.array([1, 9, 2, 8, 8, 3], float)}, {"s": np.arange(6)})
+    overlapping = SimpleNamespace(window=24, stride=1)
+    disjoint = SimpleNamespace(window=24, stride=12)
+    np.testing.assert_array_equal(quality.confirmed(stats, overlapping).values["s"], [1, 1, 2, 2, 8, 3])
+    assert quality.confirmed(stats, disjoint) is stats
