@@ -134,9 +134,9 @@ class RedisWindowStore:
         for chunk in chunks:
             args: list[Any] = list(head)
             for series_id in chunk:
-                args.append(b"".join([pack(events[index].record.offset, events[index].ts_ms)
-                                      + events[index].values.astype("<f4", copy=False).tobytes()
-                                      for index in groups[series_id]]))
+                args.append(b"".join([pack(event.record.offset, event.ts_ms)
+                                      + event.values.astype("<f4", copy=False).tobytes()
+                                      for event in map(events.__getitem__, groups[series_id])]))
             keys = [self.key(series_id) for series_id in chunk]
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         replies = {series_id: reply for chunk, chunk_replies in zip(chunks, pipe.execute())
