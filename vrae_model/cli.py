@@ -189,7 +189,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = (
         "epochs", "lr", "batch_size", "beta", "kl_schedule", "free_bits", "threshold_method", "risk",
-        "quantile", "accelerator", "devices", "strategy", "seed",
+        "quantile", "accelerator", "devices", "strategy", "seed", "window_level",
     )  # fmt: skip
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
@@ -217,6 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{len(meta['features'])} ({', '.join(meta['features'])}), {meta['param_counts']['total']:,} parameters\n"
         f"threshold {meta['threshold']:.6g} on the anomaly score ({meta['threshold_method']}), "
         f"score {meta['score_threshold']:.6g}\n"
+        f"window levels {'removed' if result.metrics['window_level'] == 'remove' else 'kept'} "
+        f"(they hold {result.metrics['level_share']:.0%} of the variance)\n"
         f"artifact   {result.artifact_path}\ncheckpoint {result.checkpoint_path}"
     )
     return 0
@@ -504,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--devices", type=lambda text: int(text) if text.isdigit() else text)
     train.add_argument("--strategy")
     train.add_argument("--seed", type=int)
+    train.add_argument("--window-level", choices=("keep", "remove", "auto"),
+                       help="remove each window's level before the model sees it, keep it, or auto (the default "
+                            "preset): remove when levels hold over 25%% of the variance")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     export = command("export", cmd_export, "export a training checkpoint to a TorchScript artifact")

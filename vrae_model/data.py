@@ -81,6 +81,34 @@ class Scaler:
         return cls(mean=np.asarray(data["mean"]), std=np.asarray(data["std"]))
 
 
+# Above this share of variance in the window levels, `window_level="auto"` removes them (see below).
+LEVEL_SHARE_TO_REMOVE = 0.25
+
+
+def level_share(windows: np.ndarray) -> float:
+    """How much of the data's variance is in the windows' levels: Var(window mean) / Var(value), per
+    feature, averaged over features. White noise gives about 1/T; a signal whose variation lives inside
+    each window (ECG beats: ~0.01) stays low; one dominated by slow load, trend and seasons (the
+    synthetic machines: about 0.5) is high."""
+    data = np.asarray(windows, dtype=np.float64)
+    total = data.reshape(-1, data.shape[-1]).var(axis=0)
+    levels = data.mean(axis=1).var(axis=0)
+    varying = total > 1e-12  # a constant feature has no level to speak of
+    return float(np.mean(levels[varying] / total[varying])) if varying.any() else 0.0
+
+
+def choose_window_level(windows: np.ndarray) -> str:
+    """`window_level="auto"`: remove the levels when they carry a large share of the variance.
+
+    The slow part of a signal is the part that drifts, changes with the season or jumps when a sensor is
+    recalibrated, and a recurrent model cannot extrapolate it: live levels outside the training range
+    make every window reconstruct badly (measured: the static VRAE's AUC-PR on the drifting synthetic
+    set was 0.35 with levels kept, 0.80 removed). Where levels stay put and the variation is inside the
+    windows (ECG beats), the level still tells normal from abnormal (AUC-PR 0.42-0.59 kept, 0.37-0.46
+    removed), so it is kept."""
+    return "remove" if level_share(windows) > LEVEL_SHARE_TO_REMOVE else "keep"
+
+
 def fingerprint(windows: np.ndarray) -> str:
     """sha256 of the raw float32 window bytes and their shape: identifies the training data."""
     data = np.ascontiguousarray(windows, dtype=np.float32)

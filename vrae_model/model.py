@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 DECODER_INPUTS = ("zeros", "latent")
+WINDOW_LEVELS = ("keep", "remove", "auto")
 
 
 @dataclass
@@ -26,6 +27,12 @@ class VRAEConfig:
     # "zeros": the seed decoder, driven only by its initial state (z is seen once, at t=0).
     # "latent": z is also fed at every step, which keeps the decoder from ignoring it.
     decoder_input: str = "zeros"
+    # "keep": the model reconstructs each window as it is, level included (the reference model).
+    # "remove": each window's own mean per feature is taken out before encoding and added back after
+    # decoding, so the model learns shapes only. A recurrent model cannot extrapolate to levels it never
+    # saw: after a sensor's level drifts, every window of it reconstructs badly and hides real faults.
+    # "auto": decided from the training windows when training starts (`choose_window_level`).
+    window_level: str = "keep"
 
     def __post_init__(self) -> None:
         for name in ("n_features", "sequence_length", "hidden_size", "hidden_layer_depth", "latent_length"):
@@ -35,6 +42,8 @@ class VRAEConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.decoder_input not in DECODER_INPUTS:
             raise ValueError(f"decoder_input must be one of {DECODER_INPUTS}, got {self.decoder_input!r}")
+        if self.window_level not in WINDOW_LEVELS:
+            raise ValueError(f"window_level must be one of {WINDOW_LEVELS}, got {self.window_level!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,24 +115,37 @@ class VRAE(nn.Module):
 
     def __init__(self, config: VRAEConfig) -> None:
         super().__init__()
+        if config.window_level == "auto":
+            raise ValueError('window_level "auto" is decided from data: resolve it with choose_window_level first')
         self.config = config
+        self.remove_level = config.window_level == "remove"
         self.encoder = Encoder(config)
         self.latent = LatentHeads(config)
         self.decoder = Decoder(config)
 
+    def split_level(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(shape, level) with x = shape + level: what the encoder sees and what the decoder's output
+        is shifted by. The level is each window's mean per feature, or zero when it is kept."""
+        if self.remove_level:
+            level = x.mean(dim=1, keepdim=True)  # (B, 1, F)
+            return x - level, level
+        return x, torch.zeros_like(x[:, :1])
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.latent(self.encoder(x))  # (B, T, F) -> (B, L), (B, L)
+        """Posterior of a window's SHAPE (the first part of `split_level`): (B, T, F) -> (B, L), (B, L)."""
+        return self.latent(self.encoder(x))
 
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(z)  # (B, L) -> (B, T, F)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        mu, logvar = self.encode(x)
+        shape, level = self.split_level(x)
+        mu, logvar = self.encode(shape)
         if self.training:
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         else:
             z = mu
-        return self.decode(z), mu, logvar
+        return self.decode(z) + level, mu, logvar
 
     @torch.jit.unused
     def param_counts(self) -> dict[str, int]:

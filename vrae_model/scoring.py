@@ -61,9 +61,9 @@ class ScoringModule(nn.Module):
         return torch.where(s >= self.u, tail, body)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        scaled = self._scale(x)
-        mu, _ = self.model.encode(scaled)
-        error = (self.model.decode(mu) - scaled).pow(2)  # (B, T, F)
+        shape, _ = self.model.split_level(self._scale(x))
+        mu, _ = self.model.encode(shape)
+        error = (self.model.decode(mu) - shape).pow(2)  # (B, T, F); a removed level cancels out
         score = error.mean(dim=(1, 2))  # (B,)
         per_feature = error.mean(dim=1)  # (B, F)
         total = per_feature.sum(dim=1, keepdim=True)
@@ -73,16 +73,21 @@ class ScoringModule(nn.Module):
 
     @torch.jit.export
     def embed(self, x: Tensor) -> Tensor:
-        mu, _ = self.model.encode(self._scale(x))
+        shape, _ = self.model.split_level(self._scale(x))
+        mu, _ = self.model.encode(shape)
         return mu  # (B, L)
 
     @torch.jit.export
     def decode(self, z: Tensor) -> Tensor:
-        return self.model.decode(z.float()) * self.std + self.mean  # (B, L) -> (B, T, F) raw units
+        """(B, L) -> (B, T, F) raw units. A model that removes levels generates shapes around the
+        training data's mean level."""
+        return self.model.decode(z.float()) * self.std + self.mean
 
     @torch.jit.export
     def reconstruct(self, x: Tensor) -> Tensor:
-        return self.decode(self.embed(x))  # (B, T, F) raw units
+        shape, level = self.model.split_level(self._scale(x))
+        mu, _ = self.model.encode(shape)
+        return (self.model.decode(mu) + level) * self.std + self.mean  # (B, T, F) raw units
 
 
 def score_arrays(module: nn.Module, windows: np.ndarray, batch_size: int = SCORING_BATCH_SIZE) -> dict[str, np.ndarray]:

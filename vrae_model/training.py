@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vrae_model.artifact import save_artifact
 from vrae_model.calibration import Calibration
-from vrae_model.data import Scaler, WindowSet, fingerprint
+from vrae_model.data import Scaler, WindowSet, choose_window_level, fingerprint, level_share
 from vrae_model.exceptions import ArtifactError, ConfigError, DataError
 from vrae_model.model import VRAE, VRAEConfig, active_units, vrae_loss
 from vrae_model.presets import Preset, TrainConfig, get_preset, with_overrides
@@ -182,9 +182,11 @@ def train(
         raise DataError(f"training needs at least {MIN_WINDOWS} windows of shape (T, F), got {data.shape}; give more data")
     preset = _resolve_preset(preset_or_config, overrides)
     config = preset.train
-    model_config = VRAEConfig.from_dict(
-        {**preset.model.to_dict(), "n_features": int(data.shape[2]), "sequence_length": int(data.shape[1])}
-    )
+    window_level = preset.model.window_level
+    if window_level == "auto":
+        window_level = choose_window_level(data)
+    model_config = VRAEConfig.from_dict({**preset.model.to_dict(), "n_features": int(data.shape[2]),
+                                         "sequence_length": int(data.shape[1]), "window_level": window_level})
     pl.seed_everything(config.seed, workers=True, verbose=False)
     overlap_block = math.ceil(data.shape[1] / windows.stride) if windows.series_ids is not None else 1
     datamodule = WindowDataModule(data, config, block=overlap_block)
@@ -227,6 +229,8 @@ def train(
         "test": {k: float(v) for k, v in test_metrics.items()},
         "n_train_windows": int(len(datamodule.train_raw)),
         "n_val_windows": int(len(datamodule.val_raw)),
+        "window_level": window_level,
+        "level_share": level_share(data),
         "val_score_p50": float(np.quantile(calibrated.scores, 0.5)),
         "val_score_p99": float(np.quantile(calibrated.scores, 0.99)),
         "threshold": calibrated.threshold.threshold,

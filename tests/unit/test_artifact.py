@@ -17,11 +17,12 @@ from vrae_model.scoring import ScoringModule, score_arrays, score_windows
 WINDOW, FEATURES = 12, 2
 
 
-def make_module(decoder_input: str = "zeros") -> tuple[ScoringModule, np.ndarray]:
+def make_module(decoder_input: str = "zeros", window_level: str = "keep") -> tuple[ScoringModule, np.ndarray]:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     config = VRAEConfig(
-        n_features=FEATURES, sequence_length=WINDOW, hidden_size=6, hidden_layer_depth=2, latent_length=4, decoder_input=decoder_input
+        n_features=FEATURES, sequence_length=WINDOW, hidden_size=6, hidden_layer_depth=2, latent_length=4,
+        decoder_input=decoder_input, window_level=window_level,
     )
     model = VRAE(config).eval()
     windows = (rng.normal(size=(64, WINDOW, FEATURES)) * [1.0, 5.0] + [0.0, 20.0]).astype(np.float32)
@@ -115,6 +116,20 @@ def test_exported_methods_work_in_raw_units(saved, loaded: Artifact) -> None:
     decoded = artifact.module.decode(z)
     assert torch.allclose(decoded, artifact.module.reconstruct(x), atol=1e-6)
     assert abs(decoded[..., 1].mean().item() - 20.0) < 5.0  # back in the feature's own units
+
+
+def test_a_model_that_removes_levels_exports_exactly_and_scores_shapes_only(tmp_path: Path) -> None:
+    module, windows = make_module("latent", window_level="remove")
+    path = tmp_path / "shapes.pt"
+    save_artifact(module, metadata_for(module), path)
+    loaded = load_artifact(path).module
+    x = torch.from_numpy(windows[:4])
+    shifted = x + torch.tensor([3.0, -40.0])  # a level the scaler never saw, e.g. after a recalibration
+    with torch.inference_mode():
+        assert torch.allclose(module(x)["score"], loaded(x)["score"], atol=1e-5)
+        assert torch.allclose(loaded(shifted)["score"], loaded(x)["score"], rtol=1e-4, atol=1e-6)
+        assert torch.allclose(loaded.embed(shifted), loaded.embed(x), atol=1e-4)
+        assert torch.allclose(loaded.reconstruct(shifted), loaded.reconstruct(x) + torch.tensor([3.0, -40.0]), atol=1e-3)
 
 
 def test_latent_fed_decoder_also_exports_exactly(tmp_path: Path) -> None:

@@ -326,9 +326,9 @@ def test_train_then_export_then_score(capsys, tmp_path: Path, events_csv: Path) 
     model = tmp_path / "out" / "model.pt"
     code, printed, _ = run(
         capsys, "train", "--data", events_csv, "--window", WINDOW, "--stride", 2, "--preset", "seed", "--epochs", 1,
-        "--quiet", "--out", model,
+        "--window-level", "remove", "--quiet", "--out", model,
     )  # fmt: skip
-    assert code == 0 and "artifact" in printed
+    assert code == 0 and "artifact" in printed and "window levels removed" in printed
     checkpoint = model.with_suffix(".ckpt")
     assert checkpoint.is_file()
     exported = tmp_path / "exported.pt"

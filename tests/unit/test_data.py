@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vrae_model.data import Scaler, fingerprint, load_windows, read_long_csv
+from vrae_model.data import Scaler, choose_window_level, fingerprint, level_share, load_windows, read_long_csv
 from vrae_model.exceptions import DataError
 from vrae_model.windowing import due_positions
 
@@ -147,3 +147,22 @@ def test_fingerprint_depends_on_values_and_shape() -> None:
     assert fingerprint(data.reshape(2, 6, 1)) != fingerprint(data.reshape(3, 4, 1))
     assert fingerprint(data.reshape(2, 6, 1)) == fingerprint(data.reshape(2, 6, 1).astype(np.float64))
     assert fingerprint(data.reshape(2, 6, 1)) != fingerprint((data + 1).reshape(2, 6, 1))
+
+
+def test_level_share_tells_shapes_from_levels() -> None:
+    rng = np.random.default_rng(0)
+    window = 24
+    noise = rng.normal(size=(2000, window, 2))
+    assert level_share(noise) == pytest.approx(1 / window, rel=0.15)  # white noise: the mean of T values
+    assert choose_window_level(noise) == "keep"
+    # A slow load that moves the level from window to window, plus a little noise inside each window.
+    drifting = rng.normal(size=(2000, 1, 2)).cumsum(axis=0) + 0.2 * rng.normal(size=(2000, window, 2))
+    assert level_share(drifting) > 0.9
+    assert choose_window_level(drifting) == "remove"
+
+
+def test_a_constant_feature_does_not_count_towards_the_level_share() -> None:
+    rng = np.random.default_rng(1)
+    windows = np.concatenate([rng.normal(size=(500, 8, 1)), np.full((500, 8, 1), 3.0)], axis=2)
+    assert level_share(windows) == pytest.approx(level_share(windows[..., :1]))
+    assert level_share(np.full((10, 8, 2), 1.0)) == 0.0

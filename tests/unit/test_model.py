@@ -13,8 +13,11 @@ def test_seed_architecture_has_the_reference_parameter_counts() -> None:
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 @pytest.mark.parametrize("batch", [1, 5])
-def test_every_preset_maps_windows_to_same_shape(name: str, batch: int) -> None:
-    config = VRAEConfig.from_dict({**PRESETS[name].model.to_dict(), "n_features": 3, "sequence_length": 10})
+@pytest.mark.parametrize("window_level", ["keep", "remove"])
+def test_every_preset_maps_windows_to_same_shape(name: str, batch: int, window_level: str) -> None:
+    config = VRAEConfig.from_dict(
+        {**PRESETS[name].model.to_dict(), "n_features": 3, "sequence_length": 10, "window_level": window_level}
+    )
     model = VRAE(config).eval()
     x_hat, mu, logvar = model(torch.randn(batch, 10, 3))
     assert x_hat.shape == (batch, 10, 3)
@@ -42,9 +45,28 @@ def test_latent_fed_decoder_sees_z_at_every_step() -> None:
     assert model.decoder.lstm.input_size == 3
 
 
+def test_removed_level_is_added_back_so_an_offset_only_shifts_the_output() -> None:
+    torch.manual_seed(0)
+    x, offset = torch.randn(3, 6, 2), torch.tensor([5.0, -2.0])
+    removing = VRAE(VRAEConfig(n_features=2, sequence_length=6, window_level="remove")).eval()
+    assert torch.allclose(removing(x + offset)[0], removing(x)[0] + offset, atol=1e-5)
+    assert torch.allclose(removing.encode(removing.split_level(x + offset)[0])[0], removing.encode(x - x.mean(1, True))[0],
+                          atol=1e-5)
+    keeping = VRAE(VRAEConfig(n_features=2, sequence_length=6, window_level="keep")).eval()
+    assert not torch.allclose(keeping(x + offset)[0], keeping(x)[0] + offset, atol=1e-3)
+
+
+def test_auto_window_level_must_be_decided_before_a_model_is_built() -> None:
+    config = VRAEConfig(window_level="auto")  # a preset may say "auto"; training decides from the data
+    with pytest.raises(ValueError, match="choose_window_level"):
+        VRAE(config)
+
+
 def test_invalid_architecture_is_rejected() -> None:
     with pytest.raises(ValueError, match="decoder_input"):
         VRAEConfig(decoder_input="teacher")
+    with pytest.raises(ValueError, match="window_level"):
+        VRAEConfig(window_level="subtract")
     with pytest.raises(ValueError, match="hidden_size"):
         VRAEConfig(hidden_size=0)
 
