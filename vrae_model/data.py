@@ -97,8 +97,8 @@ def level_share(windows: np.ndarray) -> float:
     return float(np.mean(levels[varying] / total[varying])) if varying.any() else 0.0
 
 
-def choose_window_level(windows: np.ndarray) -> str:
-    """`window_level="auto"`: remove the levels when they carry a large share of the variance.
+def choose_window_level(share: float) -> str:
+    """`window_level="auto"`: remove the levels when they carry a large share (`level_share`) of the variance.
 
     The slow part of a signal is the part that drifts, changes with the season or jumps when a sensor is
     recalibrated, and a recurrent model cannot extrapolate it: live levels outside the training range
@@ -106,7 +106,7 @@ def choose_window_level(windows: np.ndarray) -> str:
     set was 0.35 with levels kept, 0.80 removed). Where levels stay put and the variation is inside the
     windows (ECG beats), the level still tells normal from abnormal (AUC-PR 0.42-0.59 kept, 0.37-0.46
     removed), so it is kept."""
-    return "remove" if level_share(windows) > LEVEL_SHARE_TO_REMOVE else "keep"
+    return "remove" if share > LEVEL_SHARE_TO_REMOVE else "keep"
 
 
 def fingerprint(windows: np.ndarray) -> str:

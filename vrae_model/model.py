@@ -116,7 +116,8 @@ class VRAE(nn.Module):
     def __init__(self, config: VRAEConfig) -> None:
         super().__init__()
         if config.window_level == "auto":
-            raise ValueError('window_level "auto" is decided from data: resolve it with choose_window_level first')
+            raise ValueError('window_level "auto" is decided from data: '
+                             "resolve it with vrae_model.data.choose_window_level first")
         self.config = config
         self.remove_level = config.window_level == "remove"
         self.encoder = Encoder(config)

@@ -103,9 +103,8 @@ PRESETS: dict[str, Preset] = {
             "measured on ECG5000 and the drifting synthetic set: hidden 64, depth 1, latent 4, latent-fed decoder, "
             "beta 0.1 with warm-up, free bits, window levels removed when they hold most of the variance"
         ),
-        model=VRAEConfig(
-            hidden_size=64, hidden_layer_depth=1, latent_length=4, dropout=0.0, decoder_input="latent", window_level="auto"
-        ),
+        model=VRAEConfig(hidden_size=64, hidden_layer_depth=1, latent_length=4, dropout=0.0, decoder_input="latent",
+                         window_level="auto"),
         train=TrainConfig(
             preset="default",
             lr=0.01,

@@ -182,9 +182,8 @@ def train(
         raise DataError(f"training needs at least {MIN_WINDOWS} windows of shape (T, F), got {data.shape}; give more data")
     preset = _resolve_preset(preset_or_config, overrides)
     config = preset.train
-    window_level = preset.model.window_level
-    if window_level == "auto":
-        window_level = choose_window_level(data)
+    share = level_share(data)
+    window_level = choose_window_level(share) if preset.model.window_level == "auto" else preset.model.window_level
     model_config = VRAEConfig.from_dict({**preset.model.to_dict(), "n_features": int(data.shape[2]),
                                          "sequence_length": int(data.shape[1]), "window_level": window_level})
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -230,7 +229,7 @@ def train(
         "n_train_windows": int(len(datamodule.train_raw)),
         "n_val_windows": int(len(datamodule.val_raw)),
         "window_level": window_level,
-        "level_share": level_share(data),
+        "level_share": share,
         "val_score_p50": float(np.quantile(calibrated.scores, 0.5)),
         "val_score_p99": float(np.quantile(calibrated.scores, 0.99)),
         "threshold": calibrated.threshold.threshold,
