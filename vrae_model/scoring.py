@@ -60,9 +60,14 @@ class ScoringModule(nn.Module):
         tail = 1.0 - (1.0 - self.q_u) * survival
         return torch.where(s >= self.u, tail, body)
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        shape, _ = self.model.split_level(self._scale(x))
+    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Raw windows -> (posterior mean, scaled shape, scaled level): what every method starts from."""
+        shape, level = self.model.split_level(self._scale(x))
         mu, _ = self.model.encode(shape)
+        return mu, shape, level
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        mu, shape, _ = self._encode(x)
         error = (self.model.decode(mu) - shape).pow(2)  # (B, T, F); a removed level cancels out
         score = error.mean(dim=(1, 2))  # (B,)
         per_feature = error.mean(dim=1)  # (B, F)
@@ -73,9 +78,7 @@ class ScoringModule(nn.Module):
 
     @torch.jit.export
     def embed(self, x: Tensor) -> Tensor:
-        shape, _ = self.model.split_level(self._scale(x))
-        mu, _ = self.model.encode(shape)
-        return mu  # (B, L)
+        return self._encode(x)[0]  # (B, L)
 
     @torch.jit.export
     def decode(self, z: Tensor) -> Tensor:
@@ -85,8 +88,7 @@ class ScoringModule(nn.Module):
 
     @torch.jit.export
     def reconstruct(self, x: Tensor) -> Tensor:
-        shape, level = self.model.split_level(self._scale(x))
-        mu, _ = self.model.encode(shape)
+        mu, _, level = self._encode(x)
         return (self.model.decode(mu) + level) * self.std + self.mean  # (B, T, F) raw units
 
 
