@@ -8,9 +8,10 @@ one sensor is diluted F times in the model's mean score, not in its own feature'
     e_f   = score * F * share_f                      the window's mean squared error of feature f
     x_f   = ln(max(e_f, 1e-12))
     a     = max(1 / n, a_long)                       a_long = 1 - 2 ** (-1 / long_halflife)
-    d_f   = clip(x_f - m_f, +-clip_sd sqrt(v_f + floor))       winsorised: an outlier barely teaches
+    d_f   = clip(x_f - m_f, +-c sqrt(v_f + floor))  winsorised at c = clip_sd: an outlier barely teaches
     m_f  <- m_f + a d_f                              long-term mean
-    v_f  <- (1 - a) (v_f + a d_f ** 2)               long-term variance (exponentially weighted)
+    v_f  <- (1 - a) (v_f + a d_f ** 2 / k)           long-term variance (exponentially weighted);
+                                                     k = E[min(Z², c²)] unbiases it for normal x
     s_f  <- s_f + max(1 / n, a_short) (m_f,old + d_f - s_f)    short-term mean (short_halflife)
     w_f  <- w_f + a ((s_f - m_f) ** 2 - w_f)         how far the short mean usually strays
     r_f  <- x_f                                      the previous window's log error, for confirmation
@@ -40,6 +41,12 @@ poorly, once per period), not the data: both tests therefore see, per feature, t
 windows' errors (an intersection-union test: both windows must be unusual). The cost is one stride of
 delay. Only the judgement uses y: the history folds in the window's own x. The model's calibration,
 which a young series leans on, is not confirmed. Non-overlapping or gapped windows are judged alone.
+
+Why winsorise at c = 2 sd: the history must not learn from the anomalies it is there to catch. Every
+window of a lasting anomaly still grows the variance by a (c² / k - 1). Over a 144-window drift fault
+(halflife 1000) that doubled the standard deviation at c = 4 (x2.1), which then hid later faults of
+the series for thousands of windows (README: the quality harness); at c = 2 it grows 1.18x. The
+price: a regime change that moves the errors is absorbed more slowly, mostly through that same growth.
 
 Replays: the state remembers the end timestamp of the last window folded in; a window ending at or
 before it is never folded in again, so a replay leaves the history unchanged.
@@ -72,7 +79,11 @@ class AdaptiveSettings:
     short_halflife: float = 6.0  # windows; the "recent average" compared against it
     warmup: float = 300.0  # windows after which the series' own history has half the say
     variance_floor: float = 1e-3  # in ln-error units squared: errors within ~3 % are never "unusual"
-    clip_sd: float = 4.0  # updates are winsorised at this many standard deviations
+    clip_sd: float = 2.0  # updates are winsorised at this many standard deviations (docstring: why 2)
+
+    def __post_init__(self) -> None:
+        if not self.clip_sd > 0:
+            raise ValueError(f"clip_sd must be positive, got {self.clip_sd}")
 
     @cached_property  # read for every window: computed once
     def long_rate(self) -> float:
@@ -81,6 +92,15 @@ class AdaptiveSettings:
     @cached_property
     def short_rate(self) -> float:
         return 1.0 - 2.0 ** (-1.0 / self.short_halflife)
+
+    @cached_property
+    def clip_efficiency(self) -> float:
+        """k = E[min(Z², c²)] for a standard normal Z: the share of the variance a winsorised update sees,
+        so that v / k, not v, estimates the variance of normal-behaviour errors."""
+        c = self.clip_sd
+        inside = math.erf(c / math.sqrt(2.0))
+        density = math.exp(-0.5 * c * c) / math.sqrt(2.0 * math.pi)
+        return inside - 2.0 * c * density + c * c * (1.0 - inside)
 
 
 Vector = tuple[float, ...]  # one float per feature; plain floats: F is small and this runs per window
@@ -206,6 +226,7 @@ def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveS
         return ScoreHistory(end_ms, 1, history.model_key, x, zeros, x, zeros, x)
     rate = max(1.0 / n, settings.long_rate)
     short_rate = max(1.0 / n, settings.short_rate)
+    efficiency = settings.clip_efficiency
     mean, var, short, short_var = [], [], [], []
     for xi, m, v, s, w in zip(x, history.mean, history.var, history.short, history.short_var):
         # Winsorised: one wild window moves the moments no more than a window at the clip would, so an
@@ -215,7 +236,7 @@ def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveS
         new_mean = m + rate * d
         new_short = s + short_rate * (m + d - s)
         mean.append(new_mean)
-        var.append((1.0 - rate) * (v + rate * d * d))
+        var.append((1.0 - rate) * (v + rate * d * d / efficiency))
         short.append(new_short)
         short_var.append(w + rate * ((new_short - new_mean) ** 2 - w))
     return ScoreHistory(end_ms, n, history.model_key, tuple(mean), tuple(var), tuple(short), tuple(short_var), x)

@@ -149,3 +149,34 @@ def test_feature_errors_split_the_score_by_share() -> None:
     assert log_error(0.0) == pytest.approx(math.log(1e-12))
     assert log_error(math.nan) == log_error(math.inf) > 80
     assert model_key("00" * 32) == 0
+
+
+@pytest.mark.parametrize("clip_sd", [1.5, 2.0, 3.0])
+def test_winsorised_variance_is_unbiased_for_normal_log_errors(clip_sd: float) -> None:
+    settings = AdaptiveSettings(long_halflife=4000.0, clip_sd=clip_sd)
+    history = history_of(lognormal(20_000, sigma=0.3, features=1), settings)
+    assert math.sqrt(history.var[0]) == pytest.approx(0.3, rel=0.05)
+
+
+def test_clip_efficiency_is_the_winsorised_second_moment_of_a_standard_normal() -> None:
+    z = np.random.default_rng(0).standard_normal(2_000_000)
+    for clip_sd in (1.0, 2.0, 4.0):
+        expected = float(np.mean(np.minimum(z * z, clip_sd**2)))
+        assert AdaptiveSettings(clip_sd=clip_sd).clip_efficiency == pytest.approx(expected, rel=0.01)
+
+
+def test_a_long_anomaly_does_not_hide_the_next_one() -> None:
+    """144 windows far off (a slow drift fault), then 300 normal ones: a later fault 5 standard
+    deviations up must still be surprising. Winsorised at 4 sd, the first fault doubled the standard
+    deviation and hid the second one."""
+    normal = lognormal(2300, sigma=0.3, features=1)
+    rows = np.concatenate([normal[:2000], np.full((144, 1), 0.1 * math.exp(3.0)), normal[2000:]])
+    fault = (0.1 * math.exp(5 * 0.3),)
+    surprise = {clip_sd: judged(history_of(rows, settings), fault, settings=settings).surprise
+                for clip_sd in (2.0, 4.0) for settings in [AdaptiveSettings(warmup=0.0, clip_sd=clip_sd)]}
+    assert surprise[2.0] > 3.0 > surprise[4.0]
+
+
+def test_clip_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="clip_sd"):
+        AdaptiveSettings(clip_sd=0.0)
