@@ -61,3 +61,17 @@ def test_ablation_caps_each_window_at_its_overlapping_predecessor(quality) -> No
     disjoint = SimpleNamespace(window=24, stride=12)
     np.testing.assert_array_equal(quality.confirmed(stats, overlapping).values["s"], [1, 1, 2, 2, 8, 3])
     assert quality.confirmed(stats, disjoint) is stats
+
+
+def test_level_grid_has_no_holes_a_gapped_statistic_could_hide_in(quality) -> None:
+    """The open levels step through the statistic's tail share by at most 1.35x from 0.2 down to 1e-4:
+    the hand-picked grid before jumped from 0.1 to 0.05, over the range where the static VRAE's best
+    level was. Tied quantiles are judged once."""
+    values = np.arange(100_000, dtype=np.float64)
+    grid = quality.level_grid(quality.Stats({"s": values}, {"s": np.arange(len(values))}))
+    tails = np.array(sorted({1.0 - open_level / (len(values) - 1) for open_level, _ in grid}, reverse=True))
+    assert tails[0] == pytest.approx(0.2, rel=1e-3) and tails[-1] == pytest.approx(1e-4, rel=1e-2)
+    assert np.max(tails[:-1] / tails[1:]) < 1.35
+    assert len(grid) == len(set(grid))
+    tied = quality.level_grid(quality.Stats({"s": np.zeros(1000)}, {"s": np.arange(1000)}))
+    assert tied == [(0.0, 0.0)]
