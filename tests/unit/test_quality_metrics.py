@@ -75,3 +75,58 @@ def test_level_grid_has_no_holes_a_gapped_statistic_could_hide_in(quality) -> No
     assert len(grid) == len(set(grid))
     tied = quality.level_grid(quality.Stats({"s": np.zeros(1000)}, {"s": np.arange(1000)}))
     assert tied == [(0.0, 0.0)]
+
+
+def test_seeds_parse_as_lists_and_ranges_and_bad_ones_say_why(quality) -> None:
+    assert quality.parse_seeds("0") == (0,)
+    assert quality.parse_seeds("0,201-203, 1,0") == (0, 201, 202, 203, 1)
+    for bad, message in (("", "no seeds"), ("a", "not a seed"), ("5-3", "empty range"), ("-1", "not a seed")):
+        with pytest.raises(ValueError, match=message):
+            quality.parse_seeds(bad)
+
+
+def test_paired_interval_is_students_t_of_the_per_seed_differences(quality) -> None:
+    mean, low, high = quality.paired_interval([1.0, 2.0, 3.0])
+    # sd 1, n 3: half width t(0.975, 2) / sqrt(3) = 4.303 / 1.732
+    assert mean == 2.0 and (low, high) == pytest.approx((2.0 - 2.4843, 2.0 + 2.4843), abs=1e-3)
+    one = quality.paired_interval([4.0])
+    assert one[0] == 4.0 and np.isnan(one[1]) and np.isnan(one[2])
+
+
+def test_summary_pairs_each_adaptive_row_with_every_other_row_by_seed(quality) -> None:
+    def card(nab: float, f1: float) -> object:
+        return quality.Scorecard(nab=nab, precision=f1, recall=f1, f1=f1, delay=0.0, false_alarms_per_10k=0.0,
+                                 auc_pr=0.5)
+
+    per_seed = {
+        1: {"VRAE static": card(80.0, 0.8), "VRAE adaptive (worker)": card(90.0, 0.9)},
+        2: {"VRAE static": card(70.0, 0.9), "VRAE adaptive (worker)": card(75.0, 0.7)},
+    }
+    text = quality.summary("toy", per_seed)
+    assert "2 seeds (1, 2)" in text
+    assert "| VRAE static | 75.0 | 70.0-80.0 | 0.85 | 0.80-0.90 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| VRAE adaptive (worker) | VRAE static |"))
+    assert "+7.5 [" in row and "+0.00 [" not in row and row.endswith("| 1 of 2 |")
+
+
+def test_a_cached_model_is_reused_only_for_the_same_inputs(quality, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import vrae_model.training
+
+    trained: list[Path] = []
+
+    def fake_train(windows, preset, *, out, **_) -> None:  # training itself is tested elsewhere
+        trained.append(Path(out))
+        Path(out).write_bytes(b"model")
+
+    monkeypatch.setattr(vrae_model.training, "train", fake_train)
+    data = quality.DataSet(name="toy set", features=["a"], window=4, stride=1,
+                           train_windows=np.zeros((8, 4, 1), np.float32), train_stride=1, tune=[], test=[],
+                           z_window=8)
+    first = quality.train_vrae(data, tmp_path / "toy.pt", quick=True, seed=0, models=tmp_path / "models")
+    again = quality.train_vrae(data, tmp_path / "toy.pt", quick=True, seed=0, models=tmp_path / "models")
+    other_seed = quality.train_vrae(data, tmp_path / "toy.pt", quick=True, seed=1, models=tmp_path / "models")
+    data.train_windows = np.ones((8, 4, 1), np.float32)
+    other_data = quality.train_vrae(data, tmp_path / "toy.pt", quick=True, seed=0, models=tmp_path / "models")
+    assert first == again and trained == [first, other_seed, other_data]
+    assert len({first, other_seed, other_data}) == 3 and first.parent == tmp_path / "models"
