@@ -15,6 +15,7 @@ one sensor is diluted F times in the model's mean score, not in its own feature'
     s_f  <- s_f + max(1 / n, a_short) (m_f,old + d_f - s_f)    short-term mean (short_halflife)
     w_f  <- w_f + a ((s_f - m_f) ** 2 - w_f)         how far the short mean usually strays
     r_f  <- x_f                                      the previous window's log error, for confirmation
+    r_0  <- anomaly_score                            and its model anomaly score, likewise
 
 A new window is judged BEFORE it is folded in:
 
@@ -23,15 +24,15 @@ A new window is judged BEFORE it is folded in:
     p_trend = Q(max_f (s'_f - m_f) / sqrt(w_f + floor))    is the recent average unusual?
               s'_f = s_f + max(1 / (n + 1), a_short) (y_f - s_f)
     p_local = min(1, 2 F min(p_point, p_trend))            Bonferroni over the 2 F questions
-    p_model = max(1 - anomaly_score, 2 ** -24)             the model's global calibration
+    p_model = max(1 - min(anomaly_score, r_0), 2 ** -24)   the model's global calibration, confirmed too
     lambda  = n / (n + warmup)                             trust in the series' history grows with it
     ln p    = (1 - lambda) ln p_model + lambda ln p_local
     surprise = -log10 p                                    3 means "one window in a thousand"
 
-Q is the upper tail of the standard normal. The state is 24 + 40 F bytes per series whatever the
-stream length, and it forgets: a regime change becomes the new normal after a few `long_halflife`s,
-while a window that is unusual *for this series* stands out even when the model's global scale says
-otherwise.
+Q is the upper tail of the standard normal; r_f and r_0 count only when the window is confirmed
+(below). The state is 32 + 40 F bytes per series whatever the stream length, and it forgets: a regime
+change becomes the new normal after a few `long_halflife`s, while a window that is unusual *for this
+series* stands out even when the model's global scale says otherwise.
 
 Confirmation: when the previous window of the series covers at least the first half of this one
 (2 last_end_ms >= start_ms + end_ms, i.e. stride <= window / 2), every event lies in two consecutive
@@ -40,7 +41,9 @@ only is the model rendering that window badly (e.g. one phase of a periodic sign
 poorly, once per period), not the data: both tests therefore see, per feature, the smaller of the two
 windows' errors (an intersection-union test: both windows must be unusual). The cost is one stride of
 delay. Only the judgement uses y: the history folds in the window's own x. The model's calibration,
-which a young series leans on, is not confirmed. Non-overlapping or gapped windows are judged alone.
+which a young series leans on, is confirmed the same way (the smaller of the two windows' anomaly
+scores): unconfirmed, it let those one-window errors through for the first few hundred windows of
+every series (README: the quality harness). Non-overlapping or gapped windows are judged alone.
 
 Why winsorise at c = 2 sd: the history must not learn from the anomalies it is there to catch. Every
 window of a lasting anomaly still grows the variance by a (c² / k - 1). Over a 144-window drift fault
@@ -67,7 +70,7 @@ MIN_PROBABILITY = 1e-300
 MIN_MODEL_PROBABILITY = 2.0**-24
 # ln(float32 max): where a non-finite error (the model overflowed) lands, the most anomalous there is.
 MAX_LOG_SCORE = math.log(float(np.finfo(np.float32).max))
-_HEAD = struct.Struct("<qqq")  # last_end_ms, n, model_key; then 5 float64 arrays of F
+_HEAD = struct.Struct("<qqqd")  # last_end_ms, n, model_key, previous_anomaly; then 5 float64 arrays of F
 _ARRAYS = 5
 
 
@@ -120,18 +123,20 @@ class ScoreHistory(NamedTuple):
     short: Vector = ()
     short_var: Vector = ()
     previous: Vector = ()  # the log errors of the window ending at last_end_ms
+    previous_anomaly: float = 1.0  # and the model's anomaly score of that window (r_0)
 
     def to_bytes(self) -> bytes:
         moments = (*self.mean, *self.var, *self.short, *self.short_var, *self.previous)
-        return _HEAD.pack(self.last_end_ms, self.n, self.model_key) + struct.pack(f"<{len(moments)}d", *moments)
+        head = _HEAD.pack(self.last_end_ms, self.n, self.model_key, self.previous_anomaly)
+        return head + struct.pack(f"<{len(moments)}d", *moments)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "ScoreHistory":
-        last_end_ms, n, key = _HEAD.unpack_from(raw)
+        last_end_ms, n, key, previous_anomaly = _HEAD.unpack_from(raw)
         f = (len(raw) - _HEAD.size) // (8 * _ARRAYS)
         moments = struct.unpack_from(f"<{_ARRAYS * f}d", raw, _HEAD.size)
         mean, var, short, short_var, previous = (moments[i * f:(i + 1) * f] for i in range(_ARRAYS))
-        return cls(last_end_ms, n, key, mean, var, short, short_var, previous)
+        return cls(last_end_ms, n, key, mean, var, short, short_var, previous, previous_anomaly)
 
     @classmethod
     def fresh(cls, model_key: int, last_end_ms: int = -1) -> "ScoreHistory":
@@ -179,6 +184,11 @@ def log_error(error: float) -> float:
     return min(math.log(max(error, MIN_SCORE)), MAX_LOG_SCORE)
 
 
+def model_anomaly_of(anomaly_score: float) -> float:
+    """The model's calibrated anomaly score; NaN (the model overflowed) counts as certain: 1."""
+    return anomaly_score if math.isfinite(anomaly_score) else 1.0
+
+
 def upper_tail(z: float) -> float:
     """Q(z) = P(N(0, 1) > z)."""
     return 0.5 * math.erfc(z / math.sqrt(2.0))
@@ -194,14 +204,17 @@ def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings:
           start_ms: int, end_ms: int) -> Judgement:
     """The tail probability of a window's per-feature errors for this series, blended with the model's
     own calibration (`anomaly_score`); the window spans [start_ms, end_ms]."""
-    model_anomaly = anomaly_score if math.isfinite(anomaly_score) else 1.0
+    confirmed = confirms(history, start_ms, end_ms)
+    model_anomaly = model_anomaly_of(anomaly_score)
+    if confirmed:
+        model_anomaly = min(model_anomaly, history.previous_anomaly)
     p_model = min(max(1.0 - model_anomaly, MIN_MODEL_PROBABILITY), 1.0)
     if history.n == 0:
         return Judgement(p_value=p_model, p_point=1.0, p_trend=1.0, p_model=p_model)
     floor = settings.variance_floor
     short_rate = max(1.0 / (history.n + 1), settings.short_rate)
     # Unconfirmed, the previous window's error counts as +inf: the min leaves this window's error alone.
-    previous = history.previous if confirms(history, start_ms, end_ms) else (math.inf,) * len(errors)
+    previous = history.previous if confirmed else (math.inf,) * len(errors)
     z_point = z_trend = -math.inf
     for error, m, v, s, w, r in zip(errors, history.mean, history.var, history.short, history.short_var, previous):
         y = min(log_error(error), r)
@@ -215,15 +228,18 @@ def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings:
     return Judgement(p_value=p_value, p_point=p_point, p_trend=p_trend, p_model=p_model)
 
 
-def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveSettings) -> ScoreHistory:
-    """The history with one more window; a window at or before `last_end_ms` (a replay) changes nothing."""
+def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveSettings, *,
+         anomaly_score: float) -> ScoreHistory:
+    """The history with one more window (its per-feature errors and the model's anomaly score); a window
+    at or before `last_end_ms` (a replay) changes nothing."""
     if end_ms <= history.last_end_ms:
         return history
     x = tuple(log_error(error) for error in errors)
+    anomaly = model_anomaly_of(anomaly_score)
     n = history.n + 1
     if n == 1:
         zeros = (0.0,) * len(x)
-        return ScoreHistory(end_ms, 1, history.model_key, x, zeros, x, zeros, x)
+        return ScoreHistory(end_ms, 1, history.model_key, x, zeros, x, zeros, x, anomaly)
     rate = max(1.0 / n, settings.long_rate)
     short_rate = max(1.0 / n, settings.short_rate)
     efficiency = settings.clip_efficiency
@@ -239,7 +255,8 @@ def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveS
         var.append((1.0 - rate) * (v + rate * d * d / efficiency))
         short.append(new_short)
         short_var.append(w + rate * ((new_short - new_mean) ** 2 - w))
-    return ScoreHistory(end_ms, n, history.model_key, tuple(mean), tuple(var), tuple(short), tuple(short_var), x)
+    return ScoreHistory(end_ms, n, history.model_key, tuple(mean), tuple(var), tuple(short), tuple(short_var), x,
+                        anomaly)
 
 
 def for_model(history: ScoreHistory | None, key: int, n_features: int) -> ScoreHistory:

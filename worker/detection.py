@@ -146,7 +146,8 @@ def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, Detec
                           end_ms=window.end_ms)
         seen = Observation(window.start_ms, window.end_ms, score, judgement.surprise, scores.feature_scores[index])
         incident, transition = step(sid, state.incident, seen, settings.incidents)
-        current[sid] = DetectorState(fold(state.history, errors, window.end_ms, settings.adaptive), incident)
+        history = fold(state.history, errors, window.end_ms, settings.adaptive, anomaly_score=anomaly)
+        current[sid] = DetectorState(history, incident)
         result.verdicts.append(Verdict(window, index, judgement))
         if transition is not None:
             result.events.append(IncidentEvent(transition, window))

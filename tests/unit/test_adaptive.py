@@ -2,6 +2,7 @@
 overlapping windows, the model-swap rule."""
 
 import math
+import struct
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ def history_of(errors: np.ndarray, settings: AdaptiveSettings = SETTINGS) -> Sco
     """Fold (n, F) per-feature errors, one window per second."""
     history = ScoreHistory.fresh(model_key("ab" * 32))
     for i, row in enumerate(errors):
-        history = fold(history, tuple(row), 1000 * (i + 1), settings)
+        history = fold(history, tuple(row), 1000 * (i + 1), settings, anomaly_score=0.5)
     return history
 
 
@@ -24,8 +25,8 @@ def lognormal(n: int, seed: int = 0, median: float = 0.1, sigma: float = 0.3, fe
     return median * np.exp(sigma * np.random.default_rng(seed).standard_normal((n, features)))
 
 
-def later(history: ScoreHistory, errors) -> ScoreHistory:
-    return fold(history, tuple(errors), history.last_end_ms + 1000, SETTINGS)
+def later(history: ScoreHistory, errors, anomaly_score: float = 0.5) -> ScoreHistory:
+    return fold(history, tuple(errors), history.last_end_ms + 1000, SETTINGS, anomaly_score=anomaly_score)
 
 
 ALONE_MS, OVERLAPPING_MS = 1000, 10_000  # window spans: one stride (no overlap), ten strides
@@ -40,15 +41,15 @@ def judged(history: ScoreHistory, errors, anomaly_score: float = 0.5, settings: 
 
 def test_state_size_is_fixed_whatever_the_stream_length() -> None:
     short, long = history_of(lognormal(10)), history_of(lognormal(5000))
-    assert len(short.to_bytes()) == len(long.to_bytes()) == state_bytes(2) == 104
+    assert len(short.to_bytes()) == len(long.to_bytes()) == state_bytes(2) == 112
     assert ScoreHistory.from_bytes(long.to_bytes()) == long
 
 
 def test_replayed_window_leaves_history_unchanged() -> None:
     history = history_of(lognormal(100))
     before = history.to_bytes()
-    assert fold(history, np.array([1e6, 1e6]), history.last_end_ms, SETTINGS).to_bytes() == before
-    assert fold(history, np.array([1e6, 1e6]), history.last_end_ms - 5000, SETTINGS).to_bytes() == before
+    for end_ms in (history.last_end_ms, history.last_end_ms - 5000):
+        assert fold(history, np.array([1e6, 1e6]), end_ms, SETTINGS, anomaly_score=1.0).to_bytes() == before
 
 
 def test_moments_track_the_log_errors_per_feature() -> None:
@@ -106,8 +107,8 @@ def test_slowly_rising_errors_are_caught_by_the_short_term_mean() -> None:
 def test_non_finite_errors_are_the_most_anomalous_and_keep_the_state_finite() -> None:
     history = history_of(lognormal(200))
     assert judged(history, [math.inf, 0.1], math.nan).surprise > 10
-    after = later(history, feature_errors(math.nan, np.array([math.nan, math.nan])))
-    for moments in (after.mean, after.var, after.short, after.short_var, after.previous):
+    after = later(history, feature_errors(math.nan, np.array([math.nan, math.nan])), anomaly_score=math.nan)
+    for moments in (after.mean, after.var, after.short, after.short_var, after.previous, (after.previous_anomaly,)):
         assert np.all(np.isfinite(moments))
 
 
@@ -118,9 +119,15 @@ def test_history_of_another_model_restarts_but_keeps_its_replay_mark() -> None:
     assert other.n == 0 and other.last_end_ms == history.last_end_ms and other.model_key == history.model_key + 1
 
 
-def test_state_of_the_older_four_array_layout_restarts_but_keeps_its_replay_mark() -> None:
+@pytest.mark.parametrize("layout", ["24 + 32 F: no previous errors", "24 + 40 F: no previous anomaly score"])
+def test_state_of_an_older_layout_restarts_but_keeps_its_replay_mark(layout: str) -> None:
     history = history_of(lognormal(50))
-    older = history.to_bytes()[:-8 * 2]  # no `previous` array: 24 + 32 F bytes
+    arrays = (history.mean, history.var, history.short, history.short_var, history.previous)
+    if layout.startswith("24 + 32"):
+        arrays = arrays[:-1]
+    moments = [value for array in arrays for value in array]
+    older = struct.pack("<qqq", history.last_end_ms, history.n, history.model_key) + struct.pack(
+        f"<{len(moments)}d", *moments)
     restarted = for_model(ScoreHistory.from_bytes(older), history.model_key, 2)
     assert restarted.n == 0 and restarted.last_end_ms == history.last_end_ms
 
@@ -131,6 +138,16 @@ def test_error_jump_in_one_of_two_overlapping_windows_is_not_confirmed() -> None
     assert judged(history, spike).surprise > 5.0  # judged alone (windows do not overlap)
     assert judged(history, spike, window_ms=OVERLAPPING_MS).surprise < 2.0  # its overlapping predecessor was normal
     assert judged(later(history, spike), spike, window_ms=OVERLAPPING_MS).surprise > 5.0  # both windows agree
+
+
+def test_a_young_series_confirms_the_models_calibration_too() -> None:
+    """While the model's calibration has the say, a window the model finds extreme only counts when its
+    overlapping predecessor agrees: otherwise one badly rendered window opens an incident."""
+    young = later(ScoreHistory.fresh(model_key("ab" * 32)), [0.1, 0.1], anomaly_score=0.5)
+    assert judged(young, [0.1, 0.1], 0.99999).surprise > 4.0  # judged alone
+    assert judged(young, [0.1, 0.1], 0.99999, window_ms=OVERLAPPING_MS).surprise < 1.0
+    agreeing = later(ScoreHistory.fresh(model_key("ab" * 32)), [0.1, 0.1], anomaly_score=0.9999)
+    assert judged(agreeing, [0.1, 0.1], 0.99999, window_ms=OVERLAPPING_MS).surprise > 3.5
 
 
 def test_confirmation_needs_the_predecessor_to_cover_half_the_window() -> None:
