@@ -130,3 +130,31 @@ def test_a_cached_model_is_reused_only_for_the_same_inputs(quality, tmp_path: Pa
     other_data = quality.train_vrae(data, tmp_path / "toy.pt", quick=True, seed=0, models=tmp_path / "models")
     assert first == again and trained == [first, other_seed, other_data]
     assert len({first, other_seed, other_data}) == 3 and first.parent == tmp_path / "models"
+
+
+def test_recalibrated_set_changes_one_sensors_gain_per_machine_for_good_unlabelled(quality) -> None:
+    base, changed = quality.synth_data(True, 3), quality.recalibrated_data(True, 3)
+    np.testing.assert_array_equal(changed.train_windows, base.train_windows)  # same history, same model
+    for before, after in zip(base.test, changed.test, strict=True):
+        np.testing.assert_array_equal(after.labels, before.labels)
+        moved = np.any(after.values != before.values, axis=0)
+        rows = np.flatnonzero(np.any(after.values != before.values, axis=1))
+        assert moved.sum() == 1 and rows[-1] == len(before.values) - 1  # one feature, to the end of the split
+        f, at = int(np.flatnonzero(moved)[0]), int(rows[0])
+        assert 0 < at < 0.6 * len(before.values)
+        centre = before.values[:at, f].astype(np.float64).mean()
+        offset = before.values[at:, f] - centre
+        away = np.abs(offset) > 0.1 * np.std(offset)  # float32 rounding dominates the ratio near the centre
+        gain = (after.values[at:, f] - centre)[away] / offset[away]
+        assert np.allclose(gain, np.median(gain), rtol=1e-3) and 1.29 < max(gain[0], 1 / gain[0]) < 2.01
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "3-1"], "quality.py: empty range of seeds: '3-1'"),
+    (["--datasets", "synth,weather"], "quality.py: unknown data set(s) weather; use synth, ecg, recalibrated"),
+    (["--jobs", "0"], "quality.py: --jobs must be at least 1"),
+])
+def test_bad_arguments_are_one_line_and_exit_code_2(quality, argv: list[str], message: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert quality.main(argv) == 2
+    assert capsys.readouterr().err.strip() == message
