@@ -225,7 +225,6 @@ def train_vrae(data: DataSet, out: Path, quick: bool, seed: int = 0, models: Pat
     # reach PCA's training error on these windows (measured; beta=1 stays ~5x worse in this budget).
     overrides = {"epochs": 15 if quick else 30, "patience": 4, "batch_size": 32 if quick else 64, "beta": 0.1,
                  "seed": seed}
-    cached = None
     if models is not None:
         key = hashlib.sha256(data.train_windows.tobytes())
         key.update(json.dumps([data.features, data.train_stride, overrides, torch.__version__]).encode())
