@@ -560,11 +560,14 @@ def run_seed(seed: int, keys: Sequence[str], quick: bool, models: Path | None, v
     log = (lambda line: print(line, flush=True)) if verbose else (lambda line: None)
     run = SeedRun(seed, {}, {}, {}, 0.0)
     with tempfile.TemporaryDirectory(prefix="vrae-quality-") as scratch:
+        # Without --models, the scratch folder caches: the synthetic sets share their history, so
+        # they share one trained model within the run.
+        cache = models if models is not None else Path(scratch) / "models"
         for key in keys:
             data = BUILDERS[key](quick, seed)
             log(f"{data.name}, seed {seed}:")
             run.names[key] = data.name
-            run.cards[key] = evaluate(data, Path(scratch), quick, log, seed, models)
+            run.cards[key] = evaluate(data, Path(scratch), quick, log, seed, cache)
             run.tables[key] = table(data, run.cards[key])
     run.seconds = time.perf_counter() - started
     return run

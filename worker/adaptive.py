@@ -265,7 +265,8 @@ def for_model(history: ScoreHistory | None, key: int, n_features: int) -> ScoreH
     Rule on a model swap: errors of two models live on different scales, so a history kept for
     another model restarts empty (keeping its replay mark). The blend then leans on the new model's
     global calibration and hands over to the series' own history again over `warmup` windows. A
-    history of the wrong shape (a state stored by an older layout with fewer arrays) restarts the same way.
+    history of the wrong shape (a state stored by an older layout: a shorter head or fewer arrays
+    decodes to the wrong feature count) restarts the same way.
     """
     if history is None:
         return ScoreHistory.fresh(key)
