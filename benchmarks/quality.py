@@ -18,14 +18,15 @@ of labelled events. Four detectors see the same events and are judged on the sam
     rolling z-score   max over features of |x - mean| / std of the previous `z_window` raw values
     PCA               reconstruction error of the (standardised, flattened) window, fitted on history
     VRAE static       the model's score against its global calibration (one threshold for all series)
-    VRAE adaptive     the worker's pipeline (BatchProcessor, in-memory window and detector stores,
-                      in-memory source and sink): per-series online calibration + incidents
+    VRAE adaptive     the worker's pipeline replayed in memory (worker.replay: BatchProcessor with
+                      in-memory stores, source and sink): per-series online calibration + incidents
 
-Every detector's per-window statistic goes through the same incident machine (worker.incidents), and
-a detection is an incident OPENING. Each detector's open level is chosen by maximising the NAB score
-on the tuning split (grid over that detector's own tuning-split quantiles, 34 log-spaced tail shares
-from 0.2 to 1e-4: open at q, close at the quantile 1, 3, 10 or 30 times as frequent); the TEST split,
-whose labels are never used to choose anything, is reported.
+Every detector's per-window statistic goes through the same incident machine and scoring
+(worker.evaluation, which `vrae-worker tune-levels` uses too), and a detection is an incident OPENING.
+Each detector's open level is chosen by maximising the NAB score on the tuning split (grid over that
+detector's own tuning-split quantiles, 34 log-spaced tail shares from 0.2 to 1e-4: open at q, close at
+the quantile 1, 3, 10 or 30 times as frequent); the TEST split, whose labels are never used to choose
+anything, is reported.
 "VRAE adaptive (3/2)" uses the default levels (open at surprise 3, close below 2) with no tuning.
 "VRAE static + confirmation" is an ablation, not a baseline: the static statistic with the worker's
 two-window confirmation (worker.adaptive) bolted on, to show how much of the adaptive worker's result
@@ -46,7 +47,7 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -57,25 +58,15 @@ from vrae_model.artifact import load_artifact
 from vrae_model.data import WindowSet
 from vrae_model.synth import generate
 from vrae_model.windowing import due_positions
-from worker.detection import DetectorSettings, Detector, MemoryDetectorStore
-from worker.events import EventParser, SourceRecord
-from worker.incidents import IncidentSettings, IncidentState, Observation, step
-from worker.metrics import Metrics
-from worker.outbound import OutboundMessage
-from worker.pipeline import BatchProcessor, Topics
+from worker.detection import DetectorSettings
+from worker.evaluation import Stats, anomaly_windows, best_levels, incident_openings, score_detections
+from worker.incidents import IncidentSettings
+from worker.replay import Replay, replay
 from worker.scorer import Scorer
-from worker.windows import MemoryWindowStore, WindowSpec
 
 ECG_PATH = Path("/work/shared/data/ecg5000/ECG5000_TRAIN.txt")
-# Open levels: the detector's own quantiles for tail shares 0.2 down to 1e-4, ten per decade. A coarser
-# grid (12 hand-picked quantiles) skipped whole ranges of a statistic with a gap between normal and
-# anomalous windows: it offered the static VRAE the 0.9 or 0.95 quantile, and its best level on seed 0 is the 0.92.
-QUANTILES = tuple(float(q) for q in 1.0 - np.logspace(math.log10(0.2), -4.0, 34))
-CLOSE_RATIOS = (1.0, 3.0, 10.0, 30.0)
 CLOSE_AFTER = 5
 ABLATION = "VRAE static + confirmation (ablation)"
-BATCH_RECORDS = 500
-A_TP, A_FP, A_FN = 1.0, -0.11, -1.0
 
 
 @dataclass
@@ -97,14 +88,6 @@ class DataSet:
     tune: list[Series]
     test: list[Series]
     z_window: int
-
-
-@dataclass
-class Stats:
-    """One detector's statistic at every due window of a split, keyed by series."""
-
-    values: dict[str, np.ndarray]  # series -> (n_due,) statistic (higher = more anomalous)
-    due: dict[str, np.ndarray]  # series -> (n_due,) event index ending each due window
 
 
 @dataclass
@@ -315,144 +298,27 @@ def static_score(scorer: Scorer) -> Callable[[np.ndarray], np.ndarray]:
 # ------------------------------------------------------------------------ the worker, in memory
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.sent: list[OutboundMessage] = []
-
-    def send(self, messages: Sequence[OutboundMessage]) -> None:
-        self.sent.extend(messages)
-
-
-def records_of(split: Sequence[Series]) -> Iterator[SourceRecord]:
-    """Events of all series interleaved in timestamp order, as producers would emit them."""
-    order = sorted(((int(t), i, n) for i, s in enumerate(split) for n, t in enumerate(s.timestamps)))
-    for offset, (ts, i, n) in enumerate(order):
-        s = split[i]
-        body = json.dumps({"series_id": s.series_id, "ts": ts, "values": [float(v) for v in s.values[n]]})
-        yield SourceRecord("events", 0, offset, s.series_id.encode(), body.encode())
-
-
-@dataclass
-class WorkerRun:
-    surprise: Stats
-    openings: dict[str, list[int]]  # series -> event indices of incident openings
-    seconds: float
-    windows: int
-
-
-def run_worker(split: Sequence[Series], data: DataSet, artifact_path: Path, levels: tuple[float, float]) -> WorkerRun:
-    """Stream the split through BatchProcessor exactly as the service runs it, Kafka and Redis aside."""
-    scorer = Scorer(load_artifact(artifact_path))
-    spec = WindowSpec(window=data.window, n_features=len(data.features), stride=data.stride)
+def run_worker(split: Sequence[Series], data: DataSet, artifact_path: Path, levels: tuple[float, float]) -> Replay:
+    """Stream the split through the worker's pipeline (worker.replay), Kafka and Redis aside."""
     settings = DetectorSettings(incidents=IncidentSettings(open_surprise=levels[0], close_surprise=levels[1],
                                                             close_after=CLOSE_AFTER))
-    detector = Detector(MemoryDetectorStore(), settings, scores_topic="scores")
-    sink = ListSink()
-    processor = BatchProcessor(EventParser(tuple(data.features)), MemoryWindowStore(spec), scorer, sink, Metrics(),
-                               Topics(alerts="alerts", dead_letters="dlq"), detector=detector)
-    started = time.perf_counter()
-    batch: list[SourceRecord] = []
-    for record in records_of(split):
-        batch.append(record)
-        if len(batch) == BATCH_RECORDS:
-            processor.process(batch)
-            batch = []
-    if batch:
-        processor.process(batch)
-    seconds = time.perf_counter() - started
-    index = {s.series_id: {int(t): n for n, t in enumerate(s.timestamps)} for s in split}
-    surprise: dict[str, list[tuple[int, float]]] = {s.series_id: [] for s in split}
-    openings: dict[str, list[int]] = {s.series_id: [] for s in split}
-    for message in sink.sent:
-        document = json.loads(message.value)
-        sid = document["series_id"]
-        if message.topic == "scores":
-            surprise[sid].append((index[sid][document["window_end"]], document["surprise"]))
-        elif document["phase"] == "opened":
-            openings[sid].append(index[sid][document["window_end"]])
-    stats = Stats({sid: np.array([v for _, v in rows]) for sid, rows in surprise.items()},
-                  {sid: np.array([n for n, _ in rows], np.int64) for sid, rows in surprise.items()})
-    return WorkerRun(stats, openings, seconds, sum(len(v) for v in stats.values.values()))
+    return replay(split, Scorer(load_artifact(artifact_path)), data.stride, settings)
 
 
 # ------------------------------------------------------------------------------------------ scoring
 
 
-def incident_openings(stats: Stats, levels: tuple[float, float]) -> dict[str, list[int]]:
-    """The same incident machine the worker runs, applied to any detector's statistic."""
-    settings = IncidentSettings(open_surprise=levels[0], close_surprise=levels[1], close_after=CLOSE_AFTER)
-    openings: dict[str, list[int]] = {}
-    no_shares = np.zeros(1)
-    for sid, values in stats.values.items():
-        state, found = IncidentState(), []
-        for n, value in zip(stats.due[sid], values, strict=True):
-            state, transition = step(sid, state, Observation(0, int(n), 0.0, float(value), no_shares), settings)
-            if transition is not None and transition.phase.value == "opened":
-                found.append(int(n))
-        openings[sid] = found
-    return openings
-
-
-def anomaly_windows(series: Series, window: int) -> list[tuple[int, int]]:
-    """(first, last) event index, inclusive: a labelled span extended by window - 1 events."""
-    labels = np.concatenate([[0], series.labels.astype(np.int8), [0]])
-    edges = np.flatnonzero(np.diff(labels))
-    spans = list(zip(edges[::2], edges[1::2], strict=True))
-    return [(int(a), min(int(b) - 1 + window - 1, len(series.labels) - 1)) for a, b in spans]
-
-
-def sigmoid(y: float) -> float:
-    return 2.0 / (1.0 + math.exp(5.0 * y)) - 1.0
-
-
-def score_detections(split: Sequence[Series], openings: dict[str, list[int]], stats: Stats,
-                     window: int) -> Scorecard:
-    raw = perfect = null = 0.0
-    detected = missed = false_alarms = 0
-    delays: list[int] = []
-    labels_all, values_all = [], []
-    n_windows = 0
-    for s in split:
-        areas = anomaly_windows(s, window)
-        hit = [False] * len(areas)
-        for d in sorted(openings.get(s.series_id, [])):
-            inside = next((k for k, (a, b) in enumerate(areas) if a <= d <= b), None)
-            if inside is not None:
-                if not hit[inside]:
-                    a, b = areas[inside]
-                    hit[inside] = True
-                    raw += A_TP * sigmoid(-(b - d + 1) / (b - a + 1))
-                    delays.append(d - a)
-                continue
-            false_alarms += 1
-            before = [(a, b) for a, b in areas if b < d]
-            if before:
-                a, b = before[-1]
-                raw += -A_FP * sigmoid(abs(d - b) / max(b - a, 1))
-            else:
-                raw += A_FP
-        detected += sum(hit)
-        missed += len(hit) - sum(hit)
-        raw += A_FN * (len(hit) - sum(hit))
-        perfect += A_TP * sigmoid(-1.0) * len(areas)
-        null += A_FN * len(areas)
-        due = stats.due[s.series_id]
-        positive = np.array([s.labels[max(n - window + 1, 0):n + 1].any() for n in due])
-        labels_all.append(positive)
-        values_all.append(stats.values[s.series_id])
-        n_windows += len(due)
-    precision = detected / max(detected + false_alarms, 1)
-    recall = detected / max(detected + missed, 1)
-    f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-    return Scorecard(
-        nab=100.0 * (raw - null) / (perfect - null),
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        delay=float(np.mean(delays)) if delays else math.nan,
-        false_alarms_per_10k=1e4 * false_alarms / max(n_windows, 1),
-        auc_pr=auc_pr(np.concatenate(labels_all), np.concatenate(values_all)),
-    )
+def scorecard(split: Sequence[Series], openings: dict[str, list[int]], stats: Stats, window: int) -> Scorecard:
+    """The event metrics of worker.evaluation, plus AUC-PR of the per-window statistic."""
+    labels = {s.series_id: s.labels for s in split}
+    n_windows = sum(len(stats.due[s.series_id]) for s in split)
+    events = score_detections(labels, openings, window, n_windows)
+    positive = [np.array([s.labels[max(n - window + 1, 0):n + 1].any() for n in stats.due[s.series_id]], bool)
+                for s in split]
+    values = [stats.values[s.series_id] for s in split]
+    return Scorecard(nab=events.nab, precision=events.precision, recall=events.recall, f1=events.f1,
+                     delay=events.delay, false_alarms_per_10k=events.false_alarms_per_10k,
+                     auc_pr=auc_pr(np.concatenate(positive), np.concatenate(values)))
 
 
 def auc_pr(labels: np.ndarray, values: np.ndarray) -> float:
@@ -462,21 +328,10 @@ def auc_pr(labels: np.ndarray, values: np.ndarray) -> float:
     return float(average_precision_score(labels, finite)) if labels.any() else math.nan
 
 
-def level_grid(stats: Stats) -> list[tuple[float, float]]:
-    """(open, close) pairs from the detector's own statistic: open at its quantile q, close at the
-    quantile r times as frequent (r = 1: no hysteresis)."""
-    pooled = np.concatenate(list(stats.values.values()))
-    pooled = pooled[np.isfinite(pooled)]
-    pairs = ((float(np.quantile(pooled, q)), float(np.quantile(pooled, max(1.0 - r * (1.0 - q), 0.5))))
-             for q in QUANTILES for r in CLOSE_RATIOS)
-    return list(dict.fromkeys(pairs))  # tied quantiles give the same pair: judge it once
-
-
 def tune(split: Sequence[Series], stats: Stats, window: int) -> tuple[float, float]:
     """The levels that maximise the NAB score on the TUNING split."""
-    best = max(level_grid(stats), key=lambda lv: score_detections(split, incident_openings(stats, lv), stats,
-                                                                  window).nab)
-    return best
+    labels = {s.series_id: s.labels for s in split}
+    return best_levels(labels, stats, window, CLOSE_AFTER, objective=lambda score: score.nab)[0]
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -500,14 +355,14 @@ def evaluate(data: DataSet, workdir: Path, quick: bool, log: Callable[[str], Non
     for name, stats_of in baselines.items():
         tuned = tune(data.tune, stats_of(data.tune), data.window)
         test_stats = stats_of(data.test)
-        card = score_detections(data.test, incident_openings(test_stats, tuned), test_stats, data.window)
+        card = scorecard(data.test, incident_openings(test_stats, tuned, CLOSE_AFTER), test_stats, data.window)
         card.levels = tuned
         cards[name] = card
     tuning_run = run_worker(data.tune, data, artifact, (3.0, 2.0))
     tuned = tune(data.tune, tuning_run.surprise, data.window)
     for name, levels in (("VRAE adaptive (worker)", tuned), ("VRAE adaptive (3/2)", (3.0, 2.0))):
         run = run_worker(data.test, data, artifact, levels)
-        card = score_detections(data.test, run.openings, run.surprise, data.window)
+        card = scorecard(data.test, run.openings, run.surprise, data.window)
         card.levels = levels
         card.extra = {"windows_per_s": run.windows / run.seconds}
         cards[name] = card
@@ -516,7 +371,7 @@ def evaluate(data: DataSet, workdir: Path, quick: bool, log: Callable[[str], Non
 
 
 def table(data: DataSet, cards: dict[str, Scorecard]) -> str:
-    n_anomalies = sum(len(anomaly_windows(s, data.window)) for s in data.test)
+    n_anomalies = sum(len(anomaly_windows(s.labels, data.window)) for s in data.test)
     n_events = sum(len(s.labels) for s in data.test)
     lines = [f"### {data.name}: test split, {len(data.test)} series, {n_events} events, {n_anomalies} anomalies, "
              f"window {data.window}, stride {data.stride}",

@@ -1,4 +1,6 @@
-"""The quality harness's scoring (benchmarks/quality.py): NAB normalisation, event matching, incidents."""
+"""The quality harness (benchmarks/quality.py): its own metrics, the ablation, seeds, the model cache.
+
+The event metrics it shares with `vrae-worker tune-levels` are tested in test_evaluation.py."""
 
 import sys
 from collections.abc import Iterator
@@ -22,37 +24,15 @@ def quality() -> Iterator[object]:
         sys.path.remove(str(BENCHMARKS))
 
 
-def one_series(quality, n: int = 400) -> tuple[object, object]:
-    labels = np.zeros(n, np.int8)
-    labels[100:110] = 1
-    labels[300:305] = 1
-    series = quality.Series("s", np.arange(n, dtype=np.int64) * 1000, np.zeros((n, 1), np.float32), labels)
-    due = np.arange(3, n)
-    return series, quality.Stats({"s": np.zeros(len(due))}, {"s": due})
-
-
-def test_perfect_detector_scores_100_and_silent_one_0(quality) -> None:
-    series, stats = one_series(quality)
-    assert quality.anomaly_windows(series, 4) == [(100, 112), (300, 307)]
-    perfect = quality.score_detections([series], {"s": [100, 300]}, stats, 4)
-    silent = quality.score_detections([series], {"s": []}, stats, 4)
-    assert perfect.nab == pytest.approx(100.0) and perfect.f1 == 1.0 and perfect.delay == 0.0
-    assert silent.nab == pytest.approx(0.0) and silent.recall == 0.0
-
-
-def test_late_detection_earns_less_and_false_alarms_cost(quality) -> None:
-    series, stats = one_series(quality)
-    early = quality.score_detections([series], {"s": [100, 300]}, stats, 4).nab
-    late = quality.score_detections([series], {"s": [110, 306]}, stats, 4)
-    noisy = quality.score_detections([series], {"s": [50, 100, 200, 300]}, stats, 4)
-    assert late.nab < early and late.delay == 8.0
-    assert noisy.nab < early and noisy.precision == 0.5 and noisy.recall == 1.0
-    assert noisy.false_alarms_per_10k == pytest.approx(1e4 * 2 / 397)
-
-
-def test_every_detector_goes_through_the_same_incident_machine(quality) -> None:
-    stats = quality.Stats({"s": np.array([0, 5, 5, 5, 0, 0, 0, 0, 0, 0, 5, 0], float)}, {"s": np.arange(12)})
-    assert quality.incident_openings(stats, (4.0, 1.0)) == {"s": [1, 10]}
+def test_scorecard_adds_auc_pr_of_the_window_statistic_to_the_event_metrics(quality) -> None:
+    labels = np.zeros(40, np.int8)
+    labels[20:22] = 1
+    series = quality.Series("s", np.arange(40, dtype=np.int64), np.zeros((40, 1), np.float32), labels)
+    due = np.arange(3, 40)
+    ranked = quality.Stats({"s": np.where((due >= 20) & (due <= 24), 5.0, 0.0)}, {"s": due})
+    card = quality.scorecard([series], {"s": [20]}, ranked, 4)
+    assert card.f1 == 1.0 and card.auc_pr == pytest.approx(1.0)
+    assert card.false_alarms_per_10k == 0.0
 
 
 def test_ablation_caps_each_window_at_its_overlapping_predecessor(quality) -> None:
@@ -61,20 +41,6 @@ def test_ablation_caps_each_window_at_its_overlapping_predecessor(quality) -> No
     disjoint = SimpleNamespace(window=24, stride=12)
     np.testing.assert_array_equal(quality.confirmed(stats, overlapping).values["s"], [1, 1, 2, 2, 8, 3])
     assert quality.confirmed(stats, disjoint) is stats
-
-
-def test_level_grid_has_no_holes_a_gapped_statistic_could_hide_in(quality) -> None:
-    """The open levels step through the statistic's tail share by at most 1.35x from 0.2 down to 1e-4:
-    the hand-picked grid before jumped from 0.1 to 0.05, over the range where the static VRAE's best
-    level was. Tied quantiles are judged once."""
-    values = np.arange(100_000, dtype=np.float64)
-    grid = quality.level_grid(quality.Stats({"s": values}, {"s": np.arange(len(values))}))
-    tails = np.array(sorted({1.0 - open_level / (len(values) - 1) for open_level, _ in grid}, reverse=True))
-    assert tails[0] == pytest.approx(0.2, rel=1e-3) and tails[-1] == pytest.approx(1e-4, rel=1e-2)
-    assert np.max(tails[:-1] / tails[1:]) < 1.35
-    assert len(grid) == len(set(grid))
-    tied = quality.level_grid(quality.Stats({"s": np.zeros(1000)}, {"s": np.arange(1000)}))
-    assert tied == [(0.0, 0.0)]
 
 
 def test_seeds_parse_as_lists_and_ranges_and_bad_ones_say_why(quality) -> None:

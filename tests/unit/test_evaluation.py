@@ -1,0 +1,93 @@
+"""Detections against labels (worker.evaluation): NAB normalisation, event matching, the level grid."""
+
+import math
+
+import numpy as np
+import pytest
+
+from worker.evaluation import (Stats, anomaly_windows, best_levels, incident_openings, level_grid,
+                               score_detections)
+
+
+def two_anomalies(n: int = 400) -> dict[str, np.ndarray]:
+    labels = np.zeros(n, np.int8)
+    labels[100:110] = 1
+    labels[300:305] = 1
+    return {"s": labels}
+
+
+def test_perfect_detector_scores_100_and_silent_one_0() -> None:
+    labels = two_anomalies()
+    assert anomaly_windows(labels["s"], 4) == [(100, 112), (300, 307)]
+    perfect = score_detections(labels, {"s": [100, 300]}, 4, n_windows=397)
+    silent = score_detections(labels, {"s": []}, 4, n_windows=397)
+    assert perfect.nab == pytest.approx(100.0) and perfect.f1 == 1.0 and perfect.delay == 0.0
+    assert silent.nab == pytest.approx(0.0) and silent.recall == 0.0 and silent.anomalies == 2
+
+
+def test_late_detection_earns_less_and_false_alarms_cost() -> None:
+    labels = two_anomalies()
+    early = score_detections(labels, {"s": [100, 300]}, 4, n_windows=397).nab
+    late = score_detections(labels, {"s": [110, 306]}, 4, n_windows=397)
+    noisy = score_detections(labels, {"s": [50, 100, 200, 300]}, 4, n_windows=397)
+    assert late.nab < early and late.delay == 8.0
+    assert noisy.nab < early and noisy.precision == 0.5 and noisy.recall == 1.0 and noisy.false_alarms == 2
+    assert noisy.false_alarms_per_10k == pytest.approx(1e4 * 2 / 397)
+
+
+def test_a_second_opening_inside_one_anomaly_is_neither_reward_nor_false_alarm() -> None:
+    labels = two_anomalies()
+    twice = score_detections(labels, {"s": [100, 105, 300]}, 4, n_windows=397)
+    assert twice.nab == pytest.approx(100.0) and twice.false_alarms == 0 and twice.detected == 2
+
+
+def test_without_labelled_anomalies_nab_is_undefined_not_a_division_error() -> None:
+    score = score_detections({"s": np.zeros(50, np.int8)}, {"s": [10]}, 4, n_windows=47)
+    assert np.isnan(score.nab) and score.false_alarms == 1 and score.recall == 0.0
+
+
+def test_every_detector_goes_through_the_same_incident_machine() -> None:
+    stats = Stats({"s": np.array([0, 5, 5, 5, 0, 0, 0, 0, 0, 0, 5, 0], float)}, {"s": np.arange(12)})
+    assert incident_openings(stats, (4.0, 1.0), close_after=5) == {"s": [1, 10]}
+    assert incident_openings(stats, (4.0, 1.0), close_after=7) == {"s": [1]}  # 6 normal windows: still open
+
+
+def test_level_grid_has_no_holes_a_gapped_statistic_could_hide_in() -> None:
+    """The open levels step through the statistic's tail share by at most 1.35x from 0.2 down to 1e-4:
+    a hand-picked grid once jumped from 0.1 to 0.05, over the range where the static VRAE's best level
+    was. Tied quantiles are judged once."""
+    values = np.arange(100_000, dtype=np.float64)
+    grid = level_grid(Stats({"s": values}, {"s": np.arange(len(values))}))
+    tails = np.array(sorted({1.0 - open_level / (len(values) - 1) for open_level, _ in grid}, reverse=True))
+    assert tails[0] == pytest.approx(0.2, rel=1e-3) and tails[-1] == pytest.approx(1e-4, rel=1e-2)
+    assert np.max(tails[:-1] / tails[1:]) < 1.35
+    assert len(grid) == len(set(grid))
+    assert level_grid(Stats({"s": np.zeros(1000)}, {"s": np.arange(1000)})) == [(0.0, 0.0)]
+    assert level_grid(Stats({"s": np.full(5, np.nan)}, {"s": np.arange(5)})) == []
+
+
+def test_best_levels_open_between_normal_windows_and_anomalies() -> None:
+    """Normal windows spread over 0-2, the anomaly's windows reach 6: the best open level lies above
+    every normal window and at or below the anomaly, whichever objective."""
+    rng = np.random.default_rng(0)
+    labels = two_anomalies(2000)
+    values = rng.uniform(0.0, 2.0, 1997)
+    due = np.arange(3, 2000)
+    values[(due >= 100) & (due <= 112)] = 6.0
+    values[(due >= 300) & (due <= 307)] = 6.0
+    stats = Stats({"s": values}, {"s": due})
+    for objective in (lambda score: score.nab, lambda score: score.f1):
+        (open_level, close_level), score = best_levels(labels, stats, 4, 5, objective)
+        assert 2.0 < open_level <= 6.0 and close_level <= open_level
+        assert score.f1 == 1.0 and score.false_alarms == 0
+    with pytest.raises(ValueError, match="no finite statistic"):
+        best_levels(labels, Stats({"s": np.full(3, np.nan)}, {"s": np.arange(3)}), 4, 5, lambda s: s.nab)
+
+
+def test_a_false_alarm_long_after_a_short_anomaly_costs_a_false_alarm_not_an_overflow() -> None:
+    labels = {"s": np.zeros(100_000, np.int8)}
+    labels["s"][10] = 1
+    score = score_detections(labels, {"s": [10, 99_000]}, 1, n_windows=100_000)
+    caught = 2.0 / (1.0 + math.exp(-5.0)) - 1.0  # detected at the anomaly's first event
+    assert score.false_alarms == 1
+    assert score.nab == pytest.approx(100.0 * (caught - 0.11 + 1.0) / (caught + 1.0))
