@@ -1,4 +1,4 @@
-"""`vrae-worker run | config | check | demo` (also `python -m worker`).
+"""`vrae-worker run | config | check | export-history | tune-levels | demo` (also `python -m worker`).
 
 Errors at this edge are one line on stderr saying what to fix, exit code 2.
 """
@@ -142,6 +142,47 @@ def cmd_export_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune_levels(args: argparse.Namespace) -> int:
+    """Choose the incident levels on a labelled long CSV (worker/tune_levels.py)."""
+    from pathlib import Path
+
+    from vrae_model.artifact import load_artifact
+    from worker.detection import settings_from
+    from worker.scorer import Scorer
+    from worker.tune_levels import HEADER, check_levels, row, tune_levels
+
+    settings = load_settings()
+    model_path = Path(args.model) if args.model else settings.model.path
+    detector = settings_from(settings.detection)
+    stride = settings.window.stride
+    try:
+        scorer = Scorer(load_artifact(model_path, expected_sha256=None if args.model else settings.model.sha256))
+        tuning = tune_levels(Path(args.data), scorer, stride, detector, args.objective)
+        checked = (check_levels(Path(args.check), scorer, stride, detector,
+                                [tuning.chosen.levels, tuning.configured.levels]) if args.check else None)
+    except VraeError as error:
+        raise UsageError(str(error)) from None
+    info = scorer.info
+    print(f"{args.data}: {tuning.events} events of {tuning.series} series, {tuning.windows} windows "
+          f"(model {info.name} {info.version}, window {info.window}, stride {stride})\n")
+    print(HEADER)
+    print(row("configured", tuning.configured))
+    for name, judged in tuning.best.items():
+        print(row(f"best {name.upper() if name == 'nab' else name.capitalize()}", judged))
+    if checked is not None:
+        print(f"\non {args.check} (levels chosen without its labels):\n")
+        print(HEADER)
+        print(row(f"chosen ({args.objective})", checked[0]))
+        print(row("configured", checked[1]))
+    else:
+        print("\nThese figures are on the labels the levels were chosen on, so they flatter; "
+              "check them on other labelled data with --check FILE.")
+    open_level, close_level = tuning.chosen.levels
+    print(f"\n# chosen by {args.objective}:\nVRAE_DETECTION__MODE=incidents\n"
+          f"VRAE_DETECTION__OPEN_SURPRISE={open_level:.4g}\nVRAE_DETECTION__CLOSE_SURPRISE={close_level:.4g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vrae-worker", description="Streaming VRAE anomaly detection worker. "
                                      "Configured by VRAE_* environment variables (and .env).")
@@ -157,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="CSV file to write")
     export.add_argument("--features", help="feature names in order (default: the configured model's)")
     export.set_defaults(func=cmd_export_history)
+    tune = commands.add_parser("tune-levels", help="choose the incident open/close levels on a labelled long CSV")
+    tune.add_argument("--data", required=True, help="long CSV series_id,timestamp,<features>,label to choose on")
+    tune.add_argument("--check", help="a second labelled CSV to report the chosen levels on")
+    tune.add_argument("--objective", choices=("f1", "nab"), default="f1",
+                      help="f1 (default): misses and false alarms both count; nab: rewards early detection")
+    tune.add_argument("--model", help="artifact to replay with (default: VRAE_MODEL__PATH)")
+    tune.set_defaults(func=cmd_tune_levels)
     # The demo parses its own flags (`vrae-worker demo --help`).
     commands.add_parser("demo", help="run the whole pipeline locally", add_help=False).set_defaults(func=cmd_demo)
     return parser

@@ -28,6 +28,7 @@ import numpy as np
 from worker.adaptive import (AdaptiveSettings, Judgement, ScoreHistory, feature_errors, fold, for_model, judge,
                              model_key, state_bytes)
 from worker.alerts import FLOAT32_MAX, iso, iso_from_ms, top_features
+from worker.config import DetectionSettings
 from worker.incidents import IncidentSettings, IncidentState, Observation, Phase, Transition, step
 from worker.incidents import state_bytes as incident_state_bytes
 from worker.outbound import OutboundMessage, json_message
@@ -120,6 +121,16 @@ class DetectionResult:
 class DetectorSettings:
     adaptive: AdaptiveSettings = AdaptiveSettings()
     incidents: IncidentSettings = IncidentSettings()
+
+
+def settings_from(config: DetectionSettings) -> DetectorSettings:
+    """The detector's settings from the worker's configuration (VRAE_DETECTION__*)."""
+    return DetectorSettings(
+        adaptive=AdaptiveSettings(long_halflife=config.long_halflife, short_halflife=config.short_halflife,
+                                  warmup=config.warmup),
+        incidents=IncidentSettings(open_surprise=config.open_surprise, close_surprise=config.close_surprise,
+                                   close_after=config.close_after),
+    )
 
 
 def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, DetectorState], model: ModelInfo,

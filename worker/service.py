@@ -19,12 +19,10 @@ import redis
 from kafka.errors import KafkaError
 
 from vrae_model.artifact import load_artifact
-from worker.adaptive import AdaptiveSettings
 from worker.config import DetectionSettings, ModelSettings, Settings
-from worker.detection import Detector, DetectorSettings
+from worker.detection import Detector, settings_from
 from worker.events import EventParser, SourceRecord
 from worker.health import Heartbeat
-from worker.incidents import IncidentSettings
 from worker.kafka_io import DeliveryError, KafkaSink, KafkaSource, build_consumer, build_producer
 from worker.metrics import Metrics
 from worker.model_reload import ReloadingScorer, ReloadOutcome, log_reload
@@ -250,12 +248,7 @@ def build_detector(settings: Settings, client: RedisClient) -> Detector | None:
     config: DetectionSettings = settings.detection
     if config.mode != "incidents":
         return None
-    detector_settings = DetectorSettings(
-        adaptive=AdaptiveSettings(long_halflife=config.long_halflife, short_halflife=config.short_halflife,
-                                  warmup=config.warmup),
-        incidents=IncidentSettings(open_surprise=config.open_surprise, close_surprise=config.close_surprise,
-                                   close_after=config.close_after),
-    )
+    detector_settings = settings_from(config)
     store = RedisDetectorStore(client, key_prefix=settings.redis.key_prefix, ttl_s=settings.window.ttl_s)
     return Detector(store, detector_settings, top_k=settings.model.top_features, scores_topic=config.scores_topic)
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import worker
 
-ALLOWED_FROM_VRAE_MODEL = {"vrae_model.artifact", "vrae_model.windowing", "vrae_model.exceptions"}
+# vrae_model.data: reading long CSVs (numpy and csv only) for `vrae-worker tune-levels`.
+ALLOWED_FROM_VRAE_MODEL = {"vrae_model.artifact", "vrae_model.windowing", "vrae_model.exceptions", "vrae_model.data"}
 FORBIDDEN_PACKAGES = {"lightning", "pytorch_lightning", "sklearn", "matplotlib"}
 
 

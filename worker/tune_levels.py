@@ -1,0 +1,123 @@
+"""`vrae-worker tune-levels --data labelled.csv`: choose the incident levels on labelled history.
+
+The default levels (open at surprise 3, close below 2) mean "one window in a thousand for this
+series". Where anomalies are not rare for a series they do not fit: on ECG5000, one beat in seven is
+abnormal, the series' own history learns that, and abnormal beats rarely reach 3 (README: the quality
+harness). This command replays a labelled long CSV (`series_id,timestamp,<features>,label`, the format
+`vrae synth` writes and `export-history` writes without labels) through the worker's own pipeline in
+memory (worker.replay: the configured model, stride and detection settings), scores every (open,
+close) pair of a grid over the surprise's own quantiles against the labels (worker.evaluation: NAB and
+event F1), and prints the best pair as the settings to deploy.
+
+Levels chosen and judged on the same labels flatter themselves; `--check other.csv` reports them on a
+second labelled file, which is the figure to trust.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from vrae_model.data import read_long_csv
+from vrae_model.exceptions import DataError
+from worker.detection import DetectorSettings
+from worker.evaluation import EventScore, Levels, best_levels, incident_openings, score_detections
+from worker.incidents import IncidentSettings
+from worker.replay import replay
+from worker.scorer import Scorer
+
+OBJECTIVES: dict[str, Callable[[EventScore], float]] = {
+    "f1": lambda score: score.f1,  # alerts people act on: misses and false alarms both count
+    "nab": lambda score: score.nab,  # the quality harness's: rewards early detection, false alarms cheap
+}
+
+
+@dataclass(frozen=True)
+class LabelledSeries:
+    series_id: str
+    timestamps: np.ndarray  # (n,) int64 epoch ms
+    values: np.ndarray  # (n, F) float32
+    labels: np.ndarray  # (n,) 0/1
+
+
+@dataclass(frozen=True)
+class Judged:
+    """Levels and how they did on one labelled file."""
+
+    levels: Levels
+    score: EventScore
+
+
+@dataclass(frozen=True)
+class Tuning:
+    events: int
+    series: int
+    windows: int
+    configured: Judged
+    best: dict[str, Judged]  # objective -> the grid's best levels for it
+    chosen: Judged
+
+
+def load_labelled(path: Path, features: tuple[str, ...], window: int) -> list[LabelledSeries]:
+    """The file's series, with a clear error when it cannot tune anything."""
+    data = read_long_csv(path, list(features))
+    if data.labels is None:
+        raise DataError(f"{path}: no label column; add `label` (1 inside an anomaly, 0 elsewhere)")
+    series = [LabelledSeries(sid, events.timestamps, events.values, data.labels[sid])
+              for sid, events in data.series.items()]
+    if not any(len(s.timestamps) >= window for s in series):
+        raise DataError(f"{path}: no series has a full window ({window} events); give longer series")
+    if not any(s.labels.any() for s in series):
+        raise DataError(f"{path}: no labelled anomalies (label = 1); levels cannot be chosen without any")
+    return series
+
+
+def judge(series: list[LabelledSeries], scorer: Scorer, stride: int, settings: DetectorSettings,
+          levels: list[Levels]) -> tuple[int, list[Judged], dict[str, Judged]]:
+    """Replay once (a window's surprise does not depend on the levels), then judge each pair of
+    `levels` and find the grid's best pair per objective: (windows, judged levels, best per objective)."""
+    run = replay(series, scorer, stride, settings)
+    labels = {s.series_id: s.labels for s in series}
+    window, close_after = scorer.info.window, settings.incidents.close_after
+
+    def judged(pair: Levels) -> Judged:
+        openings = incident_openings(run.surprise, pair, close_after)
+        return Judged(pair, score_detections(labels, openings, window, run.windows))
+
+    best = {}
+    for name, objective in OBJECTIVES.items():
+        pair, score = best_levels(labels, run.surprise, window, close_after, objective)
+        best[name] = Judged(pair, score)
+    return run.windows, [judged(pair) for pair in levels], best
+
+
+def tune_levels(path: Path, scorer: Scorer, stride: int, settings: DetectorSettings, objective: str) -> Tuning:
+    series = load_labelled(path, scorer.info.features, scorer.info.window)
+    configured = (settings.incidents.open_surprise, settings.incidents.close_surprise)
+    windows, (as_configured,), best = judge(series, scorer, stride, settings, [configured])
+    return Tuning(events=sum(len(s.timestamps) for s in series), series=len(series), windows=windows,
+                  configured=as_configured, best=best, chosen=best[objective])
+
+
+def check_levels(path: Path, scorer: Scorer, stride: int, settings: DetectorSettings,
+                 levels: list[Levels]) -> list[Judged]:
+    """The given levels on a second labelled file."""
+    series = load_labelled(path, scorer.info.features, scorer.info.window)
+    return judge(series, scorer, stride, settings, levels)[1]
+
+
+def with_levels(settings: DetectorSettings, levels: Levels) -> DetectorSettings:
+    return replace(settings, incidents=IncidentSettings(open_surprise=levels[0], close_surprise=levels[1],
+                                                        close_after=settings.incidents.close_after))
+
+
+def row(name: str, judged: Judged) -> str:
+    s = judged.score
+    return (f"{name:<16} {judged.levels[0]:>7.3f} {judged.levels[1]:>7.3f} {s.nab:>6.1f} {s.f1:>5.2f} "
+            f"{s.precision:>9.2f} {s.recall:>6.2f} {s.detected:>4}/{s.anomalies:<4} {s.false_alarms:>12} "
+            f"{s.delay:>8.1f}")
+
+
+HEADER = (f"{'levels':<16} {'open':>7} {'close':>7} {'NAB':>6} {'F1':>5} {'precision':>9} {'recall':>6} "
+          f"{'caught':>9} {'false alarms':>12} {'delay':>8}")
