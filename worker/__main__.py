@@ -179,7 +179,7 @@ def cmd_tune_levels(args: argparse.Namespace) -> int:
               "check them on other labelled data with --check FILE.")
     open_level, close_level = tuning.chosen.levels
     print(f"\n# chosen by {args.objective}:\nVRAE_DETECTION__MODE=incidents\n"
-          f"VRAE_DETECTION__OPEN_SURPRISE={open_level:.4g}\nVRAE_DETECTION__CLOSE_SURPRISE={close_level:.4g}")
+          f"VRAE_DETECTION__OPEN_SURPRISE={open_level:.6g}\nVRAE_DETECTION__CLOSE_SURPRISE={close_level:.6g}")
     return 0
 
 
