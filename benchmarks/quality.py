@@ -298,11 +298,11 @@ def static_score(scorer: Scorer) -> Callable[[np.ndarray], np.ndarray]:
 # ------------------------------------------------------------------------ the worker, in memory
 
 
-def run_worker(split: Sequence[Series], data: DataSet, artifact_path: Path, levels: tuple[float, float]) -> Replay:
+def run_worker(split: Sequence[Series], data: DataSet, scorer: Scorer, levels: tuple[float, float]) -> Replay:
     """Stream the split through the worker's pipeline (worker.replay), Kafka and Redis aside."""
     settings = DetectorSettings(incidents=IncidentSettings(open_surprise=levels[0], close_surprise=levels[1],
                                                             close_after=CLOSE_AFTER))
-    return replay(split, Scorer(load_artifact(artifact_path)), data.stride, settings)
+    return replay(split, scorer, data.stride, settings)
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -358,10 +358,10 @@ def evaluate(data: DataSet, workdir: Path, quick: bool, log: Callable[[str], Non
         card = scorecard(data.test, incident_openings(test_stats, tuned, CLOSE_AFTER), test_stats, data.window)
         card.levels = tuned
         cards[name] = card
-    tuning_run = run_worker(data.tune, data, artifact, (3.0, 2.0))
+    tuning_run = run_worker(data.tune, data, scorer, (3.0, 2.0))
     tuned = tune(data.tune, tuning_run.surprise, data.window)
     for name, levels in (("VRAE adaptive (worker)", tuned), ("VRAE adaptive (3/2)", (3.0, 2.0))):
-        run = run_worker(data.test, data, artifact, levels)
+        run = run_worker(data.test, data, scorer, levels)
         card = scorecard(data.test, run.openings, run.surprise, data.window)
         card.levels = levels
         card.extra = {"windows_per_s": run.windows / run.seconds}

@@ -142,16 +142,24 @@ def level_grid(stats: Stats) -> list[Levels]:
     return list(dict.fromkeys(pairs))  # tied quantiles give the same pair: judge it once
 
 
+def judge_grid(labels: Mapping[str, np.ndarray], stats: Stats, window: int,
+               close_after: int) -> list[tuple[Levels, EventScore]]:
+    """Every pair of `level_grid(stats)` with its score; judged once, whatever objectives pick from it."""
+    n_windows = sum(len(values) for values in stats.values.values())
+    return [(levels, score_detections(labels, incident_openings(stats, levels, close_after), window, n_windows))
+            for levels in level_grid(stats)]
+
+
+def best_of(judged: Sequence[tuple[Levels, EventScore]],
+            objective: Callable[[EventScore], float]) -> tuple[Levels, EventScore]:
+    """The pair that maximises `objective` (the first of equals: the lowest open level, as the grid runs
+    from frequent to rare)."""
+    if not judged:
+        raise ValueError("no finite statistic to choose levels from")
+    return max(judged, key=lambda pair: objective(pair[1]))
+
+
 def best_levels(labels: Mapping[str, np.ndarray], stats: Stats, window: int, close_after: int,
                 objective: Callable[[EventScore], float]) -> tuple[Levels, EventScore]:
-    """The grid's levels that maximise `objective`, and their score (the first of equals: the lowest
-    open level, as the grid runs from frequent to rare)."""
-    n_windows = sum(len(values) for values in stats.values.values())
-    best: tuple[Levels, EventScore] | None = None
-    for levels in level_grid(stats):
-        score = score_detections(labels, incident_openings(stats, levels, close_after), window, n_windows)
-        if best is None or objective(score) > objective(best[1]):
-            best = (levels, score)
-    if best is None:
-        raise ValueError("no finite statistic to choose levels from")
-    return best
+    """The grid's levels that maximise `objective`, and their score."""
+    return best_of(judge_grid(labels, stats, window, close_after), objective)

@@ -22,7 +22,7 @@ import numpy as np
 from vrae_model.data import read_long_csv
 from vrae_model.exceptions import DataError
 from worker.detection import DetectorSettings
-from worker.evaluation import EventScore, Levels, best_levels, incident_openings, score_detections
+from worker.evaluation import EventScore, Levels, best_of, incident_openings, judge_grid, score_detections
 from worker.incidents import IncidentSettings
 from worker.replay import replay
 from worker.scorer import Scorer
@@ -74,28 +74,26 @@ def load_labelled(path: Path, features: tuple[str, ...], window: int) -> list[La
 
 
 def judge(series: list[LabelledSeries], scorer: Scorer, stride: int, settings: DetectorSettings,
-          levels: list[Levels]) -> tuple[int, list[Judged], dict[str, Judged]]:
+          levels: list[Levels], *, grid: bool) -> tuple[int, list[Judged], dict[str, Judged]]:
     """Replay once (a window's surprise does not depend on the levels), then judge each pair of
-    `levels` and find the grid's best pair per objective: (windows, judged levels, best per objective)."""
+    `levels` and, with `grid`, find the grid's best pair per objective: (windows, judged levels, best
+    per objective)."""
     run = replay(series, scorer, stride, settings)
     labels = {s.series_id: s.labels for s in series}
     window, close_after = scorer.info.window, settings.incidents.close_after
-
-    def judged(pair: Levels) -> Judged:
-        openings = incident_openings(run.surprise, pair, close_after)
-        return Judged(pair, score_detections(labels, openings, window, run.windows))
-
-    best = {}
-    for name, objective in OBJECTIVES.items():
-        pair, score = best_levels(labels, run.surprise, window, close_after, objective)
-        best[name] = Judged(pair, score)
-    return run.windows, [judged(pair) for pair in levels], best
+    judged = [Judged(pair, score_detections(labels, incident_openings(run.surprise, pair, close_after), window,
+                                            run.windows)) for pair in levels]
+    best: dict[str, Judged] = {}
+    if grid:
+        scored = judge_grid(labels, run.surprise, window, close_after)
+        best = {name: Judged(*best_of(scored, objective)) for name, objective in OBJECTIVES.items()}
+    return run.windows, judged, best
 
 
 def tune_levels(path: Path, scorer: Scorer, stride: int, settings: DetectorSettings, objective: str) -> Tuning:
     series = load_labelled(path, scorer.info.features, scorer.info.window)
     configured = (settings.incidents.open_surprise, settings.incidents.close_surprise)
-    windows, (as_configured,), best = judge(series, scorer, stride, settings, [configured])
+    windows, (as_configured,), best = judge(series, scorer, stride, settings, [configured], grid=True)
     return Tuning(events=sum(len(s.timestamps) for s in series), series=len(series), windows=windows,
                   configured=as_configured, best=best, chosen=best[objective])
 
@@ -104,7 +102,7 @@ def check_levels(path: Path, scorer: Scorer, stride: int, settings: DetectorSett
                  levels: list[Levels]) -> list[Judged]:
     """The given levels on a second labelled file."""
     series = load_labelled(path, scorer.info.features, scorer.info.window)
-    return judge(series, scorer, stride, settings, levels)[1]
+    return judge(series, scorer, stride, settings, levels, grid=False)[1]
 
 
 def with_levels(settings: DetectorSettings, levels: Levels) -> DetectorSettings:
