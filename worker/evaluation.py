@@ -18,13 +18,15 @@ Levels are chosen from the statistic's own quantiles (`level_grid`), so the same
 z-score, a reconstruction error or the worker's surprise.
 """
 
+import bisect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from worker.incidents import IncidentSettings, IncidentState, Observation, Phase, step
+from worker.incidents import IncidentSettings
+
 
 A_TP, A_FP, A_FN = 1.0, -0.11, -1.0
 # Open levels: the statistic's quantiles for tail shares 0.2 down to 1e-4, ten per decade. A coarser
@@ -78,20 +80,23 @@ def score_detections(labels: Mapping[str, np.ndarray], openings: Mapping[str, Se
     delays: list[int] = []
     for sid, series_labels in labels.items():
         areas = anomaly_windows(series_labels, window)
+        # Labelled spans are disjoint and in order, so both ends of their areas rise with k (areas may
+        # overlap): the first area ending at or after d is the first that can hold it, and every area
+        # before it ended before d.
+        ends = [b for _, b in areas]
         hit = [False] * len(areas)
         for d in sorted(openings.get(sid, [])):
-            inside = next((k for k, (a, b) in enumerate(areas) if a <= d <= b), None)
-            if inside is not None:
-                if not hit[inside]:
-                    a, b = areas[inside]
-                    hit[inside] = True
+            k = bisect.bisect_left(ends, d)
+            if k < len(areas) and areas[k][0] <= d:
+                if not hit[k]:
+                    a, b = areas[k]
+                    hit[k] = True
                     raw += A_TP * sigmoid(-(b - d + 1) / (b - a + 1))
                     delays.append(d - a)
                 continue
             false_alarms += 1
-            before = [(a, b) for a, b in areas if b < d]
-            if before:
-                a, b = before[-1]
+            if k > 0:
+                a, b = areas[k - 1]
                 raw += -A_FP * sigmoid(abs(d - b) / max(b - a, 1))
             else:
                 raw += A_FP
@@ -116,18 +121,38 @@ def score_detections(labels: Mapping[str, np.ndarray], openings: Mapping[str, Se
 
 
 def incident_openings(stats: Stats, levels: Levels, close_after: int) -> dict[str, list[int]]:
-    """The worker's incident machine (worker.incidents) applied to any detector's statistic."""
-    settings = IncidentSettings(open_surprise=levels[0], close_surprise=levels[1], close_after=close_after)
-    openings: dict[str, list[int]] = {}
-    no_shares = np.zeros(1)
-    for sid, values in stats.values.items():
-        state, found = IncidentState(), []
-        for n, value in zip(stats.due[sid].tolist(), values.tolist(), strict=True):
-            state, transition = step(sid, state, Observation(0, n, 0.0, value, no_shares), settings)
-            if transition is not None and transition.phase is Phase.OPENED:
-                found.append(n)
-        openings[sid] = found
-    return openings
+    """The worker's incident machine (worker.incidents.step) applied to any detector's statistic.
+
+    Computed per incident, not per window: a level grid judges ~130 pairs, and stepping the machine
+    window by window in Python cost 0.7-3 µs a window per pair, 20 s to minutes per grid for a few
+    hundred thousand windows (benchmarks/level_grid.py: 20x faster). tests/unit/test_evaluation.py pins
+    it to `step` window for window."""
+    IncidentSettings(open_surprise=levels[0], close_surprise=levels[1], close_after=close_after)  # its checks
+    return {sid: stats.due[sid][_opening_positions(values, levels, close_after)].tolist()
+            for sid, values in stats.values.items()}
+
+
+def _opening_positions(values: np.ndarray, levels: Levels, close_after: int) -> np.ndarray:
+    """Positions in `values` where `step` would open an incident.
+
+    Closed, the machine opens at the first window that is not below the open level (NaN opens, as in
+    `step`). Open, it closes at the first window that ends `close_after` windows in a row below the
+    close level, counting only windows after the opening one; the next window may open again."""
+    values = np.asarray(values, dtype=np.float64)
+    can_open = np.flatnonzero(~(values < levels[0]))
+    normal = np.concatenate([[0], np.cumsum(values < levels[1])])
+    run_ends = np.arange(close_after, len(values) + 1)  # one past the last window of each full run
+    run_ends = run_ends[normal[run_ends] - normal[run_ends - close_after] == close_after] - 1
+    found: list[int] = []
+    position = 0
+    while (k := int(np.searchsorted(can_open, position))) < len(can_open):
+        opened = int(can_open[k])
+        found.append(opened)
+        e = int(np.searchsorted(run_ends, opened + close_after))  # the run must start after the opening
+        if e == len(run_ends):
+            break
+        position = int(run_ends[e]) + 1
+    return np.asarray(found, dtype=np.int64)
 
 
 def level_grid(stats: Stats) -> list[Levels]:

@@ -1,12 +1,15 @@
 """Detections against labels (worker.evaluation): NAB normalisation, event matching, the level grid."""
 
+import importlib.util
 import math
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
 from worker.evaluation import (Stats, anomaly_windows, best_levels, incident_openings, level_grid,
-                               score_detections)
+                               score_detections, sigmoid)
 
 
 def two_anomalies(n: int = 400) -> dict[str, np.ndarray]:
@@ -50,6 +53,67 @@ def test_every_detector_goes_through_the_same_incident_machine() -> None:
     stats = Stats({"s": np.array([0, 5, 5, 5, 0, 0, 0, 0, 0, 0, 5, 0], float)}, {"s": np.arange(12)})
     assert incident_openings(stats, (4.0, 1.0), close_after=5) == {"s": [1, 10]}
     assert incident_openings(stats, (4.0, 1.0), close_after=7) == {"s": [1]}  # 6 normal windows: still open
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A script of benchmarks/ as a module, without putting that folder on sys.path."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The reference the benchmark times the fast machine against: worker.incidents.step, window by window.
+stepped_openings = load_benchmark("level_grid").stepped_openings
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_incident_openings_are_the_worker_machine_window_for_window(seed: int) -> None:
+    """Computed per incident, the openings equal stepping `step` over every window: runs, re-openings
+    right after a close, open incidents at the end, NaN and infinite statistics."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    values = np.where(rng.random(n) < 0.3, rng.normal(3.0, 2.0, n), rng.normal(0.0, 1.0, n))
+    values[rng.random(n) < 0.02] = np.nan
+    values[rng.random(n) < 0.02] = np.inf
+    close = float(rng.uniform(-1.0, 2.0))
+    levels = (close + float(rng.uniform(0.0, 3.0)), close)
+    close_after = int(rng.integers(1, 8))
+    due = np.arange(n) * 3 + 7  # openings are reported as the due events, not positions
+    got = incident_openings(Stats({"s": values}, {"s": due}), levels, close_after)["s"]
+    assert got == [int(due[i]) for i in stepped_openings(values, levels, close_after)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_detections_match_each_anomaly_by_the_definition(seed: int) -> None:
+    """Against a literal reading of the rules (the first area holding an opening; a false alarm is
+    charged by the last area that ended before it), with areas that overlap: spans closer than a window."""
+    rng = np.random.default_rng(seed)
+    n, window = 600, int(rng.integers(1, 40))
+    labels = np.zeros(n, np.int8)
+    for start in np.sort(rng.choice(n - 5, size=int(rng.integers(1, 12)), replace=False)):
+        labels[start:start + int(rng.integers(1, 5))] = 1
+    openings = sorted(rng.choice(n, size=int(rng.integers(0, 40)), replace=False).tolist())
+    areas = anomaly_windows(labels, window)
+    raw, hit, false_alarms = 0.0, set(), 0
+    for d in openings:
+        inside = [k for k, (a, b) in enumerate(areas) if a <= d <= b]
+        if inside:
+            if inside[0] not in hit:
+                hit.add(inside[0])
+                a, b = areas[inside[0]]
+                raw += sigmoid(-(b - d + 1) / (b - a + 1))
+            continue
+        false_alarms += 1
+        before = [(a, b) for a, b in areas if b < d]
+        raw += 0.11 * sigmoid((d - before[-1][1]) / max(before[-1][1] - before[-1][0], 1)) if before else -0.11
+    raw -= len(areas) - len(hit)
+    expected = 100.0 * (raw + len(areas)) / (sigmoid(-1.0) * len(areas) + len(areas))
+    score = score_detections({"s": labels}, {"s": openings}, window, n_windows=n)
+    assert (score.detected, score.false_alarms) == (len(hit), false_alarms)
+    assert score.nab == pytest.approx(expected)
 
 
 def test_level_grid_has_no_holes_a_gapped_statistic_could_hide_in() -> None:
