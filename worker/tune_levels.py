@@ -76,8 +76,12 @@ def load_labelled(path: Path, features: tuple[str, ...], window: int) -> list[La
 def judge(series: list[LabelledSeries], scorer: Scorer, stride: int, settings: DetectorSettings,
           levels: list[Levels], *, grid: bool) -> tuple[int, list[Judged], dict[str, Judged]]:
     """Replay once (a window's surprise does not depend on the levels), then judge each pair of
-    `levels` and, with `grid`, find the grid's best pair per objective: (windows, judged levels, best
-    per objective)."""
+    `levels` and, with `grid`, find the best pair per objective among `levels` and the grid: (windows,
+    judged levels, best per objective).
+
+    `levels` (the configured pair) come first among the candidates: the grid holds the surprise's
+    quantiles, not the configured values, and without them a "best" pair could score below the
+    configuration it is meant to improve on. On a tie the configuration stays."""
     run = replay(series, scorer, stride, settings)
     labels = {s.series_id: s.labels for s in series}
     window, close_after = scorer.info.window, settings.incidents.close_after
@@ -86,7 +90,8 @@ def judge(series: list[LabelledSeries], scorer: Scorer, stride: int, settings: D
     best: dict[str, Judged] = {}
     if grid:
         scored = judge_grid(labels, run.surprise, window, close_after)
-        best = {name: Judged(*best_of(scored, objective)) for name, objective in OBJECTIVES.items()}
+        candidates = [(j.levels, j.score) for j in judged] + scored
+        best = {name: Judged(*best_of(candidates, objective)) for name, objective in OBJECTIVES.items()}
     return run.windows, judged, best
 
 
