@@ -6,6 +6,7 @@ incident machine. The quality harness judges the worker this way, and `vrae-work
 chooses alert levels this way, so both see the surprise values the running worker would compute.
 """
 
+import heapq
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -43,18 +44,42 @@ class Replay:
     windows: int
 
 
-class _ListSink:
-    def __init__(self) -> None:
-        self.sent: list[OutboundMessage] = []
+class _Collector:
+    """The sink: keeps each judged window's surprise and each opening as it is sent, not the messages
+    (a message is ~0.5 KB; a labelled history of a million windows would hold half a gigabyte of them)."""
+
+    def __init__(self, streams: Sequence[Recorded]) -> None:
+        self._timestamps = {s.series_id: np.asarray(s.timestamps) for s in streams}
+        self.surprise: dict[str, list[tuple[int, float]]] = {s.series_id: [] for s in streams}
+        self.openings: dict[str, list[int]] = {s.series_id: [] for s in streams}
+        self.seconds = 0.0  # spent here, which is the replay's bookkeeping, not the worker's pipeline
 
     def send(self, messages: Sequence[OutboundMessage]) -> None:
-        self.sent.extend(messages)
+        started = time.perf_counter()
+        for message in messages:
+            if message.topic not in (_SCORES, _ALERTS) or message.value is None:
+                continue  # dead letters: the worker's, not the replay's, business
+            document = json.loads(message.value)
+            sid = document["series_id"]
+            if message.topic == _SCORES:
+                self.surprise[sid].append((self._index(sid, document["window_end"]), document["surprise"]))
+            elif document["phase"] == "opened":
+                self.openings[sid].append(self._index(sid, document["window_end"]))
+        self.seconds += time.perf_counter() - started
+
+    def _index(self, series_id: str, timestamp: int) -> int:
+        """The event ending a window: its series' timestamps are increasing."""
+        return int(np.searchsorted(self._timestamps[series_id], timestamp))
 
 
 def records_of(streams: Sequence[Recorded]) -> Iterator[SourceRecord]:
-    """Events of all series interleaved in timestamp order, as producers would emit them."""
-    order = sorted((int(ts), i, n) for i, s in enumerate(streams) for n, ts in enumerate(s.timestamps.tolist()))
-    for offset, (ts, i, n) in enumerate(order):
+    """Events of all series interleaved in timestamp order, as producers would emit them (merged lazily:
+    one pending event per series, not a sorted copy of the whole history)."""
+    def events(i: int, s: Recorded) -> Iterator[tuple[int, int, int]]:
+        return ((ts, i, n) for n, ts in enumerate(s.timestamps.tolist()))
+
+    merged = heapq.merge(*(events(i, s) for i, s in enumerate(streams)))
+    for offset, (ts, i, n) in enumerate(merged):
         s = streams[i]
         body = json.dumps({"series_id": s.series_id, "ts": ts, "values": s.values[n].tolist()})
         yield SourceRecord("events", 0, offset, s.series_id.encode(), body.encode())
@@ -65,7 +90,7 @@ def replay(streams: Sequence[Recorded], scorer: Scorer, stride: int, settings: D
     features = scorer.info.features
     spec = WindowSpec(window=scorer.info.window, n_features=len(features), stride=stride)
     detector = Detector(MemoryDetectorStore(), settings, scores_topic=_SCORES)
-    sink = _ListSink()
+    sink = _Collector(streams)
     processor = BatchProcessor(EventParser(features), MemoryWindowStore(spec), scorer, sink, Metrics(),
                                Topics(alerts=_ALERTS, dead_letters="dead-letters"), detector=detector)
     started = time.perf_counter()
@@ -77,17 +102,7 @@ def replay(streams: Sequence[Recorded], scorer: Scorer, stride: int, settings: D
             batch = []
     if batch:
         processor.process(batch)
-    seconds = time.perf_counter() - started
-    index = {s.series_id: {int(ts): n for n, ts in enumerate(s.timestamps.tolist())} for s in streams}
-    surprise: dict[str, list[tuple[int, float]]] = {s.series_id: [] for s in streams}
-    openings: dict[str, list[int]] = {s.series_id: [] for s in streams}
-    for message in sink.sent:
-        document = json.loads(message.value)
-        sid = document["series_id"]
-        if message.topic == _SCORES:
-            surprise[sid].append((index[sid][document["window_end"]], document["surprise"]))
-        elif message.topic == _ALERTS and document["phase"] == "opened":
-            openings[sid].append(index[sid][document["window_end"]])
-    stats = Stats({sid: np.array([v for _, v in rows], np.float64) for sid, rows in surprise.items()},
-                  {sid: np.array([n for n, _ in rows], np.int64) for sid, rows in surprise.items()})
-    return Replay(stats, openings, seconds, sum(len(v) for v in stats.values.values()))
+    seconds = time.perf_counter() - started - sink.seconds
+    stats = Stats({sid: np.array([v for _, v in rows], np.float64) for sid, rows in sink.surprise.items()},
+                  {sid: np.array([n for n, _ in rows], np.int64) for sid, rows in sink.surprise.items()})
+    return Replay(stats, sink.openings, seconds, sum(len(v) for v in stats.values.values()))
