@@ -7,7 +7,8 @@ because the CLI prints it as is.
 import csv
 import hashlib
 import math
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -257,6 +258,18 @@ def _parse_label(text: str, path: Path, line: int) -> int:
     raise DataError(f"{path}:{line}: label {text!r} is not 0/1; fix the row")
 
 
+@dataclass
+class _Columns:
+    """One series' rows as they are read, column by column in typed arrays: about 40 bytes an event
+    for three features, where a tuple with a list per row took about 260 (a 72-hour export of a
+    thousand series at one event a minute is 4.3 million rows)."""
+
+    timestamps: array = field(default_factory=lambda: array("q"))
+    values: array = field(default_factory=lambda: array("d"))  # row after row, F per event
+    labels: array = field(default_factory=lambda: array("b"))
+    kinds: list[str] = field(default_factory=list)
+
+
 def read_long_csv(path: str | Path, features: list[str] | None = None) -> LongData:
     """Read `series_id,timestamp,<features...>[,label][,anomaly_kind]`, grouped by series, time-sorted.
 
@@ -287,7 +300,7 @@ def read_long_csv(path: str | Path, features: list[str] | None = None) -> LongDa
         feature_cols = [header.index(name) for name in feature_names]
         label_col = header.index("label") if "label" in header else None
         kind_col = header.index("anomaly_kind") if "anomaly_kind" in header else None
-        rows: dict[str, list[tuple[int, list[float], int, str]]] = {}
+        columns: dict[str, _Columns] = {}
         for line_number, row in enumerate(reader, start=2):
             if not row or all(not cell.strip() for cell in row):
                 continue
@@ -295,25 +308,33 @@ def read_long_csv(path: str | Path, features: list[str] | None = None) -> LongDa
                 raise DataError(f"{path}:{line_number}: {len(row)} fields, expected {len(header)}; fix the row")
             timestamp = _parse_timestamp(row[ts_col], path, line_number)
             values = [_parse_float(row[c], path, line_number, header[c]) for c in feature_cols]
-            label = _parse_label(row[label_col], path, line_number) if label_col is not None else 0
-            kind = row[kind_col].strip() if kind_col is not None else ""
-            rows.setdefault(row[sid_col].strip(), []).append((timestamp, values, label, kind))
-    if not rows:
+            sid = row[sid_col].strip()
+            into = columns.get(sid)
+            if into is None:
+                into = columns[sid] = _Columns()
+            into.timestamps.append(timestamp)
+            into.values.extend(values)
+            if label_col is not None:
+                into.labels.append(_parse_label(row[label_col], path, line_number))
+            if kind_col is not None:
+                into.kinds.append(row[kind_col].strip())
+    if not columns:
         raise DataError(f"{path}: no data rows; the file has only a header")
     series: dict[str, SeriesEvents] = {}
     labels: dict[str, np.ndarray] = {}
     kinds: dict[str, np.ndarray] = {}
-    for series_id, events in rows.items():
-        events.sort(key=lambda event: event[0])  # stable: the first of equal timestamps stays first
-        stamps = np.array([event[0] for event in events], dtype=np.int64)
-        keep = np.ones(len(events), dtype=bool)
-        keep[1:] = stamps[1:] != stamps[:-1]
-        kept = [event for event, k in zip(events, keep) if k]
-        series[series_id] = SeriesEvents(
-            timestamps=stamps[keep], values=np.array([event[1] for event in kept], dtype=np.float32)
-        )
-        labels[series_id] = np.array([event[2] for event in kept], dtype=np.int64)
-        kinds[series_id] = np.array([event[3] for event in kept], dtype=object)
+    for series_id, events in columns.items():
+        stamps = np.frombuffer(events.timestamps, dtype=np.int64)
+        order = np.argsort(stamps, kind="stable")  # stable: the first of equal timestamps stays first
+        keep = np.ones(len(order), dtype=bool)
+        keep[1:] = stamps[order[1:]] != stamps[order[:-1]]
+        kept = order[keep]
+        values = np.frombuffer(events.values, dtype=np.float64).reshape(len(stamps), len(feature_names))
+        series[series_id] = SeriesEvents(timestamps=stamps[kept], values=values[kept].astype(np.float32))
+        if label_col is not None:
+            labels[series_id] = np.frombuffer(events.labels, dtype=np.int8)[kept].astype(np.int64)
+        if kind_col is not None:
+            kinds[series_id] = np.array(events.kinds, dtype=object)[kept]
     return LongData(
         series=series,
         feature_names=feature_names,

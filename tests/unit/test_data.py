@@ -64,6 +64,22 @@ def test_read_long_csv_keeps_labels_and_kinds_per_series(tmp_path: Path) -> None
     assert data.kinds["a"][4] == "spike"
 
 
+def test_rows_out_of_order_keep_their_values_labels_and_kinds_together(tmp_path: Path) -> None:
+    """Rows are read column by column; sorting by time and dropping a replayed timestamp must move every
+    column of a row together."""
+    path = write(
+        tmp_path / "shuffled.csv",
+        "series_id,timestamp,a,b,label,anomaly_kind\n"
+        "s,3,3.5,30,1,spike\nt,1,7,70,0,\ns,1,1.5,10,0,\ns,3,9,90,0,\ns,2,2.5,20,1,drift\n",
+    )
+    data = read_long_csv(path)
+    s = data.series["s"]
+    assert s.timestamps.tolist() == [1, 2, 3]
+    assert s.values.tolist() == [[1.5, 10.0], [2.5, 20.0], [3.5, 30.0]]  # the first row of timestamp 3 stays
+    assert data.labels["s"].tolist() == [0, 1, 1] and data.kinds["s"].tolist() == ["", "drift", "spike"]
+    assert data.series["t"].values.tolist() == [[7.0, 70.0]]
+
+
 def test_ucr_rows_are_windows_with_class_labels(tmp_path: Path) -> None:
     path = write(tmp_path / "d.txt", "1 0.1 0.2 0.3\n2 1.0 2.0 3.0\n")
     data = load_windows(path)
