@@ -27,7 +27,6 @@ import numpy as np
 
 from worker.incidents import IncidentSettings
 
-
 A_TP, A_FP, A_FN = 1.0, -0.11, -1.0
 # Open levels: the statistic's quantiles for tail shares 0.2 down to 1e-4, ten per decade. A coarser
 # grid (12 hand-picked quantiles) skipped whole ranges of a statistic with a gap between normal and
