@@ -35,6 +35,19 @@ def test_scorecard_adds_auc_pr_of_the_window_statistic_to_the_event_metrics(qual
     assert card.false_alarms_per_10k == 0.0
 
 
+def test_scorecard_counts_false_alarms_opened_at_an_unlabelled_level_change(quality) -> None:
+    labels = np.zeros(80, np.int8)
+    labels[20:22] = 1  # NAB window 20-24 with window 4
+    series = quality.Series("s", np.arange(80, dtype=np.int64), np.zeros((80, 1), np.float32), labels,
+                            level_changes=np.array([40, 60]))
+    due = np.arange(3, 80)
+    stats = quality.Stats({"s": np.zeros(len(due))}, {"s": due})
+    # 21 detects; 10 is a plain false alarm; 43 opens within a window (4 events) of the change at 40,
+    # 64 one event too late for the change at 60
+    card = quality.scorecard([series], {"s": [10, 21, 43, 64]}, stats, 4)
+    assert (card.false_alarms, card.false_alarms_at_level_changes) == (3, 1)
+
+
 def test_ablation_caps_each_window_at_its_overlapping_predecessor(quality) -> None:
     stats = quality.Stats({"s": np.array([1, 9, 2, 8, 8, 3], float)}, {"s": np.arange(6)})
     overlapping = SimpleNamespace(window=24, stride=1)
