@@ -40,7 +40,8 @@ A_TP=1, A_FP=-0.11, A_FN=-1, scaled sigmoid; 100 = perfect, 0 = no detections). 
 anomaly is its labelled span extended by window - 1 events: every window that still contains it.
 On the synthetic sets it also counts the false alarms that opened within a window after one of the
 generator's unlabelled level changes (a step in every sensor that stays): at its onset such a step
-looks like a level-shift fault to every detector, so these are a floor no detector gets under.
+looks like a level-shift fault to every detector, so these are a floor no detector gets under. A
+multi-seed summary also breaks each detector's missed anomalies down by kind, where the data names them.
 """
 
 import argparse
@@ -50,6 +51,7 @@ import math
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -62,7 +64,8 @@ from vrae_model.data import WindowSet
 from vrae_model.synth import SynthSeries, generate
 from vrae_model.windowing import due_positions
 from worker.detection import DetectorSettings
-from worker.evaluation import Stats, anomaly_windows, best_levels, incident_openings, score_detections
+from worker.evaluation import (Stats, anomaly_windows, best_levels, detected_anomalies, incident_openings, matches,
+                               score_detections)
 from worker.incidents import IncidentSettings
 from worker.replay import Replay, replay
 from worker.scorer import Scorer
@@ -80,6 +83,7 @@ class Series:
     labels: np.ndarray  # (n,) int 0/1
     # where an unlabelled level change (a step in every sensor that stays: normal behaviour) starts
     level_changes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    kinds: np.ndarray | None = None  # (n,) str: each labelled event's anomaly kind, where the data says
 
 
 @dataclass
@@ -106,6 +110,8 @@ class Scorecard:
     auc_pr: float
     false_alarms: int = 0
     false_alarms_at_level_changes: int = 0  # opened within a window after an unlabelled level change
+    anomalies_by_kind: dict[str, int] = field(default_factory=dict)  # where the data names the kinds
+    missed_by_kind: dict[str, int] = field(default_factory=dict)
     levels: tuple[float, float] = (math.nan, math.nan)
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -137,7 +143,8 @@ def synth_data(quick: bool, seed: int = 0) -> DataSet:
                             np.int64)
 
         return [Series(s.series_id, s.timestamps[first:stop], s.values[first:stop],
-                       s.labels[first:stop].astype(np.int8), level_changes(s)) for s in data.series]
+                       s.labels[first:stop].astype(np.int8), level_changes(s), s.kinds[first:stop])
+                for s in data.series]
 
     return DataSet(name="synthetic (drift + regime changes)", features=list(data.feature_names), window=24,
                    stride=1, train_windows=windows_of(cut(0, history), 24, 4), train_stride=4,
@@ -327,17 +334,25 @@ def scorecard(split: Sequence[Series], openings: dict[str, list[int]], stats: St
     n_windows = sum(len(stats.due[s.series_id]) for s in split)
     events = score_detections(labels, openings, window, n_windows)
     at_changes = 0
+    anomalies: Counter[str] = Counter()
+    missed: Counter[str] = Counter()
     for s in split:
         areas = anomaly_windows(s.labels, window)
-        false_alarms = [d for d in openings.get(s.series_id, []) if not any(a <= d <= b for a, b in areas)]
+        found = openings.get(s.series_id, [])
+        false_alarms = [d for d, k in matches(areas, found) if k < 0]
         at_changes += sum(any(0 <= d - p < window for p in s.level_changes.tolist()) for d in false_alarms)
+        if s.kinds is not None:
+            for (first, _), hit in zip(areas, detected_anomalies(s.labels, found, window), strict=True):
+                anomalies[str(s.kinds[first])] += 1
+                missed[str(s.kinds[first])] += not hit
     positive = [np.array([s.labels[max(n - window + 1, 0):n + 1].any() for n in stats.due[s.series_id]], bool)
                 for s in split]
     values = [stats.values[s.series_id] for s in split]
     return Scorecard(nab=events.nab, precision=events.precision, recall=events.recall, f1=events.f1,
                      delay=events.delay, false_alarms_per_10k=events.false_alarms_per_10k,
                      auc_pr=auc_pr(np.concatenate(positive), np.concatenate(values)),
-                     false_alarms=events.false_alarms, false_alarms_at_level_changes=at_changes)
+                     false_alarms=events.false_alarms, false_alarms_at_level_changes=at_changes,
+                     anomalies_by_kind=dict(sorted(anomalies.items())), missed_by_kind=dict(sorted(missed.items())))
 
 
 def auc_pr(labels: np.ndarray, values: np.ndarray) -> float:
@@ -479,6 +494,14 @@ def summary(name: str, per_seed: dict[int, dict[str, Scorecard]]) -> str:
         at_changes = sum(per_seed[s][detector].false_alarms_at_level_changes for s in seeds)
         lines.append(f"| {detector} | {np.mean(nab):.1f} | {min(nab):.1f}-{max(nab):.1f} "
                      f"| {np.mean(f1):.2f} | {min(f1):.2f}-{max(f1):.2f} | {false_alarms} ({at_changes}) |")
+    kinds = sorted({kind for s in seeds for kind in per_seed[s][detectors[0]].anomalies_by_kind})
+    if kinds:
+        totals = [sum(per_seed[s][detectors[0]].anomalies_by_kind.get(kind, 0) for s in seeds) for kind in kinds]
+        lines += ["", "Anomalies missed, by kind, all seeds (of " + ", ".join(f"{t} {k}" for k, t in zip(kinds, totals))
+                  + "):", "", "| detector | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+        for detector in detectors:
+            missed = [sum(per_seed[s][detector].missed_by_kind.get(kind, 0) for s in seeds) for kind in kinds]
+            lines.append(f"| {detector} | " + " | ".join(map(str, missed)) + " |")
     lines += ["", "| adaptive row | against | NAB difference [95 % CI] | F1 difference [95 % CI] "
                   "| seeds ahead on both |",
               "|---|---|---:|---:|---:|"]

@@ -20,7 +20,7 @@ z-score, a reconstruction error or the worker's surprise.
 
 import bisect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +71,29 @@ def sigmoid(y: float) -> float:
     return 2.0 / (1.0 + math.exp(min(5.0 * y, 700.0))) - 1.0
 
 
+def matches(areas: Sequence[tuple[int, int]], openings: Iterable[int]) -> Iterator[tuple[int, int]]:
+    """(opening, k) in time order: k is the index of the area holding the opening, or -1 - j for a false
+    alarm, where j is the index of the first area after it (so areas[j - 1] is the last one before it).
+
+    Labelled spans are disjoint and in order, so both ends of their areas rise with k (areas may
+    overlap): the first area ending at or after d is the first that can hold it, and every area before
+    it ended before d."""
+    ends = [b for _, b in areas]
+    for d in sorted(openings):
+        k = bisect.bisect_left(ends, d)
+        yield d, (k if k < len(areas) and areas[k][0] <= d else -1 - k)
+
+
+def detected_anomalies(labels: np.ndarray, openings: Iterable[int], window: int) -> list[bool]:
+    """Per labelled anomaly of one series, in order: whether an opening detected it (as scored below)."""
+    areas = anomaly_windows(labels, window)
+    hit = [False] * len(areas)
+    for _, k in matches(areas, openings):
+        if k >= 0:
+            hit[k] = True
+    return hit
+
+
 def score_detections(labels: Mapping[str, np.ndarray], openings: Mapping[str, Sequence[int]], window: int,
                      n_windows: int) -> EventScore:
     """Score incident openings (event indices per series) against each series' 0/1 event labels."""
@@ -79,14 +102,9 @@ def score_detections(labels: Mapping[str, np.ndarray], openings: Mapping[str, Se
     delays: list[int] = []
     for sid, series_labels in labels.items():
         areas = anomaly_windows(series_labels, window)
-        # Labelled spans are disjoint and in order, so both ends of their areas rise with k (areas may
-        # overlap): the first area ending at or after d is the first that can hold it, and every area
-        # before it ended before d.
-        ends = [b for _, b in areas]
         hit = [False] * len(areas)
-        for d in sorted(openings.get(sid, [])):
-            k = bisect.bisect_left(ends, d)
-            if k < len(areas) and areas[k][0] <= d:
+        for d, k in matches(areas, openings.get(sid, [])):
+            if k >= 0:
                 if not hit[k]:
                     a, b = areas[k]
                     hit[k] = True
@@ -94,8 +112,8 @@ def score_detections(labels: Mapping[str, np.ndarray], openings: Mapping[str, Se
                     delays.append(d - a)
                 continue
             false_alarms += 1
-            if k > 0:
-                a, b = areas[k - 1]
+            if k < -1:  # an area ended before it
+                a, b = areas[-k - 2]
                 raw += -A_FP * sigmoid(abs(d - b) / max(b - a, 1))
             else:
                 raw += A_FP

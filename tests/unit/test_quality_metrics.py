@@ -46,6 +46,22 @@ def test_scorecard_counts_false_alarms_opened_at_an_unlabelled_level_change(qual
     # 64 one event too late for the change at 60
     card = quality.scorecard([series], {"s": [10, 21, 43, 64]}, stats, 4)
     assert (card.false_alarms, card.false_alarms_at_level_changes) == (3, 1)
+    assert card.anomalies_by_kind == {} == card.missed_by_kind  # no kinds named: nothing to break down
+
+
+def test_scorecard_and_summary_say_which_kinds_of_anomaly_were_missed(quality) -> None:
+    labels = np.zeros(80, np.int8)
+    labels[20:22] = labels[50:53] = labels[70:71] = 1
+    kinds = np.full(80, "", dtype="<U16")
+    kinds[20:22], kinds[50:53], kinds[70:71] = "spike", "stuck", "spike"
+    series = quality.Series("s", np.arange(80, dtype=np.int64), np.zeros((80, 1), np.float32), labels,
+                            kinds=kinds)
+    due = np.arange(3, 80)
+    card = quality.scorecard([series], {"s": [21, 60]}, quality.Stats({"s": np.zeros(len(due))}, {"s": due}), 4)
+    assert card.anomalies_by_kind == {"spike": 2, "stuck": 1}
+    assert card.missed_by_kind == {"spike": 1, "stuck": 1}  # 60 is past the stuck span's window (50-55)
+    text = quality.summary("toy", {1: {"VRAE static": card}, 2: {"VRAE static": card}})
+    assert "of 4 spike, 2 stuck" in text and "| VRAE static | 2 | 2 |" in text
 
 
 def test_ablation_caps_each_window_at_its_overlapping_predecessor(quality) -> None:
