@@ -64,8 +64,7 @@ from vrae_model.data import WindowSet
 from vrae_model.synth import SynthSeries, generate
 from vrae_model.windowing import due_positions
 from worker.detection import DetectorSettings
-from worker.evaluation import (Stats, anomaly_windows, best_levels, detected_anomalies, incident_openings, matches,
-                               score_detections)
+from worker.evaluation import Stats, anomaly_windows, best_levels, incident_openings, matches, score_detections
 from worker.incidents import IncidentSettings
 from worker.replay import Replay, replay
 from worker.scorer import Scorer
@@ -338,13 +337,16 @@ def scorecard(split: Sequence[Series], openings: dict[str, list[int]], stats: St
     missed: Counter[str] = Counter()
     for s in split:
         areas = anomaly_windows(s.labels, window)
-        found = openings.get(s.series_id, [])
-        false_alarms = [d for d, k in matches(areas, found) if k < 0]
-        at_changes += sum(any(0 <= d - p < window for p in s.level_changes.tolist()) for d in false_alarms)
+        hit = [False] * len(areas)
+        for d, k in matches(areas, openings.get(s.series_id, [])):
+            if k >= 0:
+                hit[k] = True
+            else:
+                at_changes += any(0 <= d - p < window for p in s.level_changes.tolist())
         if s.kinds is not None:
-            for (first, _), hit in zip(areas, detected_anomalies(s.labels, found, window), strict=True):
+            for (first, _), detected in zip(areas, hit, strict=True):
                 anomalies[str(s.kinds[first])] += 1
-                missed[str(s.kinds[first])] += not hit
+                missed[str(s.kinds[first])] += not detected
     positive = [np.array([s.labels[max(n - window + 1, 0):n + 1].any() for n in stats.due[s.series_id]], bool)
                 for s in split]
     values = [stats.values[s.series_id] for s in split]

@@ -84,16 +84,6 @@ def matches(areas: Sequence[tuple[int, int]], openings: Iterable[int]) -> Iterat
         yield d, (k if k < len(areas) and areas[k][0] <= d else -1 - k)
 
 
-def detected_anomalies(labels: np.ndarray, openings: Iterable[int], window: int) -> list[bool]:
-    """Per labelled anomaly of one series, in order: whether an opening detected it (as scored below)."""
-    areas = anomaly_windows(labels, window)
-    hit = [False] * len(areas)
-    for _, k in matches(areas, openings):
-        if k >= 0:
-            hit[k] = True
-    return hit
-
-
 def score_detections(labels: Mapping[str, np.ndarray], openings: Mapping[str, Sequence[int]], window: int,
                      n_windows: int) -> EventScore:
     """Score incident openings (event indices per series) against each series' 0/1 event labels."""
