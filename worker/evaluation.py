@@ -174,18 +174,24 @@ def level_grid(stats: Stats) -> list[Levels]:
     return list(dict.fromkeys(pairs))  # tied quantiles give the same pair: judge it once
 
 
+def judge_levels(labels: Mapping[str, np.ndarray], stats: Stats, window: int, close_after: int,
+                 pairs: Iterable[Levels]) -> list[tuple[Levels, EventScore]]:
+    """Each (open, close) pair with the score of the incidents it opens on `stats`."""
+    n_windows = sum(len(values) for values in stats.values.values())
+    return [(levels, score_detections(labels, incident_openings(stats, levels, close_after), window, n_windows))
+            for levels in pairs]
+
+
 def judge_grid(labels: Mapping[str, np.ndarray], stats: Stats, window: int,
                close_after: int) -> list[tuple[Levels, EventScore]]:
     """Every pair of `level_grid(stats)` with its score; judged once, whatever objectives pick from it."""
-    n_windows = sum(len(values) for values in stats.values.values())
-    return [(levels, score_detections(labels, incident_openings(stats, levels, close_after), window, n_windows))
-            for levels in level_grid(stats)]
+    return judge_levels(labels, stats, window, close_after, level_grid(stats))
 
 
 def best_of(judged: Sequence[tuple[Levels, EventScore]],
             objective: Callable[[EventScore], float]) -> tuple[Levels, EventScore]:
-    """The pair that maximises `objective` (the first of equals: the lowest open level, as the grid runs
-    from frequent to rare)."""
+    """The pair that maximises `objective`; the first of equals in `judged` (on the grid: the lowest
+    open level, as it runs from frequent to rare)."""
     if not judged:
         raise ValueError("no finite statistic to choose levels from")
     return max(judged, key=lambda pair: objective(pair[1]))

@@ -22,7 +22,7 @@ import numpy as np
 from vrae_model.data import read_long_csv
 from vrae_model.exceptions import DataError
 from worker.detection import DetectorSettings
-from worker.evaluation import EventScore, Levels, best_of, incident_openings, judge_grid, score_detections
+from worker.evaluation import EventScore, Levels, best_of, judge_grid, judge_levels
 from worker.incidents import IncidentSettings
 from worker.replay import replay
 from worker.scorer import Scorer
@@ -55,7 +55,7 @@ class Tuning:
     series: int
     windows: int
     configured: Judged
-    best: dict[str, Judged]  # objective -> the grid's best levels for it
+    best: dict[str, Judged]  # objective -> the best levels for it, of the grid and the configured ones
     chosen: Judged
 
 
@@ -85,14 +85,12 @@ def judge(series: list[LabelledSeries], scorer: Scorer, stride: int, settings: D
     run = replay(series, scorer, stride, settings)
     labels = {s.series_id: s.labels for s in series}
     window, close_after = scorer.info.window, settings.incidents.close_after
-    judged = [Judged(pair, score_detections(labels, incident_openings(run.surprise, pair, close_after), window,
-                                            run.windows)) for pair in levels]
+    judged = judge_levels(labels, run.surprise, window, close_after, levels)
     best: dict[str, Judged] = {}
     if grid:
-        scored = judge_grid(labels, run.surprise, window, close_after)
-        candidates = [(j.levels, j.score) for j in judged] + scored
+        candidates = judged + judge_grid(labels, run.surprise, window, close_after)
         best = {name: Judged(*best_of(candidates, objective)) for name, objective in OBJECTIVES.items()}
-    return run.windows, judged, best
+    return run.windows, [Judged(*pair) for pair in judged], best
 
 
 def tune_levels(path: Path, scorer: Scorer, stride: int, settings: DetectorSettings, objective: str) -> Tuning:
