@@ -7,7 +7,9 @@ one sensor is diluted F times in the model's mean score, not in its own feature'
 
     e_f   = score * F * share_f                      the window's mean squared error of feature f
     x_f   = ln(max(e_f, 1e-12))
-    a     = max(1 / n, a_long)                       a_long = 1 - 2 ** (-1 / long_halflife)
+    u     = min(1, 10 ** (learn_surprise - surprise))  the window's weight: how usual it was judged
+    W    <- W + u                                    the weight learned from so far
+    a     = max(u / W, a_long)                       a_long = 1 - 2 ** (-1 / long_halflife)
     d_f   = clip(x_f - m_f, +-c sqrt(v_f + floor))  winsorised at c = clip_sd: an outlier barely teaches
     m_f  <- m_f + a d_f                              long-term mean
     v_f  <- (1 - a) (v_f + a d_f ** 2 / k)           long-term variance (exponentially weighted);
@@ -30,7 +32,7 @@ A new window is judged BEFORE it is folded in:
     surprise = -log10 p                                    3 means "one window in a thousand"
 
 Q is the upper tail of the standard normal; r_f and r_0 count only when the window is confirmed
-(below). The state is 32 + 40 F bytes per series whatever the stream length, and it forgets: a regime
+(below). The state is 40 + 40 F bytes per series whatever the stream length, and it forgets: a regime
 change becomes the new normal after a few `long_halflife`s, while a window that is unusual *for this
 series* stands out even when the model's global scale says otherwise.
 
@@ -51,6 +53,17 @@ window of a lasting anomaly still grows the variance by a (c² / k - 1). Over a 
 the series for thousands of windows (README: the quality harness); at c = 2 it grows 1.18x. The
 price: a regime change that moves the errors is absorbed more slowly, mostly through that same growth.
 
+Why weigh windows by how usual they were: a young series learns at rate u / W, about 1 / n, so its
+first windows make up its whole history. When a series' stream starts inside an anomaly or a regime
+the model finds odd, those windows would teach the history a spread several times the normal one
+(0.9 against 0.25 ln units on one harness series), and at a_long the excess then takes thousands of
+windows to fade, hiding moderate faults (stuck sensors) meanwhile. The judgement made just before the
+fold (blended with the model's calibration while the series is young) says which windows those are:
+one at surprise 3 counts a tenth of a usual window, at 4 a hundredth. Weights are relative (u / W): a
+series whose every window is unusual to the model still learns at about 1 / n. Once W passes
+1 / a_long the rate is a_long whatever u, exactly as without weights: an old series is protected by
+winsorising alone, so a lasting change still becomes the new normal.
+
 Replays: the state remembers the end timestamp of the last window folded in; a window ending at or
 before it is never folded in again, so a replay leaves the history unchanged.
 """
@@ -70,7 +83,8 @@ MIN_PROBABILITY = 1e-300
 MIN_MODEL_PROBABILITY = 2.0**-24
 # ln(float32 max): where a non-finite error (the model overflowed) lands, the most anomalous there is.
 MAX_LOG_SCORE = math.log(float(np.finfo(np.float32).max))
-_HEAD = struct.Struct("<qqqd")  # last_end_ms, n, model_key, previous_anomaly; then 5 float64 arrays of F
+# last_end_ms, n, model_key, previous_anomaly, weight; then 5 float64 arrays of F
+_HEAD = struct.Struct("<qqqdd")
 _ARRAYS = 5
 
 
@@ -83,6 +97,7 @@ class AdaptiveSettings:
     warmup: float = 300.0  # windows after which the series' own history has half the say
     variance_floor: float = 1e-3  # in ln-error units squared: errors within ~3 % are never "unusual"
     clip_sd: float = 2.0  # updates are winsorised at this many standard deviations (docstring: why 2)
+    learn_surprise: float = 2.0  # windows judged above this count less in a young history (docstring)
 
     def __post_init__(self) -> None:
         if not self.clip_sd > 0:
@@ -124,19 +139,20 @@ class ScoreHistory(NamedTuple):
     short_var: Vector = ()
     previous: Vector = ()  # the log errors of the window ending at last_end_ms
     previous_anomaly: float = 1.0  # and the model's anomaly score of that window (r_0)
+    weight: float = 0.0  # W: the summed weights u of the windows folded in
 
     def to_bytes(self) -> bytes:
         moments = (*self.mean, *self.var, *self.short, *self.short_var, *self.previous)
-        head = _HEAD.pack(self.last_end_ms, self.n, self.model_key, self.previous_anomaly)
+        head = _HEAD.pack(self.last_end_ms, self.n, self.model_key, self.previous_anomaly, self.weight)
         return head + struct.pack(f"<{len(moments)}d", *moments)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "ScoreHistory":
-        last_end_ms, n, key, previous_anomaly = _HEAD.unpack_from(raw)
+        last_end_ms, n, key, previous_anomaly, weight = _HEAD.unpack_from(raw)
         f = (len(raw) - _HEAD.size) // (8 * _ARRAYS)
         moments = struct.unpack_from(f"<{_ARRAYS * f}d", raw, _HEAD.size)
         mean, var, short, short_var, previous = (moments[i * f:(i + 1) * f] for i in range(_ARRAYS))
-        return cls(last_end_ms, n, key, mean, var, short, short_var, previous, previous_anomaly)
+        return cls(last_end_ms, n, key, mean, var, short, short_var, previous, previous_anomaly, weight)
 
     @classmethod
     def fresh(cls, model_key: int, last_end_ms: int = -1) -> "ScoreHistory":
@@ -228,19 +244,30 @@ def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings:
     return Judgement(p_value=p_value, p_point=p_point, p_trend=p_trend, p_model=p_model)
 
 
+def learning_weight(surprise: float, settings: AdaptiveSettings) -> float:
+    """u = min(1, 10 ** (learn_surprise - surprise)): how much a judged window may teach a young history
+    (module docstring); an unjudgeable (NaN) surprise teaches nothing."""
+    excess = surprise - settings.learn_surprise
+    if excess <= 0.0:
+        return 1.0
+    return 10.0 ** -excess if excess < 300.0 else 0.0
+
+
 def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveSettings, *,
-         anomaly_score: float) -> ScoreHistory:
-    """The history with one more window (its per-feature errors and the model's anomaly score); a window
-    at or before `last_end_ms` (a replay) changes nothing."""
+         anomaly_score: float, surprise: float) -> ScoreHistory:
+    """The history with one more window (its per-feature errors, the model's anomaly score, and the
+    surprise it was just judged at); a window at or before `last_end_ms` (a replay) changes nothing."""
     if end_ms <= history.last_end_ms:
         return history
     x = tuple(log_error(error) for error in errors)
     anomaly = model_anomaly_of(anomaly_score)
+    usual = learning_weight(surprise, settings)
+    weight = history.weight + usual
     n = history.n + 1
     if n == 1:
         zeros = (0.0,) * len(x)
-        return ScoreHistory(end_ms, 1, history.model_key, x, zeros, x, zeros, x, anomaly)
-    rate = max(1.0 / n, settings.long_rate)
+        return ScoreHistory(end_ms, 1, history.model_key, x, zeros, x, zeros, x, anomaly, weight)
+    rate = max(usual / weight, settings.long_rate) if weight > 0.0 else settings.long_rate
     short_rate = max(1.0 / n, settings.short_rate)
     efficiency = settings.clip_efficiency
     mean, var, short, short_var = [], [], [], []
@@ -256,7 +283,7 @@ def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveS
         short.append(new_short)
         short_var.append(w + rate * ((new_short - new_mean) ** 2 - w))
     return ScoreHistory(end_ms, n, history.model_key, tuple(mean), tuple(var), tuple(short), tuple(short_var), x,
-                        anomaly)
+                        anomaly, weight)
 
 
 def for_model(history: ScoreHistory | None, key: int, n_features: int) -> ScoreHistory:

@@ -13,11 +13,18 @@ from worker.adaptive import (AdaptiveSettings, Judgement, ScoreHistory, feature_
 SETTINGS = AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=20.0)
 
 
+def learn(history: ScoreHistory, errors, end_ms: int, settings: AdaptiveSettings = SETTINGS,
+          anomaly_score: float = 0.5) -> ScoreHistory:
+    """Judge a one-second window ending at `end_ms`, then fold it in at that surprise: the worker's order."""
+    judgement = judge(history, tuple(errors), anomaly_score, settings, start_ms=end_ms - 999, end_ms=end_ms)
+    return fold(history, tuple(errors), end_ms, settings, anomaly_score=anomaly_score, surprise=judgement.surprise)
+
+
 def history_of(errors: np.ndarray, settings: AdaptiveSettings = SETTINGS) -> ScoreHistory:
-    """Fold (n, F) per-feature errors, one window per second."""
+    """Judge and fold (n, F) per-feature errors, one window per second."""
     history = ScoreHistory.fresh(model_key("ab" * 32))
     for i, row in enumerate(errors):
-        history = fold(history, tuple(row), 1000 * (i + 1), settings, anomaly_score=0.5)
+        history = learn(history, row, 1000 * (i + 1), settings)
     return history
 
 
@@ -26,7 +33,7 @@ def lognormal(n: int, seed: int = 0, median: float = 0.1, sigma: float = 0.3, fe
 
 
 def later(history: ScoreHistory, errors, anomaly_score: float = 0.5) -> ScoreHistory:
-    return fold(history, tuple(errors), history.last_end_ms + 1000, SETTINGS, anomaly_score=anomaly_score)
+    return learn(history, errors, history.last_end_ms + 1000, anomaly_score=anomaly_score)
 
 
 ALONE_MS, OVERLAPPING_MS = 1000, 10_000  # window spans: one stride (no overlap), ten strides
@@ -41,7 +48,7 @@ def judged(history: ScoreHistory, errors, anomaly_score: float = 0.5, settings: 
 
 def test_state_size_is_fixed_whatever_the_stream_length() -> None:
     short, long = history_of(lognormal(10)), history_of(lognormal(5000))
-    assert len(short.to_bytes()) == len(long.to_bytes()) == state_bytes(2) == 112
+    assert len(short.to_bytes()) == len(long.to_bytes()) == state_bytes(2) == 120
     assert ScoreHistory.from_bytes(long.to_bytes()) == long
 
 
@@ -49,7 +56,7 @@ def test_replayed_window_leaves_history_unchanged() -> None:
     history = history_of(lognormal(100))
     before = history.to_bytes()
     for end_ms in (history.last_end_ms, history.last_end_ms - 5000):
-        assert fold(history, np.array([1e6, 1e6]), end_ms, SETTINGS, anomaly_score=1.0).to_bytes() == before
+        assert fold(history, np.array([1e6, 1e6]), end_ms, SETTINGS, anomaly_score=1.0, surprise=0.0).to_bytes() == before
 
 
 def test_moments_track_the_log_errors_per_feature() -> None:
@@ -119,15 +126,18 @@ def test_history_of_another_model_restarts_but_keeps_its_replay_mark() -> None:
     assert other.n == 0 and other.last_end_ms == history.last_end_ms and other.model_key == history.model_key + 1
 
 
-@pytest.mark.parametrize("layout", ["24 + 32 F: no previous errors", "24 + 40 F: no previous anomaly score"])
+@pytest.mark.parametrize("layout", ["24 + 32 F: no previous errors", "24 + 40 F: no previous anomaly score",
+                                    "32 + 40 F: no weight"])
 def test_state_of_an_older_layout_restarts_but_keeps_its_replay_mark(layout: str) -> None:
     history = history_of(lognormal(50))
     arrays = (history.mean, history.var, history.short, history.short_var, history.previous)
     if layout.startswith("24 + 32"):
         arrays = arrays[:-1]
     moments = [value for array in arrays for value in array]
-    older = struct.pack("<qqq", history.last_end_ms, history.n, history.model_key) + struct.pack(
-        f"<{len(moments)}d", *moments)
+    head = struct.pack("<qqq", history.last_end_ms, history.n, history.model_key)
+    if layout.startswith("32"):
+        head += struct.pack("<d", history.previous_anomaly)
+    older = head + struct.pack(f"<{len(moments)}d", *moments)
     restarted = for_model(ScoreHistory.from_bytes(older), history.model_key, 2)
     assert restarted.n == 0 and restarted.last_end_ms == history.last_end_ms
 
@@ -195,6 +205,56 @@ def test_a_long_anomaly_does_not_hide_the_next_one() -> None:
         return judged(history_of(rows, settings), fault, settings=settings).surprise
 
     assert surprise(2.0) > 3.0 > surprise(4.0)
+
+
+def fold_all(rows: np.ndarray, anomaly_scores: np.ndarray, settings: AdaptiveSettings,
+             surprise: float | None = None) -> ScoreHistory:
+    """Judge and fold each row with its model anomaly score; a fixed `surprise` instead of the judged one
+    weighs every window alike (the rule before windows were weighted)."""
+    history = ScoreHistory.fresh(model_key("ab" * 32))
+    for i, (row, anomaly) in enumerate(zip(rows, anomaly_scores)):
+        end_ms = 1000 * (i + 1)
+        judgement = judge(history, tuple(row), anomaly, settings, start_ms=end_ms - 999, end_ms=end_ms)
+        history = fold(history, tuple(row), end_ms, settings, anomaly_score=anomaly,
+                       surprise=judgement.surprise if surprise is None else surprise)
+    return history
+
+
+def test_a_young_series_does_not_learn_the_anomaly_its_stream_starts_in() -> None:
+    """60 windows of a fault the model's calibration flags (anomaly score 0.9999), then normal ones. Counted
+    like the rest, the fault's windows make up the young history and widen its spread for thousands of
+    windows; weighted by their surprise, they barely count."""
+    settings = AdaptiveSettings()
+    rows = np.concatenate([lognormal(60, median=1.0, features=1), lognormal(600, seed=1, features=1)])
+    anomaly = np.r_[np.full(60, 0.9999), np.full(600, 0.5)]
+    weighted, alike = fold_all(rows, anomaly, settings), fold_all(rows, anomaly, settings, surprise=0.0)
+    assert math.sqrt(weighted.var[0]) == pytest.approx(0.3, rel=0.2)
+    assert math.sqrt(alike.var[0]) > 0.6
+    assert weighted.mean[0] == pytest.approx(math.log(0.1), abs=0.1)
+
+
+def test_a_series_the_model_finds_unusual_throughout_still_learns_its_own_normal() -> None:
+    """Weights are relative: when every window is unusual to the model, each still counts about 1 / n, so
+    the series' own history takes over as fast as without weights."""
+    settings = AdaptiveSettings()
+    rows = lognormal(600, features=1)
+    history = fold_all(rows, np.full(600, 0.9999), settings)
+    assert history.mean[0] == pytest.approx(math.log(0.1), abs=0.1)
+    assert math.sqrt(history.var[0]) == pytest.approx(0.3, rel=0.2)
+    assert judged(history, (0.1,), anomaly_score=0.9999, settings=settings).surprise < 3.0
+
+
+def test_an_old_series_learns_every_window_at_the_long_rate() -> None:
+    """Once the weights add up to 1 / a_long, a window's surprise no longer matters: winsorising alone
+    protects an old history, and a lasting change still becomes the new normal."""
+    settings = AdaptiveSettings(long_halflife=50.0)
+    history = history_of(lognormal(500), settings)
+    assert history.weight > 1.0 / settings.long_rate
+    end_ms = history.last_end_ms + 1000
+    folds = [fold(history, (1.0, 1.0), end_ms, settings, anomaly_score=0.5, surprise=surprise)
+             for surprise in (0.0, 5.0, math.nan)]
+    assert folds[0].mean == folds[1].mean == folds[2].mean and folds[0].var == folds[1].var == folds[2].var
+    assert [f.weight - history.weight for f in folds] == pytest.approx([1.0, 1e-3, 0.0])
 
 
 def test_clip_must_be_positive() -> None:
