@@ -14,10 +14,12 @@ SETTINGS = AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=20.0)
 
 
 def learn(history: ScoreHistory, errors, end_ms: int, settings: AdaptiveSettings = SETTINGS,
-          anomaly_score: float = 0.5) -> ScoreHistory:
-    """Judge a one-second window ending at `end_ms`, then fold it in at that surprise: the worker's order."""
-    judgement = judge(history, tuple(errors), anomaly_score, settings, start_ms=end_ms - 999, end_ms=end_ms)
-    return fold(history, tuple(errors), end_ms, settings, anomaly_score=anomaly_score, surprise=judgement.surprise)
+          anomaly_score: float = 0.5, surprise: float | None = None) -> ScoreHistory:
+    """Judge a one-second window ending at `end_ms`, then fold it in at that surprise: the worker's order.
+    A fixed `surprise` instead weighs every window alike (the rule before windows were weighted)."""
+    if surprise is None:
+        surprise = judge(history, tuple(errors), anomaly_score, settings, start_ms=end_ms - 999, end_ms=end_ms).surprise
+    return fold(history, tuple(errors), end_ms, settings, anomaly_score=anomaly_score, surprise=surprise)
 
 
 def history_of(errors: np.ndarray, settings: AdaptiveSettings = SETTINGS) -> ScoreHistory:
@@ -56,7 +58,8 @@ def test_replayed_window_leaves_history_unchanged() -> None:
     history = history_of(lognormal(100))
     before = history.to_bytes()
     for end_ms in (history.last_end_ms, history.last_end_ms - 5000):
-        assert fold(history, np.array([1e6, 1e6]), end_ms, SETTINGS, anomaly_score=1.0, surprise=0.0).to_bytes() == before
+        replayed = fold(history, np.array([1e6, 1e6]), end_ms, SETTINGS, anomaly_score=1.0, surprise=0.0)
+        assert replayed.to_bytes() == before
 
 
 def test_moments_track_the_log_errors_per_feature() -> None:
@@ -209,14 +212,10 @@ def test_a_long_anomaly_does_not_hide_the_next_one() -> None:
 
 def fold_all(rows: np.ndarray, anomaly_scores: np.ndarray, settings: AdaptiveSettings,
              surprise: float | None = None) -> ScoreHistory:
-    """Judge and fold each row with its model anomaly score; a fixed `surprise` instead of the judged one
-    weighs every window alike (the rule before windows were weighted)."""
+    """`learn` each row with its own model anomaly score."""
     history = ScoreHistory.fresh(model_key("ab" * 32))
     for i, (row, anomaly) in enumerate(zip(rows, anomaly_scores)):
-        end_ms = 1000 * (i + 1)
-        judgement = judge(history, tuple(row), anomaly, settings, start_ms=end_ms - 999, end_ms=end_ms)
-        history = fold(history, tuple(row), end_ms, settings, anomaly_score=anomaly,
-                       surprise=judgement.surprise if surprise is None else surprise)
+        history = learn(history, row, 1000 * (i + 1), settings, anomaly_score=anomaly, surprise=surprise)
     return history
 
 
