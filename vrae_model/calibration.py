@@ -50,6 +50,42 @@ class Calibration:
         )
 
 
+@dataclass(frozen=True)
+class FeatureCalibration:
+    """Each feature's typical log reconstruction error on the calibration windows: median and robust scale.
+
+    The score's calibration judges the window's MEAN error, in which a fault in one of F sensors is
+    diluted F times. A consumer that judges features one by one (the worker, while a series is too
+    young to have a history of its own) needs each feature's normal error too. Log space, because
+    errors are roughly log-normal; median and MAD, because a user's history may hold a few anomalies.
+    """
+
+    median: tuple[float, ...]  # per feature, of ln(mean squared error of that feature in the window)
+    scale: tuple[float, ...]  # per feature, 1.4826 * median absolute deviation: the sd if normal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"log_error_median": list(self.median), "log_error_scale": list(self.scale)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], n_features: int) -> "FeatureCalibration":
+        """Validated: one finite median and one finite, non-negative scale per feature."""
+        median = tuple(float(v) for v in data["log_error_median"])
+        scale = tuple(float(v) for v in data["log_error_scale"])
+        if len(median) != n_features or len(scale) != n_features:
+            raise ValueError(f"feature calibration has {len(median)}/{len(scale)} entries for {n_features} features")
+        if not all(np.isfinite(median)) or not all(np.isfinite(scale)) or min(scale) < 0:
+            raise ValueError("feature calibration holds a non-finite median or scale, or a negative scale")
+        return cls(median, scale)
+
+
+def fit_feature_calibration(feature_errors: np.ndarray) -> FeatureCalibration:
+    """From (N, F) per-feature mean squared errors of the calibration windows."""
+    x = np.log(np.maximum(np.asarray(feature_errors, dtype=np.float64), 1e-12))
+    median = np.median(x, axis=0)
+    scale = 1.4826 * np.median(np.abs(x - median), axis=0)
+    return FeatureCalibration(tuple(median.tolist()), tuple(scale.tolist()))
+
+
 def fit_gpd(excesses: np.ndarray) -> tuple[float, float]:
     """(shape xi, scale sigma) of a generalised Pareto fitted to positive excesses over u.
 

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 import vrae_model
 from vrae_model.artifact import ARTIFACT_FORMAT_VERSION
-from vrae_model.calibration import Calibration, Threshold, choose_threshold, fit_calibration
+from vrae_model.calibration import (Calibration, FeatureCalibration, Threshold, choose_threshold, fit_calibration,
+                                    fit_feature_calibration)
 from vrae_model.data import Scaler
 from vrae_model.exceptions import DataError
 from vrae_model.model import VRAE
@@ -134,6 +135,7 @@ class Calibrated:
     calibration: Calibration
     threshold: Threshold
     scores: np.ndarray  # raw scores of the calibration windows
+    feature_calibration: FeatureCalibration
 
 
 def calibrate(model: VRAE, scaler: Scaler, windows: np.ndarray, *, threshold_method: str, risk: float | None = None,
@@ -141,10 +143,14 @@ def calibrate(model: VRAE, scaler: Scaler, windows: np.ndarray, *, threshold_met
     """Score held-out raw windows, fit the calibration to their scores and choose the threshold."""
     # Raw scores do not depend on the calibration, so a placeholder one serves to compute them.
     placeholder = ScoringModule(model, scaler, fit_calibration(np.zeros(1)))
-    scores = score_arrays(placeholder, windows)["score"]
+    raw = score_arrays(placeholder, windows)
+    scores = raw["score"]
     calibration = fit_calibration(scores, tail_quantile)
     threshold = choose_threshold(calibration, scores, threshold_method, risk=risk, quantile=quantile)
-    return Calibrated(ScoringModule(model, scaler, calibration), scaler, calibration, threshold, scores)
+    # Each feature's mean squared error: the window's mean times F times that feature's share.
+    per_feature = scores[:, None].astype(np.float64) * raw["feature_scores"].shape[1] * raw["feature_scores"]
+    return Calibrated(ScoringModule(model, scaler, calibration), scaler, calibration, threshold, scores,
+                      fit_feature_calibration(per_feature))
 
 
 def artifact_metadata(calibrated: Calibrated, *, features: list[str], stride: int, training_config: dict[str, Any],
@@ -164,6 +170,7 @@ def artifact_metadata(calibrated: Calibrated, *, features: list[str], stride: in
         "score_threshold": calibrated.threshold.score_threshold,
         "threshold_method": calibrated.threshold.method,
         "calibration": calibrated.calibration.to_dict(),
+        "feature_calibration": calibrated.feature_calibration.to_dict(),
         "model_config": model.config.to_dict(),
         "training_config": training_config,
         "param_counts": model.param_counts(),

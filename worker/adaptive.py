@@ -26,7 +26,9 @@ A new window is judged BEFORE it is folded in:
     p_trend = Q(max_f (s'_f - m_f) / sqrt(w_f + floor))    is the recent average unusual?
               s'_f = s_f + max(1 / (n + 1), a_short) (y_f - s_f)
     p_local = min(1, 2 F min(p_point, p_trend))            Bonferroni over the 2 F questions
-    p_model = max(1 - min(anomaly_score, r_0), 2 ** -24)   the model's global calibration, confirmed too
+    p_score = max(1 - min(anomaly_score, r_0), 2 ** -24)   the model's global calibration, confirmed too
+    p_feat  = min(1, F Q(max_f (y_f - med_f) / sqrt(sc_f ** 2 + floor)))   each feature's, by the model
+    p_model = min(1, 2 min(p_score, p_feat)) if the model records med_f, sc_f and F > 1, else p_score
     lambda  = n / (n + warmup)                             trust in the series' history grows with it
     ln p    = (1 - lambda) ln p_model + lambda ln p_local
     surprise = -log10 p                                    3 means "one window in a thousand"
@@ -53,6 +55,13 @@ window of a lasting anomaly still grows the variance by a (c² / k - 1). Over a 
 the series for thousands of windows (README: the quality harness); at c = 2 it grows 1.18x. The
 price: a regime change that moves the errors is absorbed more slowly, mostly through that same growth.
 
+Why the model's calibration judges each feature too: a young series leans on the model, and the score's
+calibration judges the window's MEAN error, in which a fault in one of F sensors is diluted F times (a
+stuck sensor raises its own error a few-fold, the mean barely). The artifact records each feature's
+log-error median med_f and robust scale sc_f on its held-out calibration windows (vrae_model.calibration
+.FeatureCalibration), so the model's side asks the same per-feature question the series' history asks
+later. With one feature its error is the score, whose calibration (with its fitted tail) is kept alone.
+
 Why weigh windows by how usual they were: a young series learns at rate u / W, about 1 / n, so its
 first windows make up its whole history. When a series' stream starts inside an anomaly or a regime
 the model finds odd, those windows would teach the history a spread several times the normal one
@@ -75,6 +84,8 @@ from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
+
+from vrae_model.calibration import FeatureCalibration
 
 MIN_SCORE = 1e-12
 MIN_PROBABILITY = 1e-300
@@ -217,23 +228,26 @@ def confirms(history: ScoreHistory, start_ms: int, end_ms: int) -> bool:
 
 
 def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings: AdaptiveSettings, *,
-          start_ms: int, end_ms: int) -> Judgement:
+          start_ms: int, end_ms: int, reference: FeatureCalibration | None = None) -> Judgement:
     """The tail probability of a window's per-feature errors for this series, blended with the model's
-    own calibration (`anomaly_score`); the window spans [start_ms, end_ms]."""
+    own calibration (`anomaly_score`, and each feature's normal error, `reference`, when the model
+    records it); the window spans [start_ms, end_ms]."""
     confirmed = confirms(history, start_ms, end_ms)
+    # Unconfirmed, the previous window's error counts as +inf: the min leaves this window's error alone.
+    previous = history.previous if confirmed else (math.inf,) * len(errors)
+    confirmed_errors = tuple(min(log_error(error), r) for error, r in zip(errors, previous))
     model_anomaly = model_anomaly_of(anomaly_score)
     if confirmed:
         model_anomaly = min(model_anomaly, history.previous_anomaly)
     p_model = min(max(1.0 - model_anomaly, MIN_MODEL_PROBABILITY), 1.0)
+    if reference is not None and len(errors) > 1:
+        p_model = min(1.0, 2.0 * min(p_model, model_feature_tail(confirmed_errors, reference, settings)))
     if history.n == 0:
         return Judgement(p_value=p_model, p_point=1.0, p_trend=1.0, p_model=p_model)
     floor = settings.variance_floor
     short_rate = max(1.0 / (history.n + 1), settings.short_rate)
-    # Unconfirmed, the previous window's error counts as +inf: the min leaves this window's error alone.
-    previous = history.previous if confirmed else (math.inf,) * len(errors)
     z_point = z_trend = -math.inf
-    for error, m, v, s, w, r in zip(errors, history.mean, history.var, history.short, history.short_var, previous):
-        y = min(log_error(error), r)
+    for y, m, v, s, w in zip(confirmed_errors, history.mean, history.var, history.short, history.short_var):
         z_point = max(z_point, (y - m) / math.sqrt(v + floor))
         z_trend = max(z_trend, (s + short_rate * (y - s) - m) / math.sqrt(w + floor))
     p_point, p_trend = upper_tail(z_point), upper_tail(z_trend)
@@ -242,6 +256,14 @@ def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings:
     trust = history.n / (history.n + settings.warmup)
     p_value = math.exp((1.0 - trust) * math.log(p_model) + trust * math.log(p_local))
     return Judgement(p_value=p_value, p_point=p_point, p_trend=p_trend, p_model=p_model)
+
+
+def model_feature_tail(log_errors: Vector, reference: FeatureCalibration, settings: AdaptiveSettings) -> float:
+    """min(1, F Q(max_f (y_f - median_f) / scale_f)): is any feature's error unusual by the model's own
+    calibration of that feature? Bonferroni over the F features; the variance floor guards a zero scale."""
+    z = max((y - median) / math.sqrt(scale * scale + settings.variance_floor)
+            for y, median, scale in zip(log_errors, reference.median, reference.scale))
+    return max(min(1.0, len(log_errors) * upper_tail(z)), MIN_PROBABILITY)  # float64 here: no 2**-24 floor
 
 
 def learning_weight(surprise: float, settings: AdaptiveSettings) -> float:

@@ -154,7 +154,7 @@ def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, Detec
         score, anomaly = raw_scores[index], anomaly_scores[index]
         errors = feature_errors(score, scores.feature_scores[index])
         judgement = judge(state.history, errors, anomaly, settings.adaptive, start_ms=window.start_ms,
-                          end_ms=window.end_ms)
+                          end_ms=window.end_ms, reference=model.feature_calibration)
         seen = Observation(window.start_ms, window.end_ms, score, judgement.surprise, scores.feature_scores[index])
         incident, transition = step(sid, state.incident, seen, settings.incidents)
         history = fold(state.history, errors, window.end_ms, settings.adaptive, anomaly_score=anomaly,

@@ -1,11 +1,14 @@
 """Loads the artifact once and scores every window that came due in a batch in one forward pass."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from vrae_model.artifact import Artifact, load_artifact
+from vrae_model.calibration import FeatureCalibration
+from vrae_model.exceptions import ArtifactError
 from worker.config import ModelSettings
 
 
@@ -19,6 +22,9 @@ class ModelInfo:
     window: int
     features: tuple[str, ...]
     threshold: float
+    # each feature's normal error, for judging a young series feature by feature (worker.adaptive);
+    # None for an artifact exported before it was recorded
+    feature_calibration: FeatureCalibration | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class Scorer:
             window=int(metadata["window"]),
             features=tuple(metadata["features"]),
             threshold=float(metadata["threshold"] if threshold is None else threshold),
+            feature_calibration=_feature_calibration(metadata),
         )
         self._warm_up()
 
@@ -73,3 +80,15 @@ class Scorer:
                     collected.append(out[key].numpy())
         merged = {key: np.concatenate(collected) for key, collected in parts.items()}
         return Scores(**merged)
+
+
+def _feature_calibration(metadata: dict[str, Any]) -> FeatureCalibration | None:
+    """The artifact's per-feature calibration, checked: a malformed one refuses the artifact (a model
+    swap then keeps the old model) rather than mis-judging every young series."""
+    raw = metadata.get("feature_calibration")
+    if raw is None:
+        return None
+    try:
+        return FeatureCalibration.from_dict(raw, len(metadata["features"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ArtifactError(f"metadata feature_calibration is malformed: {error}; re-export the model") from error

@@ -7,6 +7,7 @@ import struct
 import numpy as np
 import pytest
 
+from vrae_model.calibration import FeatureCalibration
 from worker.adaptive import (AdaptiveSettings, Judgement, ScoreHistory, feature_errors, fold, for_model, judge,
                              log_error, model_key, state_bytes, upper_tail)
 
@@ -85,6 +86,34 @@ def test_young_series_leans_on_the_models_calibration() -> None:
     typical = np.array([0.1, 0.1])
     assert judged(young, typical, 0.9999).surprise > 2.5
     assert judged(old, typical, 0.9999).surprise < 1.0
+
+
+def test_a_young_series_judges_each_feature_by_the_models_calibration_of_it() -> None:
+    """A fault in one of three sensors is diluted three times in the model's mean score, which its score
+    calibration calls normal; the model's calibration of that feature alone does not."""
+    reference = FeatureCalibration(median=(math.log(0.1),) * 3, scale=(0.3,) * 3)
+    fresh = ScoreHistory.fresh(1)
+    one_sensor_up = (0.6, 0.1, 0.1)  # 6x that feature's median: about 6 scale units above it
+    without = judge(fresh, one_sensor_up, 0.6, SETTINGS, start_ms=0, end_ms=999)
+    with_reference = judge(fresh, one_sensor_up, 0.6, SETTINGS, start_ms=0, end_ms=999, reference=reference)
+    assert without.surprise < 0.5
+    # 2 * 3 * Q(6): Bonferroni over the features, then over the score and the features
+    assert with_reference.surprise == pytest.approx(-math.log10(6.0 * upper_tail(math.log(6.0) / math.sqrt(0.09 + 1e-3))))
+    usual = judge(fresh, (0.1, 0.12, 0.09), 0.6, SETTINGS, start_ms=0, end_ms=999, reference=reference)
+    assert usual.surprise == pytest.approx(without.surprise - math.log10(2.0))  # the score's, Bonferroni x2
+    # A series' own history takes over as it grows (trust 400 / 420 here), as it does from the score's.
+    old = history_of(lognormal(400, median=0.1, sigma=0.3, features=3))
+    assert judged(old, one_sensor_up, 0.6).surprise == pytest.approx(
+        judge(old, one_sensor_up, 0.6, SETTINGS, start_ms=old.last_end_ms + 1, end_ms=old.last_end_ms + 1000,
+              reference=reference).surprise, rel=0.05)
+
+
+def test_with_one_feature_the_models_feature_calibration_adds_no_question() -> None:
+    """With one feature its error is the score: the score's calibration (its tail fitted as such) decides."""
+    reference = FeatureCalibration(median=(math.log(0.1),), scale=(0.3,))
+    fresh = ScoreHistory.fresh(1)
+    assert judge(fresh, (0.6,), 0.6, SETTINGS, start_ms=0, end_ms=999, reference=reference) == \
+        judge(fresh, (0.6,), 0.6, SETTINGS, start_ms=0, end_ms=999)
 
 
 def test_a_level_that_persists_becomes_the_new_normal() -> None:

@@ -3,9 +3,11 @@ import pytest
 
 from vrae_model.calibration import (
     Calibration,
+    FeatureCalibration,
     anomaly_scores,
     choose_threshold,
     fit_calibration,
+    fit_feature_calibration,
     fit_gpd,
     gpd_survival,
     score_at_risk,
@@ -93,3 +95,23 @@ def test_constant_scores_still_calibrate() -> None:
     values = anomaly_scores(calibration, np.array([1.0, 2.0, 3.0, 4.0]))
     assert values[0] == 0.0
     assert np.all(np.diff(values[1:]) > 0)
+
+
+def test_feature_calibration_is_each_features_log_error_median_and_robust_scale() -> None:
+    rng = np.random.default_rng(0)
+    log_errors = rng.normal([-3.0, 0.5], [0.2, 0.6], size=(20_000, 2))
+    log_errors[:500, 0] = 5.0  # a few anomalous windows in the history barely move it
+    fitted = fit_feature_calibration(np.exp(log_errors))
+    np.testing.assert_allclose(fitted.median, [-3.0, 0.5], atol=0.02)
+    np.testing.assert_allclose(fitted.scale, [0.2, 0.6], rtol=0.05)
+    assert FeatureCalibration.from_dict(fitted.to_dict(), 2) == fitted
+
+
+@pytest.mark.parametrize("raw,n_features,message", [
+    ({"log_error_median": [0.0], "log_error_scale": [1.0]}, 2, "1/1 entries for 2 features"),
+    ({"log_error_median": [float("nan")], "log_error_scale": [1.0]}, 1, "non-finite"),
+    ({"log_error_median": [0.0], "log_error_scale": [-1.0]}, 1, "negative scale"),
+])
+def test_malformed_feature_calibration_is_refused(raw: dict, n_features: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FeatureCalibration.from_dict(raw, n_features)

@@ -30,7 +30,8 @@ from worker.windows import MemoryWindowStore, WindowSpec
 FEATURES = ("temp", "pressure")
 
 
-def write_model(path: Path, seed: int, window: int = 8, features: tuple[str, ...] = FEATURES) -> str:
+def write_model(path: Path, seed: int, window: int = 8, features: tuple[str, ...] = FEATURES,
+                feature_calibration: object = None) -> str:
     torch.manual_seed(seed)
     config = VRAEConfig(n_features=len(features), sequence_length=window, hidden_size=4, hidden_layer_depth=1,
                         latent_length=2)
@@ -45,6 +46,8 @@ def write_model(path: Path, seed: int, window: int = 8, features: tuple[str, ...
         "training_config": {}, "param_counts": {}, "data_fingerprint": "0" * 64, "library_version": "test",
         "torch_version": torch.__version__, "created_at": "2026-11-24T00:00:00Z",
     }
+    if feature_calibration is not None:
+        metadata["feature_calibration"] = feature_calibration
     return save_artifact(ScoringModule(model, scaler, fit_calibration(scores, 0.9)), metadata, path)
 
 
@@ -112,6 +115,30 @@ def test_half_written_file_is_refused_and_the_old_model_keeps_scoring(models: di
     replace_file(models["new"], live)
     clock.now = 6.0
     assert scorer.maybe_reload().outcome is ReloadOutcome.SWAPPED
+
+
+def test_malformed_feature_calibration_is_refused_and_the_old_model_keeps_scoring(models: dict[str, Path],
+                                                                                  tmp_path: Path) -> None:
+    scorer, live, clock = reloading(models, tmp_path)
+    assert scorer.info.feature_calibration is None  # exported before it was recorded: judged without it
+    good = {"log_error_median": [-2.0, -1.5], "log_error_scale": [0.3, 0.4]}
+    for number, (calibration, detail) in enumerate([
+        ({"log_error_median": [-2.0], "log_error_scale": [0.3]}, "1/1 entries for 2 features"),
+        ({"log_error_median": [-2.0, -1.5], "log_error_scale": [0.3, -1.0]}, "negative scale"),
+        ({"log_error_median": [-2.0, -1.5]}, "log_error_scale"),
+    ]):
+        write_model(tmp_path / "bad.pt", seed=3, feature_calibration=calibration)
+        replace_file(tmp_path / "bad.pt", live)
+        clock.now = 2.0 * (number + 1)
+        reload = scorer.maybe_reload()
+        assert reload.outcome is ReloadOutcome.REJECTED and detail in reload.detail
+        assert scorer.info.version == "v1"
+    write_model(tmp_path / "good.pt", seed=3, feature_calibration=good)
+    replace_file(tmp_path / "good.pt", live)
+    clock.now = 10.0
+    assert scorer.maybe_reload().outcome is ReloadOutcome.SWAPPED
+    assert scorer.info.feature_calibration.median == (-2.0, -1.5)
+    assert scorer.info.feature_calibration.scale == (0.3, 0.4)
 
 
 def test_model_with_another_window_is_refused(models: dict[str, Path], tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from vrae_model.artifact import load_artifact
+from vrae_model.calibration import FeatureCalibration
 from vrae_model.data import WindowSet
 from vrae_model.exceptions import ArtifactError, ConfigError, DataError
 from vrae_model.scoring import score_windows
@@ -97,6 +98,9 @@ def test_tiny_training_run_writes_a_calibrated_artifact_and_reexport_scores_iden
     assert meta["threshold_method"] == f"pot:risk={default_risk:g}"
     assert meta["threshold"] == pytest.approx(1 - default_risk)
     assert meta["model_version"].endswith(meta["data_fingerprint"][:8])
+    # Each feature's normal error on the held-out windows, for the worker's per-feature judgement.
+    features = FeatureCalibration.from_dict(meta["feature_calibration"], 2)
+    assert all(scale > 0 for scale in features.scale)
     history = result.metrics["history"]
     assert len(history) == 2
     assert {"train_loss_epoch", "train_recon", "train_kl", "train_active_units", "val_loss"} <= set(history[0])
@@ -108,6 +112,7 @@ def test_tiny_training_run_writes_a_calibrated_artifact_and_reexport_scores_iden
     for key in ("score", "anomaly_score", "feature_scores"):
         assert np.array_equal(original[key], again[key]), key
     assert reexported.metadata["model_version"] == meta["model_version"]
+    assert reexported.metadata["feature_calibration"] == meta["feature_calibration"]
 
 
 @pytest.mark.slow

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import worker
 
-# vrae_model.data: reading long CSVs (numpy and csv only) for `vrae-worker tune-levels`.
-ALLOWED_FROM_VRAE_MODEL = {"vrae_model.artifact", "vrae_model.windowing", "vrae_model.exceptions", "vrae_model.data"}
+# vrae_model.data: reading long CSVs (numpy and csv only) for `vrae-worker tune-levels`;
+# vrae_model.calibration (numpy only): the artifact's per-feature calibration, read by worker.adaptive.
+ALLOWED_FROM_VRAE_MODEL = {"vrae_model.artifact", "vrae_model.windowing", "vrae_model.exceptions", "vrae_model.data",
+                           "vrae_model.calibration"}
 FORBIDDEN_PACKAGES = {"lightning", "pytorch_lightning", "sklearn", "matplotlib"}
 
 
