@@ -43,10 +43,11 @@ ALONE_MS, OVERLAPPING_MS = 1000, 10_000  # window spans: one stride (no overlap)
 
 
 def judged(history: ScoreHistory, errors, anomaly_score: float = 0.5, settings: AdaptiveSettings = SETTINGS, *,
-           window_ms: int = ALONE_MS) -> Judgement:
+           window_ms: int = ALONE_MS, reference: FeatureCalibration | None = None) -> Judgement:
     """Judge the window that ends one second after the history's last one and spans `window_ms`."""
     end_ms = history.last_end_ms + 1000
-    return judge(history, tuple(errors), anomaly_score, settings, start_ms=end_ms - window_ms + 1, end_ms=end_ms)
+    return judge(history, tuple(errors), anomaly_score, settings, start_ms=end_ms - window_ms + 1, end_ms=end_ms,
+                 reference=reference)
 
 
 def test_state_size_is_fixed_whatever_the_stream_length() -> None:
@@ -94,26 +95,24 @@ def test_a_young_series_judges_each_feature_by_the_models_calibration_of_it() ->
     reference = FeatureCalibration(median=(math.log(0.1),) * 3, scale=(0.3,) * 3)
     fresh = ScoreHistory.fresh(1)
     one_sensor_up = (0.6, 0.1, 0.1)  # 6x that feature's median: about 6 scale units above it
-    without = judge(fresh, one_sensor_up, 0.6, SETTINGS, start_ms=0, end_ms=999)
-    with_reference = judge(fresh, one_sensor_up, 0.6, SETTINGS, start_ms=0, end_ms=999, reference=reference)
+    without = judged(fresh, one_sensor_up, 0.6)
+    with_reference = judged(fresh, one_sensor_up, 0.6, reference=reference)
     assert without.surprise < 0.5
     # 2 * 3 * Q(6): Bonferroni over the features, then over the score and the features
     assert with_reference.surprise == pytest.approx(-math.log10(6.0 * upper_tail(math.log(6.0) / math.sqrt(0.09 + 1e-3))))
-    usual = judge(fresh, (0.1, 0.12, 0.09), 0.6, SETTINGS, start_ms=0, end_ms=999, reference=reference)
+    usual = judged(fresh, (0.1, 0.12, 0.09), 0.6, reference=reference)
     assert usual.surprise == pytest.approx(without.surprise - math.log10(2.0))  # the score's, Bonferroni x2
     # A series' own history takes over as it grows (trust 400 / 420 here), as it does from the score's.
     old = history_of(lognormal(400, median=0.1, sigma=0.3, features=3))
     assert judged(old, one_sensor_up, 0.6).surprise == pytest.approx(
-        judge(old, one_sensor_up, 0.6, SETTINGS, start_ms=old.last_end_ms + 1, end_ms=old.last_end_ms + 1000,
-              reference=reference).surprise, rel=0.05)
+        judged(old, one_sensor_up, 0.6, reference=reference).surprise, rel=0.05)
 
 
 def test_with_one_feature_the_models_feature_calibration_adds_no_question() -> None:
     """With one feature its error is the score: the score's calibration (its tail fitted as such) decides."""
     reference = FeatureCalibration(median=(math.log(0.1),), scale=(0.3,))
     fresh = ScoreHistory.fresh(1)
-    assert judge(fresh, (0.6,), 0.6, SETTINGS, start_ms=0, end_ms=999, reference=reference) == \
-        judge(fresh, (0.6,), 0.6, SETTINGS, start_ms=0, end_ms=999)
+    assert judged(fresh, (0.6,), 0.6, reference=reference) == judged(fresh, (0.6,), 0.6)
 
 
 def test_a_level_that_persists_becomes_the_new_normal() -> None:
