@@ -14,7 +14,8 @@ one sensor is diluted F times in the model's mean score, not in its own feature'
     m_f  <- m_f + a d_f                              long-term mean
     v_f  <- (1 - a) (v_f + a d_f ** 2 / k)           long-term variance (exponentially weighted);
                                                      k = E[min(Z², c²)] unbiases it for normal x
-    s_f  <- s_f + max(1 / n, a_short) (m_f,old + d_f - s_f)    short-term mean (short_halflife)
+    d'_f  = clip(y_f - m_f, +-c sqrt(v_f + floor))   the same for the confirmed error y_f (below)
+    s_f  <- s_f + max(1 / n, a_short) (m_f,old + d'_f - s_f)   short-term mean of y_f (short_halflife)
     w_f  <- w_f + a ((s_f - m_f) ** 2 - w_f)         how far the short mean usually strays
     r_f  <- x_f                                      the previous window's log error, for confirmation
     r_0  <- anomaly_score                            and its model anomaly score, likewise
@@ -44,7 +45,10 @@ windows, so a real anomaly in feature f raises f's error in both. An error that 
 only is the model rendering that window badly (e.g. one phase of a periodic signal it reconstructs
 poorly, once per period), not the data: both tests therefore see, per feature, the smaller of the two
 windows' errors (an intersection-union test: both windows must be unusual). The cost is one stride of
-delay. Only the judgement uses y: the history folds in the window's own x. The model's calibration,
+delay. The long-term moments fold in the window's own x (they describe all of the series' errors); the
+short-term mean folds in y, since the trend test adds up recent windows: fed x, it added up the
+one-window rendering errors too, and its surprise on normal windows had the heaviest tail of the tests
+(README: the quality harness). The model's calibration,
 which a young series leans on, is confirmed the same way (the smaller of the two windows' anomaly
 scores): unconfirmed, it let those one-window errors through for the first few hundred windows of
 every series (README: the quality harness). Non-overlapping or gapped windows are judged alone.
@@ -227,15 +231,20 @@ def confirms(history: ScoreHistory, start_ms: int, end_ms: int) -> bool:
     return history.n > 0 and 2 * history.last_end_ms >= start_ms + end_ms
 
 
+def confirmed_log_errors(history: ScoreHistory, log_errors: Vector, start_ms: int, end_ms: int) -> Vector:
+    """y_f: each feature's log error, capped at the previous window's when that window confirms this one."""
+    if not confirms(history, start_ms, end_ms):
+        return log_errors
+    return tuple(min(x, r) for x, r in zip(log_errors, history.previous))
+
+
 def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings: AdaptiveSettings, *,
           start_ms: int, end_ms: int, reference: FeatureCalibration | None = None) -> Judgement:
     """The tail probability of a window's per-feature errors for this series, blended with the model's
     own calibration (`anomaly_score`, and each feature's normal error, `reference`, when the model
     records it); the window spans [start_ms, end_ms]."""
     confirmed = confirms(history, start_ms, end_ms)
-    # Unconfirmed, the previous window's error counts as +inf: the min leaves this window's error alone.
-    previous = history.previous if confirmed else (math.inf,) * len(errors)
-    confirmed_errors = tuple(min(log_error(error), r) for error, r in zip(errors, previous))
+    confirmed_errors = confirmed_log_errors(history, tuple(log_error(error) for error in errors), start_ms, end_ms)
     model_anomaly = model_anomaly_of(anomaly_score)
     if confirmed:
         model_anomaly = min(model_anomaly, history.previous_anomaly)
@@ -275,13 +284,15 @@ def learning_weight(surprise: float, settings: AdaptiveSettings) -> float:
     return 10.0 ** -excess if excess < 300.0 else 0.0
 
 
-def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveSettings, *,
+def fold(history: ScoreHistory, errors: Vector, settings: AdaptiveSettings, *, start_ms: int, end_ms: int,
          anomaly_score: float, surprise: float) -> ScoreHistory:
-    """The history with one more window (its per-feature errors, the model's anomaly score, and the
-    surprise it was just judged at); a window at or before `last_end_ms` (a replay) changes nothing."""
+    """The history with one more window spanning [start_ms, end_ms] (its per-feature errors, the model's
+    anomaly score, and the surprise it was just judged at); a window ending at or before `last_end_ms`
+    (a replay) changes nothing."""
     if end_ms <= history.last_end_ms:
         return history
     x = tuple(log_error(error) for error in errors)
+    y = confirmed_log_errors(history, x, start_ms, end_ms)
     anomaly = model_anomaly_of(anomaly_score)
     usual = learning_weight(surprise, settings)
     weight = history.weight + usual
@@ -293,13 +304,14 @@ def fold(history: ScoreHistory, errors: Vector, end_ms: int, settings: AdaptiveS
     short_rate = max(1.0 / n, settings.short_rate)
     efficiency = settings.clip_efficiency
     mean, var, short, short_var = [], [], [], []
-    for xi, m, v, s, w in zip(x, history.mean, history.var, history.short, history.short_var):
+    for xi, yi, m, v, s, w in zip(x, y, history.mean, history.var, history.short, history.short_var):
         # Winsorised: one wild window moves the moments no more than a window at the clip would, so an
         # anomaly does not teach the history that anomalies are normal; a lasting change still gets in.
         limit = settings.clip_sd * math.sqrt(v + settings.variance_floor)
         d = min(max(xi - m, -limit), limit)
         new_mean = m + rate * d
-        new_short = s + short_rate * (m + d - s)
+        # The short-term mean averages the confirmed errors, as the trend test judges (docstring).
+        new_short = s + short_rate * (m + min(max(yi - m, -limit), limit) - s)
         mean.append(new_mean)
         var.append((1.0 - rate) * (v + rate * d * d / efficiency))
         short.append(new_short)

@@ -157,8 +157,8 @@ def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, Detec
                           end_ms=window.end_ms, reference=model.feature_calibration)
         seen = Observation(window.start_ms, window.end_ms, score, judgement.surprise, scores.feature_scores[index])
         incident, transition = step(sid, state.incident, seen, settings.incidents)
-        history = fold(state.history, errors, window.end_ms, settings.adaptive, anomaly_score=anomaly,
-                       surprise=judgement.surprise)
+        history = fold(state.history, errors, settings.adaptive, start_ms=window.start_ms, end_ms=window.end_ms,
+                       anomaly_score=anomaly, surprise=judgement.surprise)
         current[sid] = DetectorState(history, incident)
         result.verdicts.append(Verdict(window, index, judgement))
         if transition is not None:

@@ -15,12 +15,15 @@ SETTINGS = AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=20.0)
 
 
 def learn(history: ScoreHistory, errors, end_ms: int, settings: AdaptiveSettings = SETTINGS,
-          anomaly_score: float = 0.5, surprise: float | None = None) -> ScoreHistory:
-    """Judge a one-second window ending at `end_ms`, then fold it in at that surprise: the worker's order.
-    A fixed `surprise` instead weighs every window alike (the rule before windows were weighted)."""
+          anomaly_score: float = 0.5, surprise: float | None = None, window_ms: int = 1000) -> ScoreHistory:
+    """Judge a window ending at `end_ms` (one second long unless told), then fold it in at that surprise:
+    the worker's order. A fixed `surprise` instead weighs every window alike (the rule before windows
+    were weighted)."""
+    start_ms = end_ms - window_ms + 1
     if surprise is None:
-        surprise = judge(history, tuple(errors), anomaly_score, settings, start_ms=end_ms - 999, end_ms=end_ms).surprise
-    return fold(history, tuple(errors), end_ms, settings, anomaly_score=anomaly_score, surprise=surprise)
+        surprise = judge(history, tuple(errors), anomaly_score, settings, start_ms=start_ms, end_ms=end_ms).surprise
+    return fold(history, tuple(errors), settings, start_ms=start_ms, end_ms=end_ms, anomaly_score=anomaly_score,
+                surprise=surprise)
 
 
 def history_of(errors: np.ndarray, settings: AdaptiveSettings = SETTINGS) -> ScoreHistory:
@@ -60,7 +63,8 @@ def test_replayed_window_leaves_history_unchanged() -> None:
     history = history_of(lognormal(100))
     before = history.to_bytes()
     for end_ms in (history.last_end_ms, history.last_end_ms - 5000):
-        replayed = fold(history, np.array([1e6, 1e6]), end_ms, SETTINGS, anomaly_score=1.0, surprise=0.0)
+        replayed = fold(history, np.array([1e6, 1e6]), SETTINGS, start_ms=end_ms - 999, end_ms=end_ms,
+                        anomaly_score=1.0, surprise=0.0)
         assert replayed.to_bytes() == before
 
 
@@ -181,6 +185,24 @@ def test_error_jump_in_one_of_two_overlapping_windows_is_not_confirmed() -> None
     assert judged(later(history, spike), spike, window_ms=OVERLAPPING_MS).surprise > 5.0  # both windows agree
 
 
+def test_one_window_error_jumps_do_not_add_up_in_the_short_term_mean() -> None:
+    """The trend test averages confirmed errors: every other overlapping window rendered badly (a phase
+    of a periodic signal, say) leaves the recent average alone, while the same errors in windows that
+    do not overlap, or a rise both windows agree on, move it."""
+    settings = AdaptiveSettings(long_halflife=200.0, short_halflife=4.0, warmup=20.0)
+    normal, spike = lognormal(600), [1.0, 0.1]
+    runs = {}
+    for label, window_ms, pattern in (("flicker", OVERLAPPING_MS, (spike, None)), ("alone", ALONE_MS, (spike, None)),
+                                      ("lasting", OVERLAPPING_MS, (spike, spike))):
+        history = ScoreHistory.fresh(model_key("ab" * 32))
+        for i, row in enumerate(normal):
+            errors = pattern[i % 2] if i >= 580 and pattern[i % 2] is not None else row
+            history = learn(history, errors, 1000 * (i + 1), settings, window_ms=window_ms)
+        runs[label] = history.short[0] - history.mean[0]
+    sd = math.sqrt(history.var[0])
+    assert abs(runs["flicker"]) < 0.25 * sd < 0.75 * sd < runs["alone"] < runs["lasting"]
+
+
 def test_a_young_series_confirms_the_models_calibration_too() -> None:
     """While the model's calibration has the say, a window the model finds extreme only counts when its
     overlapping predecessor agrees: otherwise one badly rendered window opens an incident."""
@@ -278,7 +300,8 @@ def test_an_old_series_learns_every_window_at_the_long_rate() -> None:
     history = history_of(lognormal(500), settings)
     assert history.weight > 1.0 / settings.long_rate
     end_ms = history.last_end_ms + 1000
-    folds = [fold(history, (1.0, 1.0), end_ms, settings, anomaly_score=0.5, surprise=surprise)
+    folds = [fold(history, (1.0, 1.0), settings, start_ms=end_ms - 999, end_ms=end_ms, anomaly_score=0.5,
+                  surprise=surprise)
              for surprise in (0.0, 5.0, math.nan)]
     assert folds[0].mean == folds[1].mean == folds[2].mean and folds[0].var == folds[1].var == folds[2].var
     assert [f.weight - history.weight for f in folds] == pytest.approx([1.0, 1e-3, 0.0])
