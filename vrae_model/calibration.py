@@ -50,6 +50,11 @@ class Calibration:
         )
 
 
+# Errors are floored here before their log: the worker's per-series judgement (worker.adaptive) uses the
+# same floor, so its log errors and this calibration's medians are on one scale.
+MIN_ERROR = 1e-12
+
+
 @dataclass(frozen=True)
 class FeatureCalibration:
     """Each feature's typical log reconstruction error on the calibration windows: median and robust scale.
@@ -80,7 +85,7 @@ class FeatureCalibration:
 
 def fit_feature_calibration(feature_errors: np.ndarray) -> FeatureCalibration:
     """From (N, F) per-feature mean squared errors of the calibration windows."""
-    x = np.log(np.maximum(np.asarray(feature_errors, dtype=np.float64), 1e-12))
+    x = np.log(np.maximum(np.asarray(feature_errors, dtype=np.float64), MIN_ERROR))
     median = np.median(x, axis=0)
     scale = 1.4826 * np.median(np.abs(x - median), axis=0)
     return FeatureCalibration(tuple(median.tolist()), tuple(scale.tolist()))

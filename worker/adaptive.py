@@ -89,9 +89,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vrae_model.calibration import FeatureCalibration
+from vrae_model.calibration import MIN_ERROR, FeatureCalibration
 
-MIN_SCORE = 1e-12
 MIN_PROBABILITY = 1e-300
 # anomaly_score arrives as float32: 1 - p cannot resolve p below 2**-24, so the model's own tail
 # probability is floored there instead of reading an exact 1.0 as "impossible".
@@ -212,7 +211,7 @@ def log_error(error: float) -> float:
     """ln(error), floored at 1e-12; NaN and inf (the model overflowed) land at the top of the scale."""
     if not error < math.inf:
         return MAX_LOG_SCORE
-    return min(math.log(max(error, MIN_SCORE)), MAX_LOG_SCORE)
+    return min(math.log(max(error, MIN_ERROR)), MAX_LOG_SCORE)
 
 
 def model_anomaly_of(anomaly_score: float) -> float:
@@ -231,9 +230,9 @@ def confirms(history: ScoreHistory, start_ms: int, end_ms: int) -> bool:
     return history.n > 0 and 2 * history.last_end_ms >= start_ms + end_ms
 
 
-def confirmed_log_errors(history: ScoreHistory, log_errors: Vector, start_ms: int, end_ms: int) -> Vector:
+def confirmed_log_errors(history: ScoreHistory, log_errors: Vector, confirmed: bool) -> Vector:
     """y_f: each feature's log error, capped at the previous window's when that window confirms this one."""
-    if not confirms(history, start_ms, end_ms):
+    if not confirmed:
         return log_errors
     return tuple(min(x, r) for x, r in zip(log_errors, history.previous))
 
@@ -244,7 +243,7 @@ def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings:
     own calibration (`anomaly_score`, and each feature's normal error, `reference`, when the model
     records it); the window spans [start_ms, end_ms]."""
     confirmed = confirms(history, start_ms, end_ms)
-    confirmed_errors = confirmed_log_errors(history, tuple(log_error(error) for error in errors), start_ms, end_ms)
+    confirmed_errors = confirmed_log_errors(history, tuple(log_error(error) for error in errors), confirmed)
     model_anomaly = model_anomaly_of(anomaly_score)
     if confirmed:
         model_anomaly = min(model_anomaly, history.previous_anomaly)
@@ -292,7 +291,7 @@ def fold(history: ScoreHistory, errors: Vector, settings: AdaptiveSettings, *, s
     if end_ms <= history.last_end_ms:
         return history
     x = tuple(log_error(error) for error in errors)
-    y = confirmed_log_errors(history, x, start_ms, end_ms)
+    y = confirmed_log_errors(history, x, confirms(history, start_ms, end_ms))
     anomaly = model_anomaly_of(anomaly_score)
     usual = learning_weight(surprise, settings)
     weight = history.weight + usual
