@@ -310,3 +310,13 @@ def test_an_old_series_learns_every_window_at_the_long_rate() -> None:
 def test_clip_must_be_positive() -> None:
     with pytest.raises(ValueError, match="clip_sd"):
         AdaptiveSettings(clip_sd=0.0)
+
+
+def test_an_enormous_warmup_leaves_the_judgement_to_the_models_calibration() -> None:
+    """VRAE_DETECTION__WARMUP=1e9 (README: for series nothing recalibrates): however old the series
+    and however unusual a window for its own history, the judgement is the model's."""
+    settings = AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=1e9)
+    history = history_of(lognormal(2000), settings)
+    odd = judged(history, (5.0, 5.0), anomaly_score=0.2, settings=settings)  # 50x the series' usual error
+    assert odd.p_point < 1e-10  # its own history would call it an anomaly...
+    assert odd.p_model == pytest.approx(0.8) and odd.p_value == pytest.approx(0.8, rel=1e-2)  # ...the model does not
