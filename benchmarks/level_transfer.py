@@ -26,9 +26,12 @@ difference against the model's scale.
 """
 
 import argparse
+import multiprocessing
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,21 +131,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"level_transfer.py: {error}", file=sys.stderr)
         return 2
     results: dict[int, dict[str, Outcome]] = {}
-    if args.jobs == 1 or len(seeds) == 1:
-        for seed in seeds:
-            results[seed] = run_seed(args.dataset, seed, args.models)
+    with ExitStack() as stack:
+        if args.jobs > 1 and len(seeds) > 1:
+            # spawn, not fork, as in quality.py: a forked child inherits torch's thread pools mid-state.
+            pool = stack.enter_context(ProcessPoolExecutor(min(args.jobs, len(seeds)),
+                                                           mp_context=multiprocessing.get_context("spawn")))
+            pending = [pool.submit(run_seed, args.dataset, seed, args.models) for seed in seeds]
+            done: Iterator[dict[str, Outcome]] = (future.result() for future in pending)
+        else:
+            done = (run_seed(args.dataset, seed, args.models) for seed in seeds)
+        for seed, outcomes in zip(seeds, done):  # in seed order, each as soon as it is done
+            results[seed] = outcomes
             print(f"seed {seed}: " + ", ".join(f"{row} {o.tuned:.1f} (oracle {o.oracle:.1f})"
-                                               for row, o in results[seed].items()), flush=True)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(min(args.jobs, len(seeds)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending = {seed: pool.submit(run_seed, args.dataset, seed, args.models) for seed in seeds}
-            for seed, future in pending.items():
-                results[seed] = future.result()
-                print(f"seed {seed}: " + ", ".join(f"{row} {o.tuned:.1f} (oracle {o.oracle:.1f})"
-                                                   for row, o in results[seed].items()), flush=True)
+                                               for row, o in outcomes.items()), flush=True)
     print("\n" + report(args.dataset, results))
     return 0
 
