@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from quality import (BUILDERS, CLOSE_AFTER, DataSet, Series, confirmed, paired_interval, parse_seeds, run_worker,
-                     static_score, train_vrae, tune, window_stats)
+from quality import (BUILDERS, CLOSE_AFTER, DataSet, Series, confirmed, labelled_windows, paired_interval, parse_seeds,
+                     run_worker, static_score, train_vrae, tune, window_stats)
 from vrae_model.artifact import load_artifact
 from vrae_model.calibration import MIN_ERROR
 from worker.evaluation import Stats, best_levels, incident_openings, score_detections
@@ -54,26 +54,20 @@ class Outcome:
     oracle: float  # NAB with levels chosen on the test stream itself (diagnosis only)
 
 
-def normal_windows(series: Series, due: np.ndarray, window: int) -> np.ndarray:
-    """Windows holding no labelled event."""
-    return np.array([not series.labels[max(n - window + 1, 0):n + 1].any() for n in due], bool)
-
-
 def own_scale(stats: Stats, split: Sequence[Series], window: int) -> Stats:
     """Each stream's log statistic standardised by its own normal windows (uses the labels: diagnosis)."""
     values = {}
     for s in split:
         x = np.log(np.maximum(stats.values[s.series_id], MIN_ERROR))
-        normal = x[normal_windows(s, stats.due[s.series_id], window)]
+        normal = x[~labelled_windows(s, stats.due[s.series_id], window)]
         values[s.series_id] = (x - normal.mean()) / max(normal.std(), 1e-12)
     return Stats(values, stats.due)
 
 
-def outcome(data: DataSet, tuning: Stats, test: Stats, levels: tuple[float, float] | None = None) -> Outcome:
-    """Tuned and oracle NAB on the test stream; `levels` given: those instead of tuned ones."""
+def outcome(data: DataSet, tuning: Stats, test: Stats) -> Outcome:
+    """Tuned and oracle NAB on the test stream."""
     labels = {s.series_id: s.labels for s in data.test}
-    chosen = levels if levels is not None else tune(data.tune, tuning, data.window)
-    openings = incident_openings(test, chosen, CLOSE_AFTER)
+    openings = incident_openings(test, tune(data.tune, tuning, data.window), CLOSE_AFTER)
     n_windows = sum(len(due) for due in test.due.values())
     tuned = score_detections(labels, openings, data.window, n_windows).nab
     oracle = best_levels(labels, test, data.window, CLOSE_AFTER, objective=lambda score: score.nab)[1].nab

@@ -347,14 +347,18 @@ def scorecard(split: Sequence[Series], openings: dict[str, list[int]], stats: St
             for (first, _), detected in zip(areas, hit, strict=True):
                 anomalies[str(s.kinds[first])] += 1
                 missed[str(s.kinds[first])] += not detected
-    positive = [np.array([s.labels[max(n - window + 1, 0):n + 1].any() for n in stats.due[s.series_id]], bool)
-                for s in split]
+    positive = [labelled_windows(s, stats.due[s.series_id], window) for s in split]
     values = [stats.values[s.series_id] for s in split]
     return Scorecard(nab=events.nab, precision=events.precision, recall=events.recall, f1=events.f1,
                      delay=events.delay, false_alarms_per_10k=events.false_alarms_per_10k,
                      auc_pr=auc_pr(np.concatenate(positive), np.concatenate(values)),
                      false_alarms=events.false_alarms, false_alarms_at_level_changes=at_changes,
                      anomalies_by_kind=dict(sorted(anomalies.items())), missed_by_kind=dict(sorted(missed.items())))
+
+
+def labelled_windows(series: Series, due: np.ndarray, window: int) -> np.ndarray:
+    """Which of the windows ending at `due` hold a labelled event (AUC-PR's positives)."""
+    return np.array([series.labels[max(n - window + 1, 0):n + 1].any() for n in due], bool)
 
 
 def auc_pr(labels: np.ndarray, values: np.ndarray) -> float:
