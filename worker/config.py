@@ -122,7 +122,9 @@ class DetectionSettings(BaseModel):
                                "online calibration and opened/closed incident records")
     long_halflife: float = Field(1000.0, gt=1, description="windows; a series' memory of normal")
     short_halflife: float = Field(6.0, gt=0, description="windows; the recent average compared against it")
-    warmup: float = Field(300.0, ge=0, description="windows until a series' own history has half the say")
+    warmup: float = Field(300.0, ge=0, description="windows until a series' own history has half its final say")
+    history_weight: float = Field(1.0, ge=0, le=1, description="the say a series' own history reaches against "
+                                                               "the model's calibration (1: all of it)")
     open_surprise: float = Field(3.0, gt=0, description="-log10 tail probability that opens an incident")
     close_surprise: float = Field(2.0, ge=0, description="below this a window counts as normal again")
     close_after: int = Field(5, ge=1, description="normal windows in a row that close an incident")

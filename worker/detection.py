@@ -127,7 +127,7 @@ def settings_from(config: DetectionSettings) -> DetectorSettings:
     """The detector's settings from the worker's configuration (VRAE_DETECTION__*)."""
     return DetectorSettings(
         adaptive=AdaptiveSettings(long_halflife=config.long_halflife, short_halflife=config.short_halflife,
-                                  warmup=config.warmup),
+                                  warmup=config.warmup, history_weight=config.history_weight),
         incidents=IncidentSettings(open_surprise=config.open_surprise, close_surprise=config.close_surprise,
                                    close_after=config.close_after),
     )

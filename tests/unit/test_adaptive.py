@@ -12,6 +12,7 @@ from worker.adaptive import (AdaptiveSettings, Judgement, ScoreHistory, feature_
                              log_error, model_key, state_bytes, upper_tail)
 
 SETTINGS = AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=20.0)
+HALF = AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=20.0, history_weight=0.5)
 
 
 def learn(history: ScoreHistory, errors, end_ms: int, settings: AdaptiveSettings = SETTINGS,
@@ -90,7 +91,30 @@ def test_young_series_leans_on_the_models_calibration() -> None:
     young, old = history_of(lognormal(3)), history_of(lognormal(400))
     typical = np.array([0.1, 0.1])
     assert judged(young, typical, 0.9999).surprise > 2.5
-    assert judged(old, typical, 0.9999).surprise < 1.0
+    assert judged(old, typical, 0.9999).surprise < 1.0  # the series' history takes over...
+    assert 1.5 < judged(old, typical, 0.9999, HALF).surprise < 2.5  # ...or half of the say (history_weight)
+
+
+def test_a_history_weight_of_one_half_keeps_half_the_say_until_the_series_moves_off_the_model() -> None:
+    """VRAE_DETECTION__HISTORY_WEIGHT=0.5: an old series whose errors sit where the model's calibration
+    puts them is judged half by each. Where its errors moved two or more of the model's scales off (a
+    recalibrated sensor), the model's word is stale and the series' history takes over: otherwise the
+    model would keep every window of that series near surprise 2, and an incident open for good."""
+    old = history_of(lognormal(400, features=2))
+    typical = (0.1, 0.1)
+    fits = FeatureCalibration(median=(math.log(0.1),) * 2, scale=(0.3,) * 2)
+    moved = FeatureCalibration(median=(math.log(0.1), math.log(0.1) - 0.7), scale=(0.3,) * 2)  # 2.3 scales
+    halfway = FeatureCalibration(median=(math.log(0.1), math.log(0.1) - 0.53), scale=(0.3,) * 2)  # 1.75
+    own = judged(old, typical, 0.9999, reference=fits)  # history_weight 1 (the default): its own
+    assert own.surprise < 1.0
+    both = judged(old, typical, 0.9999, HALF, reference=fits)
+    local = -math.log10(min(1.0, 4.0 * min(own.p_point, own.p_trend)))  # Bonferroni over 2 F = 4 questions
+    trust = 0.5 * 400 / 420
+    assert both.surprise == pytest.approx((1 - trust) * -math.log10(both.p_model) + trust * local)
+    assert judged(old, typical, 0.9999, HALF, reference=moved).surprise == pytest.approx(own.surprise)
+    assert own.surprise + 0.1 < judged(old, typical, 0.9999, HALF, reference=halfway).surprise < both.surprise - 0.1
+    with pytest.raises(ValueError, match="history_weight"):
+        AdaptiveSettings(history_weight=1.5)
 
 
 def test_a_young_series_judges_each_feature_by_the_models_calibration_of_it() -> None:
@@ -312,11 +336,17 @@ def test_clip_must_be_positive() -> None:
         AdaptiveSettings(clip_sd=0.0)
 
 
-def test_an_enormous_warmup_leaves_the_judgement_to_the_models_calibration() -> None:
-    """VRAE_DETECTION__WARMUP=1e9 (README: for series nothing recalibrates): however old the series
-    and however unusual a window for its own history, the judgement is the model's."""
-    settings = AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=1e9)
+@pytest.mark.parametrize("settings", [AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=1e9),
+                                      AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, history_weight=0.0)],
+                         ids=["enormous warmup", "history weight 0"])
+def test_the_judgement_can_be_left_to_the_models_calibration(settings: AdaptiveSettings) -> None:
+    """VRAE_DETECTION__HISTORY_WEIGHT=0 (README: for streams like ECG5000), or an enormous warmup: however
+    old the series and however unusual a window for its own history, the judgement is the model's while
+    the series' errors sit where the model's calibration puts them."""
     history = history_of(lognormal(2000), settings)
+    reference = FeatureCalibration(median=(math.log(0.1),) * 2, scale=(0.3,) * 2)
     odd = judged(history, (5.0, 5.0), anomaly_score=0.2, settings=settings)  # 50x the series' usual error
     assert odd.p_point < 1e-10  # its own history would call it an anomaly...
     assert odd.p_model == pytest.approx(0.8) and odd.p_value == pytest.approx(0.8, rel=1e-2)  # ...the model does not
+    with_reference = judged(history, (5.0, 5.0), anomaly_score=0.2, settings=settings, reference=reference)
+    assert with_reference.p_value == pytest.approx(with_reference.p_model, rel=1e-2)
