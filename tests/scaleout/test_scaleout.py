@@ -139,8 +139,10 @@ def test_killing_one_of_three_workers_mid_stream_loses_no_due_window(
         assert producer.sent == len(events)
 
         wait_for(lambda: expected <= alerts.windows(), 60, "every due window scored after the kill", fleet)
+        # A survivor can miss the rebalance that follows the kill and get its partitions only a generation
+        # later: once, with another job loading both cores, 18 s after its revocation. Hence 30 s.
         wait_for(lambda: set().union(*(w.assigned_partitions() for w in survivors)) == all_partitions,
-                 15, "survivors own every partition", fleet)
+                 30, "survivors own every partition", fleet)
         scored = alerts.read()
     finally:
         alerts.close()
