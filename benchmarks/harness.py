@@ -1,6 +1,6 @@
 """The benchmark bench: real services, a synthetic sensor stream, a worker process and its observables.
 
-Everything runs on a redis-server and a Tansu broker started on free ports (worker/local_services.py),
+Everything runs on a redis-server and a Tansu broker started on free ports (worker/tools/local_services.py),
 and the worker under test is a separate `python -m worker run` process, exactly as deployed, so its
 CPU, GIL and peak RSS are its own and the harness cannot slow it down.
 """
@@ -26,7 +26,7 @@ from kafka.admin import KafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 import options
-from worker import local_services
+from worker.tools import local_services
 
 START_MS = 1_763_942_400_000  # 2025-11-24T00:00:00Z: a fixed origin keeps preloaded runs identical
 INTERVAL_MS = 1000  # one event per series per second, the cadence the window store is sized for

@@ -31,7 +31,7 @@ import options
 from bench_models import write_artifact
 from harness import (Stack, Topics, WorkerProcess, encode_event, local_stack, preload, report, series_ids,
                      stream_values, time_drain, workdir_for, worker_env)
-from worker import local_services
+from worker.tools import local_services
 
 TICK_S = 0.005  # the producer's pacing step: events due in each 5 ms slice are sent together
 

@@ -1,8 +1,8 @@
 """Judging a level grid: the incident machine computed per incident against stepping it per window.
 
 `vrae-worker tune-levels` and the quality harness judge ~130 (open, close) pairs of a statistic;
-each pair runs the incident machine over every window. Stepping `worker.incidents.step` window by
-window (what `worker.evaluation.incident_openings` did before) costs 0.7 µs (few incidents) to 3 µs
+each pair runs the incident machine over every window. Stepping `worker.detection.incidents.step` window by
+window (what `worker.tools.evaluation.incident_openings` did before) costs 0.7 µs (few incidents) to 3 µs
 (many) a window per pair in Python: 20 s to minutes per grid for a labelled history of a few hundred
 thousand windows. It now jumps from one opening to the next with sorted searches. Both run here on
 the same statistic, side by side; the openings must be identical, and the ratio is what to quote (the
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from worker.evaluation import Levels, Stats, incident_openings, level_grid
-from worker.incidents import IncidentSettings, IncidentState, Observation, Phase, step
+from worker.detection.incidents import IncidentSettings, IncidentState, Observation, Phase, step
+from worker.tools.evaluation import Levels, Stats, incident_openings, level_grid
 
 
 def stepped_openings(values: np.ndarray, levels: Levels, close_after: int) -> list[int]:

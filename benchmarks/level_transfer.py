@@ -13,7 +13,7 @@ and windows:
     stream's own scale the same statistic, in log space, standardised by the mean and standard
                        deviation of its own stream's NORMAL windows (found with the labels: an ideal
                        per-series calibration, free of estimation noise and of the anomalies it sees)
-    worker             the worker's surprise (worker.replay: the pipeline as the harness runs it)
+    worker             the worker's surprise (worker.tools.backtest: the pipeline as the harness runs it)
 
 Inside one stream the first two rank every window the same (a monotone transform). ECG5000 is one
 stream, so with levels chosen on the test stream itself ("oracle", diagnosis only) they score the
@@ -42,8 +42,8 @@ from quality import (BUILDERS, CLOSE_AFTER, DataSet, Series, confirmed, labelled
                      run_worker, static_score, train_vrae, tune, window_stats)
 from vrae_model.artifact import load_artifact
 from vrae_model.calibration import MIN_ERROR
-from worker.evaluation import Stats, best_levels, incident_openings, score_detections
 from worker.scorer import Scorer
+from worker.tools.evaluation import Stats, best_levels, incident_openings, score_detections
 
 ROWS = ("model's scale", "stream's own scale", "worker")
 

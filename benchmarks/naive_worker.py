@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from worker.alerts import decide_alerts
+from worker.detection.alerts import decide_alerts
 from worker.events import Event, EventParser, SourceRecord
 from worker.kafka_io import KafkaSink
-from worker.outbound import alert_message, dead_letter_message
-from worker.redis_store import RedisWindowStore
+from worker.records import alert_message, dead_letter_message
 from worker.scorer import Scorer
+from worker.state.redis_store import RedisWindowStore
 
 
 @dataclass(frozen=True)

@@ -18,18 +18,18 @@ of labelled events. Four detectors see the same events and are judged on the sam
     rolling z-score   max over features of |x - mean| / std of the previous `z_window` raw values
     PCA               reconstruction error of the (standardised, flattened) window, fitted on history
     VRAE static       the model's score against its global calibration (one threshold for all series)
-    VRAE adaptive     the worker's pipeline replayed in memory (worker.replay: BatchProcessor with
+    VRAE adaptive     the worker's pipeline backtested in memory (worker.tools.backtest: Pipeline with
                       in-memory stores, source and sink): per-series online calibration + incidents
 
 Every detector's per-window statistic goes through the same incident machine and scoring
-(worker.evaluation, which `vrae-worker tune-levels` uses too), and a detection is an incident OPENING.
+(worker.tools.evaluation, which `vrae-worker tune-levels` uses too), and a detection is an incident OPENING.
 Each detector's open level is chosen by maximising the NAB score on the tuning split (grid over that
 detector's own tuning-split quantiles, 34 log-spaced tail shares from 0.2 to 1e-4: open at q, close at
 the quantile 1, 3, 10 or 30 times as frequent); the TEST split, whose labels are never used to choose
 anything, is reported.
 "VRAE adaptive (3/2)" uses the default levels (open at surprise 3, close below 2) with no tuning.
 "VRAE static + confirmation" is an ablation, not a baseline: the static statistic with the worker's
-two-window confirmation (worker.adaptive) bolted on, to show how much of the adaptive worker's result
+two-window confirmation (worker.detection.calibration) bolted on, to show how much of the adaptive worker's result
 comes from confirmation alone rather than from per-series calibration.
 
 Metrics (test split): event precision / recall / F1 (an anomaly is detected when an incident opens
@@ -63,11 +63,11 @@ from vrae_model.artifact import load_artifact
 from vrae_model.data import WindowSet
 from vrae_model.synth import SynthSeries, generate
 from vrae_model.windowing import due_positions
-from worker.detection import DetectorSettings
-from worker.evaluation import Stats, anomaly_windows, best_levels, incident_openings, matches, score_detections
-from worker.incidents import IncidentSettings
-from worker.replay import Replay, replay
+from worker.detection.detector import DetectorSettings
+from worker.detection.incidents import IncidentSettings
 from worker.scorer import Scorer
+from worker.tools.backtest import Backtest, backtest
+from worker.tools.evaluation import Stats, anomaly_windows, best_levels, incident_openings, matches, score_detections
 
 ECG_PATH = Path("/work/shared/data/ecg5000/ECG5000_TRAIN.txt")
 CLOSE_AFTER = 5
@@ -315,18 +315,18 @@ def static_score(scorer: Scorer) -> Callable[[np.ndarray], np.ndarray]:
 # ------------------------------------------------------------------------ the worker, in memory
 
 
-def run_worker(split: Sequence[Series], data: DataSet, scorer: Scorer, levels: tuple[float, float]) -> Replay:
-    """Stream the split through the worker's pipeline (worker.replay), Kafka and Redis aside."""
+def run_worker(split: Sequence[Series], data: DataSet, scorer: Scorer, levels: tuple[float, float]) -> Backtest:
+    """Stream the split through the worker's pipeline (worker.tools.backtest), Kafka and Redis aside."""
     settings = DetectorSettings(incidents=IncidentSettings(open_surprise=levels[0], close_surprise=levels[1],
                                                             close_after=CLOSE_AFTER))
-    return replay(split, scorer, data.stride, settings)
+    return backtest(split, scorer, data.stride, settings)
 
 
 # ------------------------------------------------------------------------------------------ scoring
 
 
 def scorecard(split: Sequence[Series], openings: dict[str, list[int]], stats: Stats, window: int) -> Scorecard:
-    """The event metrics of worker.evaluation, plus AUC-PR of the per-window statistic and how many false
+    """The event metrics of worker.tools.evaluation, plus AUC-PR of the per-window statistic and how many false
     alarms opened within a window after an unlabelled level change (where no detector can yet tell a
     step that stays from a level-shift fault)."""
     labels = {s.series_id: s.labels for s in split}

@@ -1,8 +1,8 @@
 """Where a batch's CPU goes: each stage of the worker's hot path in CPU microseconds per event.
 
 Builds one realistic batch (every series sends `events_per_series` events, all ending due windows,
-on warmed-up state in a real redis-server) and times each stage of `BatchProcessor.process` the way
-the worker runs it: parse, window store (Redis round trip), tensor building, forward pass, alert
+on warmed-up state in a real redis-server) and times each stage of `Pipeline.process` the way the
+worker runs it: parse, window store (Redis round trip), tensor building, forward pass, alert
 decisions and metrics. CPU time, not wall time, so the figures hold on a busy machine. Use it to see
 what to optimise; throughput.py says what the whole worker achieves.
 
@@ -24,14 +24,14 @@ import torch
 import options
 from bench_models import write_artifact
 from harness import INTERVAL_MS, START_MS, encode_event, run_script, series_ids, stream_values
-from worker import local_services
-from worker.alerts import decide_alerts
 from worker.config import KafkaSettings, ModelSettings
+from worker.detection.alerts import decide_alerts
 from worker.events import Event, EventParser, SourceRecord
 from worker.metrics import Metrics
-from worker.outbound import alert_message
-from worker.redis_store import RedisWindowStore
+from worker.records import alert_message
 from worker.scorer import Scorer
+from worker.state.redis_store import RedisWindowStore
+from worker.tools import local_services
 from worker.windows import WindowSpec
 
 BATCH_RECORDS = KafkaSettings().max_poll_records  # the worker's default batch
@@ -100,7 +100,7 @@ def measure_window(redis_url: str, opts: options.BenchOptions, window: int, work
     now = datetime.now(timezone.utc)
     metrics = Metrics()
 
-    def count() -> None:  # as BatchProcessor counts outcomes: one increment per outcome kind
+    def count() -> None:  # as the pipeline counts outcomes: one increment per outcome kind
         for outcome, n_outcome in Counter(applied.outcomes).items():
             metrics.events.labels(outcome.value).inc(n_outcome)
 

@@ -30,12 +30,12 @@ from bench_models import write_artifact
 from harness import (Stack, Topics, WorkerProcess, bulk_producer, local_stack, preload, redis_cost, report, time_drain,
                      workdir_for, worker_env)
 from naive_worker import NaiveWorker, run_naive
-from worker import local_services
 from worker.config import KafkaSettings, ModelSettings, RedisSettings
 from worker.events import EventParser
 from worker.kafka_io import KafkaSink
-from worker.redis_store import RedisWindowStore, connect
 from worker.scorer import Scorer
+from worker.state.redis_store import RedisWindowStore, connect
+from worker.tools import local_services
 from worker.windows import WindowSpec
 
 MAX_POLL_RECORDS = KafkaSettings().max_poll_records  # the worker's default, so the raw consumer polls the same way

@@ -6,6 +6,7 @@ its own topics and consumer group, so tests never see each other's data.
 
 import itertools
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -14,17 +15,16 @@ from pathlib import Path
 
 import pytest
 import redis
+from fixtures import make_tiny_model
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from worker import local_services
 from worker.config import (EventSettings, KafkaSettings, ModelSettings, RedisSettings, ServiceSettings, Settings,
                            WindowSettings)
+from worker.tools import local_services
 
 # kafka-python settings that join a consumer group in ~3 s on Tansu (the defaults take ~23 s).
 FAST_CONSUMER = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 5000,
                  "poll_timeout_ms": 200, "producer_linger_ms": 0, "delivery_timeout_s": 10.0}
-TINY_WINDOW = 16
-TINY_FEATURES = ("temp", "pressure")
 
 
 @pytest.fixture(scope="session")
@@ -120,22 +120,17 @@ class TinyModel:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    """A real, seconds-to-train VRAE exported through vrae_model's API (2 features, window 16)."""
+    """A real trained VRAE (2 features, window 16): the committed tests/fixtures/tiny-model.pt, so that no
+    test run trains it (its recipe: tests/fixtures/make_tiny_model.py), and the clean history it was
+    trained on. Copied, so a test that replaces model files never touches the committed one."""
     from vrae_model.artifact import load_artifact
-    from vrae_model.data import load_windows
-    from vrae_model.synth import SynthConfig, generate, write_csv
-    from vrae_model.training import train
 
     root = tmp_path_factory.mktemp("tiny-model")
-    clean = write_csv(generate(SynthConfig(n_series=3, length=400, features=TINY_FEATURES, clean=True, seed=1)),
-                      root / "clean.csv")
-    windows = load_windows(clean, window=TINY_WINDOW, stride=2)
-    overrides = {"hidden_size": 8, "hidden_layer_depth": 1, "latent_length": 4, "epochs": 2, "batch_size": 64,
-                 "threshold_method": "quantile", "quantile": 0.95}
-    result = train(windows, "seed", out=root / "model.pt", progress_bar=False, overrides=overrides)
-    artifact = load_artifact(result.artifact_path)
-    return TinyModel(path=result.artifact_path, sha256=artifact.sha256, window=TINY_WINDOW, features=TINY_FEATURES,
-                     threshold=float(artifact.metadata["threshold"]), clean_csv=clean)
+    path = Path(shutil.copyfile(make_tiny_model.ARTIFACT, root / "model.pt"))
+    artifact = load_artifact(path)
+    return TinyModel(path=path, sha256=artifact.sha256, window=make_tiny_model.WINDOW,
+                     features=make_tiny_model.FEATURES, threshold=float(artifact.metadata["threshold"]),
+                     clean_csv=make_tiny_model.history_csv(root / "clean.csv"))
 
 
 _unique = itertools.count()

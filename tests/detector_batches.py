@@ -22,4 +22,4 @@ def scored_windows(series: str, first: int, scores: list[float],
         windows.append(DueWindow(series, end - 3000, end, np.zeros((4, 2), np.float32), event))
     n = len(scores)
     return windows, Scores(score=np.array(scores, np.float32), anomaly_score=np.full(n, 0.5, np.float32),
-                           feature_scores=np.tile(np.asarray(shares, np.float32), (n, 1)))
+                           feature_shares=np.tile(np.asarray(shares, np.float32), (n, 1)))

@@ -20,8 +20,10 @@ from torch import nn
 
 from vrae_model.exceptions import ArtifactError
 
-ARTIFACT_FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = frozenset({1})
+# 2: the forward pass returns each feature's share of the error as `feature_shares` (1: `feature_scores`);
+# readers accept both (`forward_outputs`).
+ARTIFACT_FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2})
 METADATA_FILE = "metadata.json"
 REQUIRED_KEYS = (
     "format_version",
@@ -134,3 +136,11 @@ def load_artifact(path: str | Path, expected_sha256: str | None = None) -> Artif
         raise ArtifactError(f"{path}: metadata lacks required key(s) {', '.join(missing)}; re-export the model")
     module.eval()
     return Artifact(module=module, metadata=metadata, sha256=sha256, path=path)
+
+
+OUTPUT_ALIASES = {"feature_scores": "feature_shares"}
+
+
+def forward_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    """A forward pass's outputs under the current names, whichever format version produced them."""
+    return {OUTPUT_ALIASES.get(key, key): value for key, value in outputs.items()}

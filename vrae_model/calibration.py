@@ -50,7 +50,7 @@ class Calibration:
         )
 
 
-# Errors are floored here before their log: the worker's per-series judgement (worker.adaptive) uses the
+# Errors are floored here before their log: the worker's per-series judgement (worker.detection.calibration) uses the
 # same floor, so its log errors and this calibration's medians are on one scale.
 MIN_ERROR = 1e-12
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 import vrae_model
-from vrae_model.artifact import ARTIFACT_FORMAT_VERSION
+from vrae_model.artifact import ARTIFACT_FORMAT_VERSION, forward_outputs
 from vrae_model.calibration import (Calibration, FeatureCalibration, Threshold, choose_threshold, fit_calibration,
                                     fit_feature_calibration)
 from vrae_model.data import Scaler
@@ -74,8 +74,8 @@ class ScoringModule(nn.Module):
         per_feature = error.mean(dim=1)  # (B, F)
         total = per_feature.sum(dim=1, keepdim=True)
         uniform = torch.full_like(per_feature, 1.0 / per_feature.shape[1])
-        feature_scores = torch.where(total > 0, per_feature / total.clamp_min(1e-30), uniform)
-        return {"score": score, "anomaly_score": self._calibrate(score).float(), "feature_scores": feature_scores}
+        feature_shares = torch.where(total > 0, per_feature / total.clamp_min(1e-30), uniform)
+        return {"score": score, "anomaly_score": self._calibrate(score).float(), "feature_shares": feature_shares}
 
     @torch.jit.export
     def embed(self, x: Tensor) -> Tensor:
@@ -98,17 +98,17 @@ def score_arrays(module: nn.Module, windows: np.ndarray, batch_size: int = SCORI
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     data = np.ascontiguousarray(windows, dtype=np.float32)
-    chunks: dict[str, list[np.ndarray]] = {"score": [], "anomaly_score": [], "feature_scores": []}
+    chunks: dict[str, list[np.ndarray]] = {"score": [], "anomaly_score": [], "feature_shares": []}
     with torch.inference_mode():
         for start in range(0, data.shape[0], batch_size):
-            out = module(torch.from_numpy(data[start : start + batch_size]))
+            out = forward_outputs(module(torch.from_numpy(data[start : start + batch_size])))
             for key in chunks:
                 chunks[key].append(out[key].numpy())
     if data.shape[0] == 0:
         return {
             "score": np.zeros(0, np.float32),
             "anomaly_score": np.zeros(0, np.float32),
-            "feature_scores": np.zeros((0, data.shape[-1]), np.float32),
+            "feature_shares": np.zeros((0, data.shape[-1]), np.float32),
         }
     return {key: np.concatenate(parts) for key, parts in chunks.items()}
 
@@ -148,7 +148,7 @@ def calibrate(model: VRAE, scaler: Scaler, windows: np.ndarray, *, threshold_met
     calibration = fit_calibration(scores, tail_quantile)
     threshold = choose_threshold(calibration, scores, threshold_method, risk=risk, quantile=quantile)
     # Each feature's mean squared error: the window's mean times F times that feature's share.
-    per_feature = scores[:, None].astype(np.float64) * raw["feature_scores"].shape[1] * raw["feature_scores"]
+    per_feature = scores[:, None].astype(np.float64) * raw["feature_shares"].shape[1] * raw["feature_shares"]
     return Calibrated(ScoringModule(model, scaler, calibration), scaler, calibration, threshold, scores,
                       fit_feature_calibration(per_feature))
 

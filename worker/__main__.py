@@ -1,4 +1,5 @@
-"""`vrae-worker run | config | check | export-history | tune-levels | demo` (also `python -m worker`).
+"""`vrae-worker run | config | check` (the service) and `export-history | tune-levels | demo` (the tools in
+worker.tools, imported only when called); also `python -m worker`.
 
 Errors at this edge are one line on stderr saying what to fix, exit code 2.
 """
@@ -18,14 +19,11 @@ from pydantic import ValidationError
 from vrae_model.exceptions import VraeError
 from worker import logs
 from worker.config import Settings, describe_invalid_setting
+from worker.exceptions import UsageError
 from worker.health import heartbeat_age_s
 from worker.metrics import Metrics
 
 log = logging.getLogger("worker")
-
-
-class UsageError(Exception):
-    """A problem the user fixes (configuration, model file); printed as one line, exit 2."""
 
 
 def load_settings() -> Settings:
@@ -57,7 +55,7 @@ def cmd_check(_: argparse.Namespace) -> int:
 
 def cmd_run(_: argparse.Namespace) -> int:
     # Imported here so that `check`, run by a container healthcheck every few seconds, never loads torch.
-    from worker.service import build_with_retry
+    from worker.app import build_with_retry
 
     settings = load_settings()
     logs.configure(settings.service.log_level)
@@ -105,82 +103,21 @@ def install_signal_handlers(stop: threading.Event, shutdown_timeout_s: float) ->
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from worker.tools.demo import run_demo
 
     return run_demo(args.extra)
 
 
 def cmd_export_history(args: argparse.Namespace) -> int:
-    """The last N hours of the input topic as a long CSV for `vrae train` (model refresh)."""
-    import time
-    from pathlib import Path
+    from worker.tools.history_export import command
 
-    from kafka.errors import KafkaError
-
-    from vrae_model.artifact import load_artifact
-    from worker.events import EventParser
-    from worker.history_export import export_history
-
-    if args.hours <= 0:
-        raise UsageError(f"--hours must be positive, got {args.hours}")
-    settings = load_settings()
-    if args.features:
-        features = tuple(name.strip() for name in args.features.split(",") if name.strip())
-    else:
-        try:
-            features = tuple(load_artifact(settings.model.path).metadata["features"])
-        except VraeError as error:
-            raise UsageError(f"{error} (or name the features with --features a,b)") from None
-    since_ms = int(time.time() * 1000 - args.hours * 3_600_000)
-    try:
-        summary = export_history(settings.kafka, EventParser(features), since_ms, Path(args.out))
-    except KafkaError as error:
-        raise UsageError(f"cannot read {settings.kafka.input_topic} from {settings.kafka.bootstrap_servers}: "
-                         f"{error!r}; check VRAE_KAFKA__BOOTSTRAP_SERVERS") from None
-    print(f"wrote {summary.rows} events of {summary.series} series to {args.out} "
-          f"({summary.invalid} invalid and {summary.duplicates} duplicate events skipped)")
-    return 0
+    return command(args, load_settings())
 
 
 def cmd_tune_levels(args: argparse.Namespace) -> int:
-    """Choose the incident levels on a labelled long CSV (worker/tune_levels.py)."""
-    from pathlib import Path
+    from worker.tools.tune_levels import command
 
-    from vrae_model.artifact import load_artifact
-    from worker.detection import settings_from
-    from worker.scorer import Scorer
-    from worker.tune_levels import HEADER, check_levels, row, tune_levels
-
-    settings = load_settings()
-    model_path = Path(args.model) if args.model else settings.model.path
-    detector = settings_from(settings.detection)
-    stride = settings.window.stride
-    try:
-        scorer = Scorer(load_artifact(model_path, expected_sha256=None if args.model else settings.model.sha256))
-        tuning = tune_levels(Path(args.data), scorer, stride, detector, args.objective)
-        checked = (check_levels(Path(args.check), scorer, stride, detector,
-                                [tuning.chosen.levels, tuning.configured.levels]) if args.check else None)
-    except VraeError as error:
-        raise UsageError(str(error)) from None
-    info = scorer.info
-    print(f"{args.data}: {tuning.events} events of {tuning.series} series, {tuning.windows} windows "
-          f"(model {info.name} {info.version}, window {info.window}, stride {stride})\n")
-    print(HEADER)
-    print(row("configured", tuning.configured))
-    for name, judged in tuning.best.items():
-        print(row(f"best {name.upper() if name == 'nab' else name.capitalize()}", judged))
-    if checked is not None:
-        print(f"\non {args.check} (levels chosen without its labels):\n")
-        print(HEADER)
-        print(row(f"chosen ({args.objective})", checked[0]))
-        print(row("configured", checked[1]))
-    else:
-        print("\nThese figures are on the labels the levels were chosen on, so they flatter; "
-              "check them on other labelled data with --check FILE.")
-    open_level, close_level = tuning.chosen.levels
-    print(f"\n# chosen by {args.objective}:\nVRAE_DETECTION__MODE=incidents\n"
-          f"VRAE_DETECTION__OPEN_SURPRISE={open_level:.6g}\nVRAE_DETECTION__CLOSE_SURPRISE={close_level:.6g}")
-    return 0
+    return command(args, load_settings())
 
 
 def build_parser() -> argparse.ArgumentParser:

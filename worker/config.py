@@ -115,7 +115,7 @@ class WindowSettings(BaseModel):
 
 
 class DetectionSettings(BaseModel):
-    """How scored windows become alerts (see worker/adaptive.py and worker/incidents.py)."""
+    """How scored windows become alerts (see worker/detection/: calibration.py and incidents.py)."""
 
     mode: Literal["windows", "incidents"] = Field(
         "windows", description="windows: one alert per window over the model's threshold; incidents: per-series "

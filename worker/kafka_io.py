@@ -9,14 +9,11 @@ from kafka.structs import OffsetAndMetadata
 
 from worker.config import KafkaSettings
 from worker.events import SourceRecord
+from worker.exceptions import DeliveryError
 from worker.metrics import Metrics
-from worker.outbound import OutboundMessage
+from worker.records import OutboundMessage
 
 log = logging.getLogger("worker.kafka")
-
-
-class DeliveryError(RuntimeError):
-    """At least one alert or dead letter was not confirmed by the broker; the batch must not commit."""
 
 
 class _LogRebalance(ConsumerRebalanceListener):

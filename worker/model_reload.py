@@ -16,7 +16,7 @@ file is refused. On any failure the old model keeps serving, the failure is logg
 the same broken file is not retried until it changes again.
 
 Per-series score history is kept per model: on a swap every series' history restarts (see
-`worker.adaptive.for_model`), open incidents stay open.
+`worker.detection.calibration.for_model`), open incidents stay open.
 """
 
 import logging

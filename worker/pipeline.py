@@ -1,11 +1,10 @@
-"""One batch: parse -> update windows -> score the due ones -> decide alerts -> deliver -> offsets.
+"""One batch: parse -> windows -> score -> decide -> records. It never delivers and never commits: the
+checkpoint (worker.checkpoint) runs the delivery order on what `process` returns.
 
-The processor never commits: it returns the offsets that are safe to commit once it has returned,
-i.e. after every alert and dead letter of the batch was confirmed delivered. The caller commits.
-
-A batch runs in two halves so the worker can overlap them across batches: `prepare` parses (pure
-Python, no I/O) and `complete` does everything with state or I/O: the window store's round trip and
-the forward pass (both release the GIL), alerts and delivery. `process` runs both, one after the other.
+A batch runs in two halves so the loop can overlap them across batches (worker.loop): `prepare`
+parses (pure Python, no state, no I/O) and `process` does everything that reads or writes state: the
+window store's round trip and the forward pass (both release the GIL), then the decision, per window
+(windows mode) or per series (incidents mode).
 """
 
 import logging
@@ -18,21 +17,16 @@ from typing import Protocol
 
 import numpy as np
 
-from worker.alerts import Alert, decide_alerts
-from worker.detection import DetectionResult, Detector, IncidentEvent
+from worker.detection.alerts import Alert, decide_alerts
+from worker.detection.detector import DetectionResult, Detector, IncidentEvent
 from worker.events import Event, EventParser, Invalid, SourceRecord
 from worker.metrics import Metrics
-from worker.outbound import OutboundMessage, alert_message, dead_letter_message
+from worker.records import OutboundMessage, alert_message, dead_letter_message, detection_messages
 from worker.scorer import ModelInfo, Scores
-from worker.windows import DueWindow, Outcome, WindowStore
+from worker.state.interfaces import WindowStore
+from worker.windows import DueWindow, Outcome
 
 log = logging.getLogger("worker.pipeline")
-
-
-class Sink(Protocol):
-    """Delivers messages; returns only when all are confirmed, raises otherwise."""
-
-    def send(self, messages: Sequence[OutboundMessage]) -> None: ...
 
 
 class BatchScorer(Protocol):
@@ -67,71 +61,69 @@ class PreparedBatch:
     records: Sequence[SourceRecord]
     events: list[Event]
     invalid: list[Invalid]
-    started: float  # perf_counter at prepare(): the batch-duration metric spans both halves
+    started: float  # perf_counter at prepare(): the batch-duration metric spans parse to delivery
 
 
-class BatchProcessor:
-    def __init__(self, parser: EventParser, store: WindowStore, scorer: BatchScorer, sink: Sink,
-                 metrics: Metrics, topics: Topics, *, top_k: int = 3,
+@dataclass(frozen=True)
+class ProcessedBatch:
+    """A batch whose window state is written and whose records are ready, not yet delivered."""
+
+    records: Sequence[SourceRecord]
+    messages: list[OutboundMessage]
+    detection: DetectionResult | None  # incidents mode: the detector states to save after delivery
+    detector: Detector | None  # and where to save them
+    scores: Scores
+    report: BatchReport
+    started: float
+
+
+class Pipeline:
+    def __init__(self, parser: EventParser, store: WindowStore, scorer: BatchScorer, metrics: Metrics,
+                 topics: Topics, *, top_k: int = 3,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  detector: Detector | None = None) -> None:
         self._parser = parser
         self._store = store
         self._scorer = scorer
-        self._sink = sink
         self._metrics = metrics
         self._topics = topics
         self._top_k = top_k
         self._clock = clock
-        self._detector = detector  # None: one alert per window over the model's threshold
-
-    def process(self, records: Sequence[SourceRecord]) -> BatchReport:
-        return self.complete(self.prepare(records))
+        self.detector = detector  # None: one alert per window over the model's threshold
 
     def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
-        """Parse and validate: no state is read or written, so this may run ahead of `complete`."""
+        """Parse and validate: no state is read or written, so this may run ahead of `process`."""
         started = time.perf_counter()
         parsed = [self._parser.parse(record) for record in records]
         events = [item for item in parsed if isinstance(item, Event)]
         invalid = [item for item in parsed if isinstance(item, Invalid)]
         return PreparedBatch(records, events, invalid, started)
 
-    def complete(self, batch: PreparedBatch) -> BatchReport:
-        """Update the windows, score the due ones, decide, deliver (confirmed), persist detector state."""
-        invalid = batch.invalid
+    def process(self, batch: PreparedBatch) -> ProcessedBatch:
+        """Update the windows, score the due ones and decide: the records to deliver, not delivered yet."""
         applied = self._store.apply(batch.events)
         model = self._scorer.info  # a hot model swap happens between batches, never inside one
         scores = self._score(applied.windows)
         alerts, detection, messages = self._decide(applied.windows, scores, model)
-        messages += [dead_letter_message(item, self._topics.dead_letters) for item in invalid]
-        self._sink.send(messages)
-        if detection is not None:
-            # Only once delivered: dying before this replays the batch from the old state, which
-            # re-emits the same incident records; dying after it makes the replay a no-op.
-            self._detector.commit(detection)
-            self._count_incidents(detection)
-
-        self._count(applied.outcomes, applied.new_series, invalid, len(applied.windows), len(alerts))
-        self._metrics.batch_size.observe(len(batch.records))
-        self._metrics.batch_seconds.observe(time.perf_counter() - batch.started)
-        return BatchReport(records=len(batch.records), events=len(batch.events), invalid=invalid,
-                           windows=len(applied.windows), alerts=alerts,
-                           incidents=detection.events if detection is not None else [],
-                           offsets=next_offsets(batch.records))
+        messages += [dead_letter_message(item, self._topics.dead_letters) for item in batch.invalid]
+        self._count(applied.outcomes, applied.new_series, batch.invalid, len(applied.windows), len(alerts))
+        report = BatchReport(records=len(batch.records), events=len(batch.events), invalid=batch.invalid,
+                             windows=len(applied.windows), alerts=alerts,
+                             incidents=detection.events if detection is not None else [],
+                             offsets=next_offsets(batch.records))
+        return ProcessedBatch(batch.records, messages, detection, self.detector, scores, report, batch.started)
 
     def _decide(self, windows: Sequence[DueWindow], scores: Scores,
                 model: ModelInfo) -> tuple[list[Alert], DetectionResult | None, list[OutboundMessage]]:
         """Per-window alerts, or (with a detector) per-series calibration and incident records."""
         now = self._clock()
-        if self._detector is None:
+        if self.detector is None:
             alerts = decide_alerts(windows, scores, model, top_k=self._top_k, now=now)
             return alerts, None, [alert_message(alert, self._topics.alerts) for alert in alerts]
-        detection = self._detector.detect(windows, scores, model)
-        return [], detection, self._detector.messages(detection, scores, model, self._topics.alerts, now)
-
-    def _count_incidents(self, detection: DetectionResult) -> None:
-        for phase, count in Counter(event.transition.phase.value for event in detection.events).items():
-            self._metrics.incidents.labels(phase).inc(count)
+        detection = self.detector.detect(windows, scores, model)
+        messages = detection_messages(detection, scores, model, alert_topic=self._topics.alerts,
+                                      scores_topic=self.detector.scores_topic, top_k=self.detector.top_k, now=now)
+        return [], detection, messages
 
     def _score(self, windows: Sequence[DueWindow]) -> Scores:
         """All windows that came due in the batch, in one (chunked) forward pass."""
@@ -157,7 +149,6 @@ class BatchProcessor:
         self._metrics.series_created.inc(new_series)
         self._metrics.windows_scored.inc(windows)
         self._metrics.alerts.inc(alerts)
-        self._metrics.batches.inc()
 
 
 def next_offsets(records: Sequence[SourceRecord]) -> dict[tuple[str, int], int]:

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vrae_model.artifact import Artifact, load_artifact
+from vrae_model.artifact import Artifact, forward_outputs, load_artifact
 from vrae_model.calibration import FeatureCalibration
 from vrae_model.exceptions import ArtifactError
 from worker.config import ModelSettings
@@ -22,7 +22,7 @@ class ModelInfo:
     window: int
     features: tuple[str, ...]
     threshold: float
-    # each feature's normal error, for judging a young series feature by feature (worker.adaptive);
+    # each feature's normal error, for judging a young series feature by feature (worker.detection.calibration);
     # None for an artifact exported before it was recorded
     feature_calibration: FeatureCalibration | None = None
 
@@ -31,7 +31,7 @@ class ModelInfo:
 class Scores:
     score: np.ndarray  # (B,) mean squared error, scaled units
     anomaly_score: np.ndarray  # (B,) calibrated, [0, 1]
-    feature_scores: np.ndarray  # (B, F) rows sum to 1
+    feature_shares: np.ndarray  # (B, F) rows sum to 1
 
 
 class Scorer:
@@ -72,10 +72,10 @@ class Scorer:
             empty = np.zeros(0, np.float32)
             return Scores(empty, empty, np.zeros((0, n_features), np.float32))
         data = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
-        parts: dict[str, list[np.ndarray]] = {"score": [], "anomaly_score": [], "feature_scores": []}
+        parts: dict[str, list[np.ndarray]] = {"score": [], "anomaly_score": [], "feature_shares": []}
         with torch.inference_mode():
             for chunk in torch.split(data, self._max_batch_size):
-                out = self._module(chunk)
+                out = forward_outputs(self._module(chunk))
                 for key, collected in parts.items():
                     collected.append(out[key].numpy())
         merged = {key: np.concatenate(collected) for key, collected in parts.items()}

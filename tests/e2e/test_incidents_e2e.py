@@ -9,8 +9,8 @@ import redis
 
 import worker
 from vrae_model.data import read_long_csv
-from worker.redis_store import detector_key
-from worker.service import BackgroundWorker, build_service
+from worker.app import BackgroundWorker, build_service
+from worker.state.redis_store import detector_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

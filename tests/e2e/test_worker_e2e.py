@@ -16,8 +16,9 @@ from vrae_model.artifact import load_artifact
 from vrae_model.scoring import score_windows
 from vrae_model.synth import SynthConfig, generate, write_csv
 from vrae_model.windowing import due_positions
-from worker.alerts import alert_id
-from worker.service import BackgroundWorker, build_service
+from worker.app import BackgroundWorker, build_service
+from worker.detection.alerts import alert_id
+from worker.testing import run_batch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -103,7 +104,7 @@ def test_crash_before_commit_replays_to_the_same_window_state_and_alert_ids(make
         records += crashed.source.poll()
         if len(records) >= produced:
             break
-    first = crashed.processor.process(records)  # alerts delivered, Redis updated ... crash: no commit
+    first = run_batch(crashed.pipeline, crashed.checkpoint, records)  # delivered, Redis updated ... crash: no commit
     crashed.close()
     client = redis.Redis.from_url(redis_url)
     state = {key: client.get(key) for key in client.scan_iter("vrae:w:*")}

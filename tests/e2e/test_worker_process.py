@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from worker import local_services
+from worker.app import BackgroundWorker, build_service
 from worker.config import RedisSettings, Settings
-from worker.service import BackgroundWorker, build_service
+from worker.tools import local_services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ import pytest
 
 from vrae_model.data import read_long_csv
 from worker.events import EventParser
-from worker.history_export import export_history
+from worker.tools.history_export import export_history
 
 pytestmark = pytest.mark.integration
 

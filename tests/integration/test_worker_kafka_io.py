@@ -5,10 +5,10 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from worker import local_services
 from worker.kafka_io import DeliveryError, KafkaSink, KafkaSource, build_consumer, build_producer
 from worker.metrics import Metrics
-from worker.outbound import OutboundMessage
+from worker.records import OutboundMessage
+from worker.tools import local_services
 
 pytestmark = pytest.mark.integration
 

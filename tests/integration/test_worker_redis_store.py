@@ -7,8 +7,9 @@ import pytest
 import redis
 
 from worker.events import Event, SourceRecord
-from worker.redis_store import RedisWindowStore, window_key
-from worker.windows import MemoryWindowStore, Outcome, WindowSpec
+from worker.state.memory import MemoryWindowStore
+from worker.state.redis_store import RedisWindowStore, window_key
+from worker.windows import Outcome, WindowSpec
 
 pytestmark = pytest.mark.integration
 
@@ -90,9 +91,9 @@ def test_script_is_reloaded_after_a_script_flush(redis_url: str) -> None:
 
 def test_store_runs_on_redis_cluster(tmp_path) -> None:
     """One-node cluster owning every slot: the cluster client, pipeline and hash-tagged keys work."""
-    from worker import local_services
+    from worker.tools import local_services
     from worker.config import RedisSettings
-    from worker.redis_store import connect
+    from worker.state.redis_store import connect
 
     flags = ["--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"),
              "--cluster-port", str(local_services.free_port())]

@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 
 from scaleout_support import RedisCluster, WorkerFleet
-from worker import local_services
+from worker.tools import local_services
 
 REPO = Path(__file__).resolve().parents[2]
 

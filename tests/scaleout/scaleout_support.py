@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker import local_services
+from worker.tools import local_services
 
 # The values tests/conftest.py uses in-process: a group forms in ~3 s and a dead member is dropped
 # after 6 s, instead of the production 45 s.

@@ -11,7 +11,7 @@ import pytest
 from kafka import KafkaProducer
 
 from scaleout_support import topic_record_count
-from worker import local_services
+from worker.tools import local_services
 
 pytestmark = pytest.mark.integration
 

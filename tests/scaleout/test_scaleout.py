@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from vrae_model.synth import SynthConfig
 from vrae_model.windowing import due_positions
-from worker import local_services
+from worker.tools import local_services
 
 from scaleout_support import WorkerFleet, topic_record_count, wait_for
 

@@ -86,11 +86,11 @@ def test_scripted_artifact_scores_equal_the_eager_module(saved, loaded: Artifact
     x = torch.from_numpy((np.random.default_rng(batch).normal(size=(batch, WINDOW, FEATURES)) * 3 + 10).astype(np.float32))
     with torch.inference_mode():
         eager, scripted = module(x), artifact.module(x)
-    for key in ("score", "anomaly_score", "feature_scores"):
+    for key in ("score", "anomaly_score", "feature_shares"):
         assert torch.allclose(eager[key], scripted[key], atol=1e-5), key
     assert scripted["score"].shape == (batch,)
-    assert scripted["feature_scores"].shape == (batch, FEATURES)
-    assert torch.allclose(scripted["feature_scores"].sum(dim=1), torch.ones(batch), atol=1e-5)
+    assert scripted["feature_shares"].shape == (batch, FEATURES)
+    assert torch.allclose(scripted["feature_shares"].sum(dim=1), torch.ones(batch), atol=1e-5)
     assert bool(((scripted["anomaly_score"] >= 0) & (scripted["anomaly_score"] <= 1)).all())
 
 

@@ -1,4 +1,4 @@
-"""Detections against labels (worker.evaluation): NAB normalisation, event matching, the level grid."""
+"""Detections against labels (worker.tools.evaluation): NAB normalisation, event matching, the level grid."""
 
 import importlib.util
 import math
@@ -8,7 +8,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from worker.evaluation import (Stats, anomaly_windows, best_levels, incident_openings, level_grid,
+from worker.tools.evaluation import (Stats, anomaly_windows, best_levels, incident_openings, level_grid,
                                score_detections, sigmoid)
 
 
@@ -65,7 +65,7 @@ def load_benchmark(name: str) -> ModuleType:
     return module
 
 
-# The reference the benchmark times the fast machine against: worker.incidents.step, window by window.
+# The reference the benchmark times the fast machine against: worker.detection.incidents.step, window by window.
 stepped_openings = load_benchmark("level_grid").stepped_openings
 
 

@@ -10,10 +10,12 @@ import pytest
 from detector_batches import scored_windows
 
 import worker
-from worker.detection import Detector, MemoryDetectorStore, detector_state_bytes
-from worker.incidents import (IncidentSettings, IncidentState, Observation, Phase, incident_id, state_bytes,
-                              step)
-from worker.scorer import ModelInfo
+from worker.detection.detector import DetectionResult, Detector
+from worker.detection.incidents import IncidentSettings, IncidentState, Observation, Phase, incident_id, step
+from worker.records import OutboundMessage, detection_messages
+from worker.scorer import ModelInfo, Scores
+from worker.state.codec import decode_incident, detector_state_bytes, encode_incident, incident_bytes
+from worker.state.memory import MemoryDetectorStore
 
 SETTINGS = IncidentSettings(open_surprise=3.0, close_surprise=2.0, close_after=3)
 SHARES = np.array([0.2, 0.8], np.float32)
@@ -76,9 +78,9 @@ def test_replaying_the_same_windows_from_the_same_state_gives_the_same_ids() -> 
 def test_state_round_trips_and_is_bounded_by_the_feature_count() -> None:
     state, _ = run([0, 4, 6] + [3] * 500)
     assert state.open
-    raw = state.to_bytes()
-    assert len(raw) == state_bytes(2)
-    assert IncidentState.from_bytes(raw) == state
+    raw = encode_incident(state)
+    assert len(raw) == incident_bytes(2)
+    assert decode_incident(raw) == state
 
 
 def test_close_level_above_open_level_is_rejected() -> None:
@@ -99,11 +101,16 @@ def stream_scores(n: int = 800, anomaly: slice = slice(600, 612)) -> list[float]
     return scores
 
 
+def render(detector: Detector, result: DetectionResult, batch: Scores) -> list[OutboundMessage]:
+    return detection_messages(result, batch, MODEL, alert_topic="alerts", scores_topic=detector.scores_topic,
+                              top_k=detector.top_k, now=NOW)
+
+
 def deliver(detector: Detector, series: str, first: int, scores: list[float]) -> list[dict]:
     windows, batch = scored_windows(series, first, scores, SHARES)
     result = detector.detect(windows, batch, MODEL)
-    messages = detector.messages(result, batch, MODEL, "alerts", NOW)
-    detector.commit(result)
+    messages = render(detector, result, batch)
+    detector.save(result)
     return [json.loads(m.value) for m in messages if m.topic == "alerts"]
 
 
@@ -141,15 +148,15 @@ def test_replay_before_the_save_re_emits_the_same_ids() -> None:
     scores = stream_scores()
     deliver(detector, "s", 1, scores[:500])
     windows, batch = scored_windows("s", 501, scores[500:700], SHARES)
-    first = detector.messages(detector.detect(windows, batch, MODEL), batch, MODEL, "alerts", NOW)  # crash: no save
-    again = detector.messages(detector.detect(windows, batch, MODEL), batch, MODEL, "alerts", NOW)
+    first = render(detector, detector.detect(windows, batch, MODEL), batch)  # crash: no save
+    again = render(detector, detector.detect(windows, batch, MODEL), batch)
     assert [m.value for m in first] == [m.value for m in again] and len(first) == 2
 
 
 def test_scores_topic_gets_every_judged_window() -> None:
     detector = Detector(MemoryDetectorStore(), scores_topic="scores")
     windows, batch = scored_windows("s", 1, [0.1] * 5, SHARES)
-    messages = detector.messages(detector.detect(windows, batch, MODEL), batch, MODEL, "alerts", NOW)
+    messages = render(detector, detector.detect(windows, batch, MODEL), batch)
     documents = [json.loads(m.value) for m in messages if m.topic == "scores"]
     assert [d["window_end"] for d in documents] == [1000, 2000, 3000, 4000, 5000]
     assert all(m.key == b"s" for m in messages)

@@ -3,7 +3,6 @@
 import json
 import shutil
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +14,19 @@ from vrae_model.calibration import fit_calibration
 from vrae_model.data import Scaler, read_long_csv
 from vrae_model.model import VRAE, VRAEConfig
 from vrae_model.scoring import ScoringModule, score_arrays
-from worker.detection import Detector, MemoryDetectorStore
+from worker.checkpoint import Checkpoint
+from worker.detection.detector import Detector
 from worker.events import Event, EventParser, SourceRecord
 from worker.health import Heartbeat
-from worker.history_export import write_history_csv
+from worker.loop import Backoff
 from worker.metrics import Metrics
 from worker.model_reload import ReloadingScorer, ReloadOutcome, expected_sha256
-from worker.outbound import OutboundMessage
-from worker.pipeline import BatchProcessor, Topics
+from worker.pipeline import Pipeline, Topics
 from worker.scorer import Scorer
-from worker.service import Backoff, Worker
-from worker.windows import MemoryWindowStore, WindowSpec
+from worker.state.memory import MemoryDetectorStore, MemoryWindowStore
+from worker.testing import ListSink, ListSource, memory_loop, run_batch
+from worker.tools.history_export import write_history_csv
+from worker.windows import WindowSpec
 
 FEATURES = ("temp", "pressure")
 
@@ -172,21 +173,14 @@ def test_pinned_sha256_without_sidecar_refuses_other_files(models: dict[str, Pat
     assert scorer.info.version == "v1"
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.sent: list[OutboundMessage] = []
-
-    def send(self, messages: Sequence[OutboundMessage]) -> None:
-        self.sent.extend(messages)
-
-
 def test_swap_mid_stream_loses_no_window_and_each_batch_uses_one_model(models: dict[str, Path],
                                                                        tmp_path: Path) -> None:
     scorer, live, clock = reloading(models, tmp_path)
     sink = ListSink()
     detector = Detector(MemoryDetectorStore(), scores_topic="scores")
-    processor = BatchProcessor(EventParser(FEATURES), MemoryWindowStore(WindowSpec(window=8, n_features=2)), scorer,
-                               sink, Metrics(), Topics(alerts="alerts", dead_letters="dlq"), detector=detector)
+    pipeline = Pipeline(EventParser(FEATURES), MemoryWindowStore(WindowSpec(window=8, n_features=2)), scorer,
+                        Metrics(), Topics(alerts="alerts", dead_letters="dlq"), detector=detector)
+    checkpoint = Checkpoint(sink, ListSource([]), Metrics())
     rng = np.random.default_rng(1)
     records = [SourceRecord("events", 0, i, b"s", json.dumps({"series_id": "s", "ts": 1000 * (i + 1),
                                                              "values": rng.normal(size=2).tolist()}).encode())
@@ -196,7 +190,7 @@ def test_swap_mid_stream_loses_no_window_and_each_batch_uses_one_model(models: d
             replace_file(models["new"], live)
             clock.now = 2.0
             assert scorer.maybe_reload().outcome is ReloadOutcome.SWAPPED
-        processor.process(records[start:start + 10])
+        run_batch(pipeline, checkpoint, records[start:start + 10])
     scored = [json.loads(m.value) for m in sink.sent if m.topic == "scores"]
     assert [d["window_end"] for d in scored] == [1000 * (i + 1) for i in range(7, 60)]
     versions = {d["window_end"]: d["model_version"] for d in scored}
@@ -218,28 +212,18 @@ def test_exported_history_is_a_long_csv_that_vrae_train_reads(tmp_path: Path) ->
     np.testing.assert_allclose(data.series["b"].values, [[1.5, 15.0], [2.0, 20.0]])
 
 
-class OneShotSource:
+class NewModelOnSecondPoll(ListSource):
     """Serves batches in order; before the second batch a new model file lands."""
 
     def __init__(self, batches: list[list[SourceRecord]], stop: threading.Event, on_second_poll) -> None:
-        self._batches, self._stop, self._on_second_poll, self.polls = batches, stop, on_second_poll, 0
-        self.committed: dict[tuple[str, int], int] = {}
+        super().__init__(batches, stop)
+        self._on_second_poll, self.polls = on_second_poll, 0
 
     def poll(self) -> list[SourceRecord]:
         self.polls += 1
         if self.polls == 2:
             self._on_second_poll()
-        if not self._batches:
-            self._stop.set()
-            return []
-        return self._batches.pop(0)
-
-    def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
-        self.committed.update(offsets)
-        return True
-
-    def rewind(self, records: Sequence[SourceRecord]) -> None:
-        self._batches.insert(0, list(records))
+        return super().poll()
 
 
 @pytest.mark.parametrize("overlap", [False, True])
@@ -255,12 +239,12 @@ def test_worker_loop_swaps_between_batches_and_counts_it(models: dict[str, Path]
     batches = [[SourceRecord("events", 0, i, b"s", json.dumps({"series_id": "s", "ts": 1000 * (i + 1),
                                                                "values": [0.0, 1.0]}).encode())
                 for i in range(first, first + 10)] for first in (0, 10, 20)]
-    source = OneShotSource(batches, stop, new_model_lands)
-    processor = BatchProcessor(EventParser(FEATURES), MemoryWindowStore(WindowSpec(window=8, n_features=2)), scorer,
-                               sink, Metrics(), Topics(alerts="alerts", dead_letters="dlq"),
-                               detector=Detector(MemoryDetectorStore(), scores_topic="scores"))
-    Worker(source, processor, Heartbeat(tmp_path / "hb", interval_s=0), Backoff(0.001, 0.002), metrics,
-           model=scorer, overlap=overlap).run(stop)
+    source = NewModelOnSecondPoll(batches, stop, new_model_lands)
+    pipeline = Pipeline(EventParser(FEATURES), MemoryWindowStore(WindowSpec(window=8, n_features=2)), scorer,
+                        Metrics(), Topics(alerts="alerts", dead_letters="dlq"),
+                        detector=Detector(MemoryDetectorStore(), scores_topic="scores"))
+    memory_loop(source, pipeline, sink, metrics, Heartbeat(tmp_path / "hb", interval_s=0), Backoff(0.001, 0.002),
+                overlap=overlap, model=scorer).run(stop)
     versions = [json.loads(m.value)["model_version"] for m in sink.sent if m.topic == "scores"]
     # Windows end at events 7..29. The file landed while batch 2 was polled, so the check between
     # batch 1's commit and batch 2's scoring swapped: batch 1 (windows ending at events 7..9) is v1

@@ -109,7 +109,7 @@ def test_tiny_training_run_writes_a_calibrated_artifact_and_reexport_scores_iden
     original = score_windows(artifact, data.windows)
     reexported = load_artifact(export_from_checkpoint(result.checkpoint_path, tmp_path / "again.pt"))
     again = score_windows(reexported, data.windows)
-    for key in ("score", "anomaly_score", "feature_scores"):
+    for key in ("score", "anomaly_score", "feature_shares"):
         assert np.array_equal(original[key], again[key]), key
     assert reexported.metadata["model_version"] == meta["model_version"]
     assert reexported.metadata["feature_calibration"] == meta["feature_calibration"]

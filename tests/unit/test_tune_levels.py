@@ -9,11 +9,11 @@ from vrae_model.artifact import load_artifact
 from vrae_model.exceptions import DataError
 from vrae_model.synth import SynthConfig, generate, write_csv
 from worker.__main__ import main
-from worker.detection import DetectorSettings
-from worker.evaluation import anomaly_windows, incident_openings, matches
-from worker.replay import replay
+from worker.detection.detector import DetectorSettings
 from worker.scorer import Scorer
-from worker.tune_levels import load_labelled, tune_levels, with_levels
+from worker.tools.backtest import backtest
+from worker.tools.evaluation import anomaly_windows, incident_openings, matches
+from worker.tools.tune_levels import load_labelled, tune_levels, with_levels
 
 
 def labelled_csv(path: Path, features: tuple[str, ...], seed: int) -> Path:
@@ -41,7 +41,7 @@ def test_chosen_levels_are_what_the_worker_does_at_those_levels(tiny_model, scor
         assert getattr(best.score, name) >= getattr(tuning.configured.score, name)
 
     series = load_labelled(data, tiny_model.features, tiny_model.window)
-    configured = replay(series, scorer, 2, with_levels(DetectorSettings(), tuning.chosen.levels))
+    configured = backtest(series, scorer, 2, with_levels(DetectorSettings(), tuning.chosen.levels))
     counted = incident_openings(configured.surprise, tuning.chosen.levels, close_after=5)
     assert configured.openings == counted
     # Every opening is a detection, a false alarm, or a repeat inside an anomaly already caught.

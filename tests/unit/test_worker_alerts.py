@@ -6,9 +6,9 @@ import jsonschema
 import numpy as np
 
 import worker
-from worker.alerts import alert_id, decide_alerts, top_features
+from worker.detection.alerts import alert_id, decide_alerts, top_features
 from worker.events import Event, Invalid, InvalidReason, SourceRecord
-from worker.outbound import alert_message, dead_letter_message
+from worker.records import alert_message, dead_letter_message
 from worker.scorer import ModelInfo, Scores
 from worker.windows import DueWindow
 
@@ -33,7 +33,7 @@ def test_alert_id_is_deterministic_per_window() -> None:
 def test_only_windows_reaching_the_threshold_alert() -> None:
     windows = [due("a", 0, 1), due("b", 0, 1), due("c", 0, 1)]
     scores = Scores(score=np.array([1.0, 2.0, 3.0], np.float32), anomaly_score=np.array([0.5, 0.9, 0.99], np.float32),
-                    feature_scores=np.full((3, 3), 1 / 3, np.float32))
+                    feature_shares=np.full((3, 3), 1 / 3, np.float32))
     alerts = decide_alerts(windows, scores, MODEL, top_k=2, now=NOW)
     assert [a.series_id for a in alerts] == ["b", "c"]
     assert alerts[1].score == 3.0 and alerts[1].threshold == 0.9
@@ -45,7 +45,7 @@ def test_top_features_are_the_largest_shares_first() -> None:
 
 def test_alert_document_matches_its_schema_even_for_overflowing_scores() -> None:
     scores = Scores(score=np.array([np.inf], np.float32), anomaly_score=np.array([np.nan], np.float32),
-                    feature_scores=np.array([[np.nan, 0.5, 0.5]], np.float32))
+                    feature_shares=np.array([[np.nan, 0.5, 0.5]], np.float32))
     (alert,) = decide_alerts([due("pump-7", 1763942400000, 1763942460000)], scores, MODEL, top_k=3, now=NOW)
     document = json.loads(alert_message(alert, "alerts").value)
     jsonschema.validate(document, json.loads((SCHEMAS / "alert.schema.json").read_text()))

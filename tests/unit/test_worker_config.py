@@ -99,14 +99,14 @@ def test_run_refuses_a_missing_model_with_one_line_and_exit_2(monkeypatch: pytes
 
 
 def test_detection_settings_reach_the_detector(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.detection import settings_from
+    from worker.app import detector_settings
 
     monkeypatch.setenv("VRAE_DETECTION__HISTORY_WEIGHT", "0.5")
     monkeypatch.setenv("VRAE_DETECTION__WARMUP", "50")
-    adaptive = settings_from(Settings().detection).adaptive
+    adaptive = detector_settings(Settings().detection).adaptive
     assert (adaptive.history_weight, adaptive.warmup) == (0.5, 50.0)
     monkeypatch.delenv("VRAE_DETECTION__HISTORY_WEIGHT")
-    assert settings_from(Settings().detection).adaptive.history_weight == 1.0
+    assert detector_settings(Settings().detection).adaptive.history_weight == 1.0
     monkeypatch.setenv("VRAE_DETECTION__HISTORY_WEIGHT", "1.5")
     with pytest.raises(ValueError, match="history_weight"):
         Settings()

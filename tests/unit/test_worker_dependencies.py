@@ -6,7 +6,7 @@ from pathlib import Path
 import worker
 
 # vrae_model.data: reading long CSVs (numpy and csv only) for `vrae-worker tune-levels`;
-# vrae_model.calibration (numpy only): the artifact's per-feature calibration, read by worker.adaptive.
+# vrae_model.calibration (numpy only): the artifact's per-feature calibration, read by worker.detection.calibration.
 ALLOWED_FROM_VRAE_MODEL = {"vrae_model.artifact", "vrae_model.windowing", "vrae_model.exceptions", "vrae_model.data",
                            "vrae_model.calibration"}
 FORBIDDEN_PACKAGES = {"lightning", "pytorch_lightning", "sklearn", "matplotlib"}
@@ -24,7 +24,7 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_worker_imports_only_the_torch_and_numpy_parts_of_vrae_model() -> None:
     """The dependency rule of docs/ARCHITECTURE.md: the worker needs torch and numpy, never training code."""
-    for path in Path(worker.__file__).parent.glob("*.py"):
+    for path in Path(worker.__file__).parent.rglob("*.py"):
         modules = imported_modules(path)
         assert {m for m in modules if m.startswith("vrae_model")} <= ALLOWED_FROM_VRAE_MODEL, path.name
         assert not {m for m in modules if m.split(".")[0] in FORBIDDEN_PACKAGES}, path.name

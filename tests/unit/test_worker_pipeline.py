@@ -3,20 +3,21 @@ in tests/integration and tests/e2e)."""
 
 import json
 import threading
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
 import redis
 
+from worker.checkpoint import Checkpoint
 from worker.events import EventParser, SourceRecord
 from worker.health import Heartbeat, heartbeat_age_s
+from worker.loop import Backoff
 from worker.metrics import Metrics
-from worker.outbound import OutboundMessage
-from worker.pipeline import BatchProcessor, Topics, next_offsets
+from worker.pipeline import Pipeline, Topics, next_offsets
 from worker.scorer import ModelInfo, Scores
-from worker.service import Backoff, Worker
-from worker.windows import MemoryWindowStore, WindowSpec
+from worker.state.memory import MemoryWindowStore
+from worker.testing import ListSink, ListSource, memory_loop, run_batch
+from worker.windows import WindowSpec
 
 WINDOW = 3
 
@@ -29,50 +30,7 @@ class SpikeScorer:
     def score(self, windows: np.ndarray) -> Scores:
         peak = np.abs(windows).max(axis=(1, 2)) if len(windows) else np.zeros(0, np.float32)
         return Scores(score=peak.astype(np.float32), anomaly_score=(peak > 10).astype(np.float32),
-                      feature_scores=np.ones((len(windows), 1), np.float32))
-
-
-class ListSink:
-    def __init__(self, failures: int = 0) -> None:
-        self.sent: list[OutboundMessage] = []
-        self._failures = failures
-
-    def send(self, messages: Sequence[OutboundMessage]) -> None:
-        if self._failures:
-            self._failures -= 1
-            raise redis.exceptions.ConnectionError("broker away")
-        self.sent.extend(messages)
-
-
-class ListSource:
-    """Serves batches in order; a rewind puts the batch back, like a Kafka seek. Stops the worker at the
-    second empty poll in a row: with overlap, the first may come while the last batch is in flight."""
-
-    def __init__(self, batches: list[list[SourceRecord]], stop: threading.Event) -> None:
-        self._batches = batches
-        self._stop = stop
-        self.committed: dict[tuple[str, int], int] = {}
-        self.rewinds = 0
-        self._last: list[SourceRecord] = []
-        self._empty_polls = 0
-
-    def poll(self) -> list[SourceRecord]:
-        if not self._batches:
-            self._empty_polls += 1
-            if self._empty_polls == 2:
-                self._stop.set()
-            return []
-        self._empty_polls = 0
-        self._last = self._batches.pop(0)
-        return self._last
-
-    def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
-        self.committed.update(offsets)
-        return True
-
-    def rewind(self, records: Sequence[SourceRecord]) -> None:
-        self.rewinds += 1
-        self._batches.insert(0, list(records))
+                      feature_shares=np.ones((len(windows), 1), np.float32))
 
 
 def records(values: list[float | str], start_offset: int = 0, series: str = "s") -> list[SourceRecord]:
@@ -85,9 +43,9 @@ def records(values: list[float | str], start_offset: int = 0, series: str = "s")
     return out
 
 
-def processor(sink: ListSink, metrics: Metrics) -> BatchProcessor:
-    return BatchProcessor(EventParser(("value",)), MemoryWindowStore(WindowSpec(window=WINDOW, n_features=1)),
-                          SpikeScorer(), sink, metrics, Topics(alerts="alerts", dead_letters="dlq"))
+def pipeline(metrics: Metrics, store: MemoryWindowStore | None = None) -> Pipeline:
+    return Pipeline(EventParser(("value",)), store or MemoryWindowStore(WindowSpec(window=WINDOW, n_features=1)),
+                    SpikeScorer(), metrics, Topics(alerts="alerts", dead_letters="dlq"))
 
 
 def value(metrics: Metrics, name: str, labels: dict | None = None) -> float:
@@ -96,7 +54,8 @@ def value(metrics: Metrics, name: str, labels: dict | None = None) -> float:
 
 def test_batch_alerts_on_spiky_windows_and_dead_letters_bad_records() -> None:
     sink, metrics = ListSink(), Metrics()
-    report = processor(sink, metrics).process(records([1, 2, 50, 3, "not json", 4, 5, 6]))
+    report = run_batch(pipeline(metrics), Checkpoint(sink, ListSource([]), metrics),
+                       records([1, 2, 50, 3, "not json", 4, 5, 6]))
     alerts = [json.loads(m.value) for m in sink.sent if m.topic == "alerts"]
     # Windows end at offsets 2..7 (one per valid event from the third); 50 sits in the first three.
     assert [a["window_end"] for a in alerts] == [3000, 4000, 6000]
@@ -115,10 +74,10 @@ def test_next_offsets_is_one_past_the_highest_per_partition() -> None:
 @pytest.mark.parametrize("overlap", [False, True])
 def test_worker_retries_a_failed_batch_and_commits_only_after_delivery(tmp_path, overlap: bool) -> None:
     stop = threading.Event()
-    sink, metrics = ListSink(failures=2), Metrics()
+    sink, metrics = ListSink(failures=2, error=redis.exceptions.ConnectionError), Metrics()
     source = ListSource([records([1, 2, 50]), records([4, 5], start_offset=3)], stop)
     heartbeat = Heartbeat(tmp_path / "hb", interval_s=0)
-    Worker(source, processor(sink, metrics), heartbeat, Backoff(0.001, 0.002), metrics, overlap=overlap).run(stop)
+    memory_loop(source, pipeline(metrics), sink, metrics, heartbeat, Backoff(0.001, 0.002), overlap=overlap).run(stop)
     assert source.rewinds == 2
     assert source.committed == {("events", 0): 5}
     assert [json.loads(m.value)["window_end"] for m in sink.sent] == [3000, 4000, 5000]
@@ -141,32 +100,15 @@ class FlakyStore(MemoryWindowStore):
         return super().apply(events)
 
 
-class RecordingSource(ListSource):
-    def __init__(self, batches: list[list[SourceRecord]], stop: threading.Event) -> None:
-        super().__init__(batches, stop)
-        self.commits: list[dict[tuple[str, int], int]] = []
-        self.rewound: list[int] = []
-
-    def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
-        self.commits.append(dict(offsets))
-        return super().commit(offsets)
-
-    def rewind(self, records: Sequence[SourceRecord]) -> None:
-        self.rewound.append(min(r.offset for r in records))
-        super().rewind(records)
-
-
 def test_overlap_commits_in_order_and_a_failure_rewinds_the_batch_polled_behind_it(tmp_path) -> None:
     """Batch 2's window update fails while batch 3 was already polled: batch 1 is committed, batches 2
     and 3 are rewound together, and the alerts are those of a worker that never failed."""
     stop = threading.Event()
     sink, metrics = ListSink(), Metrics()
     batches = [records([1, 2, 50]), records([4, 5], start_offset=3), records([6, 7], start_offset=5)]
-    source = RecordingSource(batches, stop)
-    worker_processor = BatchProcessor(EventParser(("value",)), FlakyStore(fail_call=2), SpikeScorer(), sink, metrics,
-                                      Topics(alerts="alerts", dead_letters="dlq"))
-    Worker(source, worker_processor, Heartbeat(tmp_path / "hb", interval_s=0), Backoff(0.001, 0.002), metrics,
-           overlap=True).run(stop)
+    source = ListSource(batches, stop)
+    memory_loop(source, pipeline(metrics, FlakyStore(fail_call=2)), sink, metrics,
+                Heartbeat(tmp_path / "hb", interval_s=0), Backoff(0.001, 0.002), overlap=True).run(stop)
     assert source.rewound == [3]
     assert source.commits == [{("events", 0): 3}, {("events", 0): 7}]
     assert [json.loads(m.value)["window_end"] for m in sink.sent] == [3000, 4000, 5000]
@@ -184,8 +126,8 @@ def test_overlap_stop_finishes_and_commits_the_batch_in_flight(tmp_path) -> None
             return batch
 
     source = StopAfterFirst([records([1, 2, 50, 4])], stop)
-    Worker(source, processor(sink, metrics), Heartbeat(tmp_path / "hb", interval_s=0), Backoff(0.001, 0.002),
-           metrics, overlap=True).run(stop)
+    memory_loop(source, pipeline(metrics), sink, metrics, Heartbeat(tmp_path / "hb", interval_s=0),
+                Backoff(0.001, 0.002), overlap=True).run(stop)
     assert source.committed == {("events", 0): 4}
     assert [json.loads(m.value)["window_end"] for m in sink.sent] == [3000, 4000]
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from worker.events import Event, SourceRecord
-from worker.windows import MemoryWindowStore, Outcome, WindowSpec
+from worker.state.memory import MemoryWindowStore
+from worker.windows import Outcome, WindowSpec
 
 
 def event(ts: int, offset: int, series: str = "s", value: float | None = None) -> Event:

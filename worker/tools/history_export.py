@@ -6,6 +6,7 @@ the same `EventParser` as the worker (invalid ones are skipped and counted), de-
 (series, timestamp) and written grouped by series in timestamp order, the format `vrae train` reads.
 """
 
+import argparse
 import csv
 import time
 from collections.abc import Iterable, Iterator
@@ -13,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
-from worker.config import KafkaSettings
+from vrae_model.artifact import load_artifact
+from vrae_model.exceptions import VraeError
+from worker.config import KafkaSettings, Settings
 from worker.events import Event, EventParser, SourceRecord
+from worker.exceptions import UsageError
 
 
 @dataclass(frozen=True)
@@ -107,3 +112,25 @@ def export_history(settings: KafkaSettings, parser: EventParser, since_ms: int, 
 
     summary = write_history_csv(events(), parser.feature_names, out)
     return ExportSummary(rows=summary.rows, series=summary.series, invalid=invalid, duplicates=summary.duplicates)
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    """The last N hours of the input topic as a long CSV for `vrae train` (model refresh)."""
+    if args.hours <= 0:
+        raise UsageError(f"--hours must be positive, got {args.hours}")
+    if args.features:
+        features = tuple(name.strip() for name in args.features.split(",") if name.strip())
+    else:
+        try:
+            features = tuple(load_artifact(settings.model.path).metadata["features"])
+        except VraeError as error:
+            raise UsageError(f"{error} (or name the features with --features a,b)") from None
+    since_ms = int(time.time() * 1000 - args.hours * 3_600_000)
+    try:
+        summary = export_history(settings.kafka, EventParser(features), since_ms, Path(args.out))
+    except KafkaError as error:
+        raise UsageError(f"cannot read {settings.kafka.input_topic} from {settings.kafka.bootstrap_servers}: "
+                         f"{error!r}; check VRAE_KAFKA__BOOTSTRAP_SERVERS") from None
+    print(f"wrote {summary.rows} events of {summary.series} series to {args.out} "
+          f"({summary.invalid} invalid and {summary.duplicates} duplicate events skipped)")
+    return 0

@@ -1,19 +1,20 @@
-"""Deciding alerts from scored windows (pure): ids, thresholds, top features, the alert document."""
+"""Windows mode (pure): one alert per window over the model's threshold, with its id and top features.
+
+The alert document these become is rendered by `worker.records`."""
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime
 
 import numpy as np
 
+from worker.events import FLOAT32_MAX
 from worker.scorer import ModelInfo, Scores
 from worker.windows import DueWindow
 
 # Fixed namespace: alert ids must be identical across processes, restarts and versions.
 ALERT_NAMESPACE = uuid.UUID("6f1d7a52-3c1e-4f57-9a51-8f0e2b6c9d41")
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def alert_id(series_id: str, window_start_ms: int, window_end_ms: int) -> str:
@@ -36,24 +37,6 @@ class Alert:
     source_partition: int
     source_offset: int
 
-    def to_json(self) -> dict[str, Any]:
-        """The alert document (schema: worker/schemas/alert.schema.json)."""
-        return {
-            "alert_id": self.alert_id,
-            "series_id": self.series_id,
-            "window_start": self.window_start_ms,
-            "window_end": self.window_end_ms,
-            "window_start_iso": iso_from_ms(self.window_start_ms),
-            "window_end_iso": iso_from_ms(self.window_end_ms),
-            "score": self.score,
-            "anomaly_score": self.anomaly_score,
-            "threshold": self.threshold,
-            "top_features": [{"name": name, "share": share} for name, share in self.top_features],
-            "model": {"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256},
-            "detected_at": iso(self.detected_at),
-            "source": {"partition": self.source_partition, "offset": self.source_offset},
-        }
-
 
 def decide_alerts(windows: Sequence[DueWindow], scores: Scores, model: ModelInfo, *, top_k: int,
                   now: datetime) -> list[Alert]:
@@ -73,7 +56,7 @@ def decide_alerts(windows: Sequence[DueWindow], scores: Scores, model: ModelInfo
             score=float(raw[index]),
             anomaly_score=float(anomaly[index]),
             threshold=model.threshold,
-            top_features=top_features(scores.feature_scores[index], model.features, top_k),
+            top_features=top_features(scores.feature_shares[index], model.features, top_k),
             model=model,
             detected_at=now,
             source_partition=window.event.record.partition,
@@ -86,12 +69,3 @@ def top_features(shares: np.ndarray, names: Sequence[str], k: int) -> tuple[tupl
     """The k features with the largest share of the reconstruction error, largest first."""
     order = np.argsort(-np.nan_to_num(shares, nan=0.0), kind="stable")[:k]
     return tuple((names[i], round(float(np.nan_to_num(shares[i], nan=0.0)), 6)) for i in order)
-
-
-def iso(moment: datetime) -> str:
-    """UTC, millisecond precision, `Z` suffix: the one timestamp format of every record we produce."""
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def iso_from_ms(epoch_ms: int) -> str:
-    return iso(datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc))

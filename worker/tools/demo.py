@@ -31,12 +31,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from vrae_model.artifact import load_artifact
 from vrae_model.exceptions import VraeError
 from vrae_model.windowing import due_positions
-from worker import local_services
-from worker.alerts import iso_from_ms
+from worker.app import BackgroundWorker, build_service
 from worker.config import (DetectionSettings, KafkaSettings, ModelSettings, RedisSettings, ServiceSettings, Settings,
                            WindowSettings)
 from worker.metrics import Metrics
-from worker.service import BackgroundWorker, build_service
+from worker.records import iso_from_ms
+from worker.tools import local_services
 
 INTERVAL_MS = 1000
 FLEET_SEED = 1

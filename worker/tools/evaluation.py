@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.incidents import IncidentSettings
+from worker.detection.incidents import IncidentSettings
 
 A_TP, A_FP, A_FN = 1.0, -0.11, -1.0
 # Open levels: the statistic's quantiles for tail shares 0.2 down to 1e-4, ten per decade. A coarser
 # grid (12 hand-picked quantiles) skipped whole ranges of a statistic with a gap between normal and
-# anomalous windows (README: the quality harness).
+# anomalous windows (benchmarks/QUALITY.md).
 QUANTILES = tuple(float(q) for q in 1.0 - np.logspace(math.log10(0.2), -4.0, 34))
 CLOSE_RATIOS = (1.0, 3.0, 10.0, 30.0)  # close at the quantile 1, 3, 10 or 30 times as frequent
 Levels = tuple[float, float]  # (open, close)
@@ -128,7 +128,7 @@ def score_detections(labels: Mapping[str, np.ndarray], openings: Mapping[str, Se
 
 
 def incident_openings(stats: Stats, levels: Levels, close_after: int) -> dict[str, list[int]]:
-    """The worker's incident machine (worker.incidents.step) applied to any detector's statistic.
+    """The worker's incident machine (worker.detection.incidents.step) applied to any detector's statistic.
 
     Computed per incident, not per window: a level grid judges ~130 pairs, and stepping the machine
     window by window in Python cost 0.7-3 µs a window per pair, 20 s to minutes per grid for a few

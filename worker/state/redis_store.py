@@ -1,4 +1,5 @@
-"""The Redis window store: one pipelined round trip per batch, one script call per chunk of series.
+"""The Redis stores: window state (one pipelined round trip per batch, one script call per chunk of
+series) and detector state (newer-wins writes), both keyed by series with the series id as hash tag.
 
 A Redis Cluster script call may only touch keys of one slot, so there the chunks are per slot.
 """
@@ -13,9 +14,10 @@ import redis
 from redis.cluster import RedisCluster
 
 from worker.config import RedisSettings
+from worker.detection.detector import DetectorState
 from worker.events import Event
-from worker.detection import DetectorState
-from worker.scripts import APPLY_EVENTS, SAVE_DETECTOR_STATE
+from worker.state.codec import decode_detector_state, encode_detector_state
+from worker.state.scripts import APPLY_EVENTS, SAVE_DETECTOR_STATE
 from worker.windows import ApplyResult, DueWindow, Outcome, WindowSpec, group_by_series
 
 _OUTCOME_BY_LETTER = {
@@ -192,7 +194,7 @@ class RedisDetectorStore:
         pipe = self._client.pipeline(transaction=False)
         for chunk in chunks:
             pipe.execute_command("MGET", *[self.key(series_id) for series_id in chunk])
-        return {sid: DetectorState.from_bytes(raw) for chunk, raws in zip(chunks, pipe.execute())
+        return {sid: decode_detector_state(raw) for chunk, raws in zip(chunks, pipe.execute())
                 for sid, raw in zip(chunk, raws) if raw}
 
     def save(self, states: dict[str, DetectorState]) -> None:
@@ -205,5 +207,5 @@ class RedisDetectorStore:
         for chunk in chunks_by_slot(self._client, list(states), self.key):
             keys = [self.key(series_id) for series_id in chunk]
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, self._ttl_ms,
-                                 *[states[series_id].to_bytes() for series_id in chunk])
+                                 *[encode_detector_state(states[series_id]) for series_id in chunk])
         pipe.execute()

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from vrae_model.calibration import FeatureCalibration
-from worker.adaptive import (AdaptiveSettings, Judgement, ScoreHistory, feature_errors, fold, for_model, judge,
-                             log_error, model_key, state_bytes, upper_tail)
+from worker.detection.calibration import (AdaptiveSettings, Judgement, ScoreHistory, feature_errors, fold, for_model,
+                                          judge, log_error, model_key, upper_tail)
+from worker.state.codec import decode_history, encode_history, history_bytes
 
 SETTINGS = AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=20.0)
 HALF = AdaptiveSettings(long_halflife=50.0, short_halflife=4.0, warmup=20.0, history_weight=0.5)
@@ -56,17 +57,17 @@ def judged(history: ScoreHistory, errors, anomaly_score: float = 0.5, settings: 
 
 def test_state_size_is_fixed_whatever_the_stream_length() -> None:
     short, long = history_of(lognormal(10)), history_of(lognormal(5000))
-    assert len(short.to_bytes()) == len(long.to_bytes()) == state_bytes(2) == 120
-    assert ScoreHistory.from_bytes(long.to_bytes()) == long
+    assert len(encode_history(short)) == len(encode_history(long)) == history_bytes(2) == 120
+    assert decode_history(encode_history(long)) == long
 
 
 def test_replayed_window_leaves_history_unchanged() -> None:
     history = history_of(lognormal(100))
-    before = history.to_bytes()
+    before = encode_history(history)
     for end_ms in (history.last_end_ms, history.last_end_ms - 5000):
         replayed = fold(history, np.array([1e6, 1e6]), SETTINGS, start_ms=end_ms - 999, end_ms=end_ms,
                         anomaly_score=1.0, surprise=0.0)
-        assert replayed.to_bytes() == before
+        assert encode_history(replayed) == before
 
 
 def test_moments_track_the_log_errors_per_feature() -> None:
@@ -197,7 +198,7 @@ def test_state_of_an_older_layout_restarts_but_keeps_its_replay_mark(layout: str
     if layout.startswith("32"):
         head += struct.pack("<d", history.previous_anomaly)
     older = head + struct.pack(f"<{len(moments)}d", *moments)
-    restarted = for_model(ScoreHistory.from_bytes(older), history.model_key, 2)
+    restarted = for_model(decode_history(older), history.model_key, 2)
     assert restarted.n == 0 and restarted.last_end_ms == history.last_end_ms
 
 

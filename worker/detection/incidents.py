@@ -14,7 +14,6 @@ The incident id is uuid5(series_id, end of the opening window): a replay that re
 incident re-emits the same id, and downstream deduplicates on it.
 """
 
-import struct
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,7 +23,6 @@ import numpy as np
 
 # Fixed namespace: incident ids must be identical across processes, restarts and versions.
 INCIDENT_NAMESPACE = uuid.UUID("0b8f3c2e-5a41-4d7e-9f0c-2d6a1e7b4c93")
-_HEAD = struct.Struct("<BqqqqIIddd")
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class Observation(NamedTuple):
     start_ms: int
     end_ms: int
     score: float  # the model's raw score
-    surprise: float  # -log10 of the blended tail probability (worker.adaptive)
+    surprise: float  # -log10 of the blended tail probability (worker.detection.calibration)
     shares: np.ndarray  # (F,) each feature's share of the reconstruction error
 
 
@@ -70,22 +68,6 @@ class IncidentState(NamedTuple):
     peak_score: float = 0.0
     opening_surprise: float = 0.0
     peak_shares: tuple[float, ...] = ()
-
-    def to_bytes(self) -> bytes:
-        head = _HEAD.pack(self.open, self.opened_start_ms, self.opened_end_ms, self.last_anomalous_end_ms,
-                          self.peak_end_ms, self.windows, self.normal_run, self.peak_surprise, self.peak_score,
-                          self.opening_surprise)
-        return head + struct.pack(f"<{len(self.peak_shares)}f", *self.peak_shares)
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> "IncidentState":
-        fields = _HEAD.unpack_from(raw)
-        shares = struct.unpack_from(f"<{(len(raw) - _HEAD.size) // 4}f", raw, _HEAD.size)
-        return cls(bool(fields[0]), *fields[1:], peak_shares=shares)
-
-
-def state_bytes(n_features: int) -> int:
-    return _HEAD.size + 4 * n_features
 
 
 @dataclass(frozen=True)

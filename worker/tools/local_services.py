@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from worker.tools.exceptions import ServiceError
+
 PR_SET_PDEATHSIG = 1
 REDIS_INSTALL_HINT = "redis-server not found: install it (`apt-get install redis-server` or `brew install redis`)"
-
-
-class ServiceError(RuntimeError):
-    """A local service could not be started; the message says what to do about it."""
 
 
 def free_port() -> int:

@@ -5,9 +5,11 @@ import pytest
 import redis
 from detector_batches import scored_windows
 
-from worker.detection import (DetectorState, MemoryDetectorStore, detect, detector_state_bytes, DetectorSettings)
-from worker.redis_store import RedisDetectorStore, detector_key
+from worker.detection.detector import DetectorSettings, detect
 from worker.scorer import ModelInfo
+from worker.state.codec import decode_detector_state, detector_state_bytes
+from worker.state.memory import MemoryDetectorStore
+from worker.state.redis_store import RedisDetectorStore, detector_key
 
 pytestmark = pytest.mark.integration
 
@@ -59,4 +61,4 @@ def test_an_older_state_never_overwrites_a_newer_one(redis_url: str) -> None:
     newer = client.get(detector_key("o", "s"))
     store.save({"s": older})
     assert client.get(detector_key("o", "s")) == newer
-    assert DetectorState.from_bytes(newer).history.last_end_ms == 20_000
+    assert decode_detector_state(newer).history.last_end_ms == 20_000

@@ -2,30 +2,35 @@
 
 The default levels (open at surprise 3, close below 2) mean "one window in a thousand for this
 series". Where anomalies are not rare for a series they do not fit: on ECG5000, one beat in seven is
-abnormal, the series' own history learns that, and abnormal beats rarely reach 3 (README: the quality
-harness). This command replays a labelled long CSV (`series_id,timestamp,<features>,label`, the format
+abnormal, the series' own history learns that, and abnormal beats rarely reach 3 (benchmarks/QUALITY.md).
+This command backtests a labelled long CSV (`series_id,timestamp,<features>,label`, the format
 `vrae synth` writes and `export-history` writes without labels) through the worker's own pipeline in
-memory (worker.replay: the configured model, stride and detection settings), scores every (open,
-close) pair of a grid over the surprise's own quantiles against the labels (worker.evaluation: NAB and
+memory (worker.tools.backtest: the configured model, stride and detection settings), scores every (open,
+close) pair of a grid over the surprise's own quantiles against the labels (worker.tools.evaluation: NAB and
 event F1), and prints the best pair as the settings to deploy.
 
 Levels chosen and judged on the same labels flatter themselves; `--check other.csv` reports them on a
 second labelled file, which is the figure to trust.
 """
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from vrae_model.artifact import load_artifact
 from vrae_model.data import read_long_csv
-from vrae_model.exceptions import DataError
-from worker.detection import DetectorSettings
-from worker.evaluation import EventScore, Levels, best_of, judge_grid, judge_levels
-from worker.incidents import IncidentSettings
-from worker.replay import replay
+from vrae_model.exceptions import DataError, VraeError
+from worker.app import detector_settings
+from worker.config import Settings
+from worker.detection.detector import DetectorSettings
+from worker.detection.incidents import IncidentSettings
+from worker.exceptions import UsageError
 from worker.scorer import Scorer
+from worker.tools.backtest import backtest
+from worker.tools.evaluation import EventScore, Levels, best_of, judge_grid, judge_levels
 
 OBJECTIVES: dict[str, Callable[[EventScore], float]] = {
     "f1": lambda score: score.f1,  # alerts people act on: misses and false alarms both count
@@ -82,7 +87,7 @@ def judge(series: list[LabelledSeries], scorer: Scorer, stride: int, settings: D
     `levels` (the configured pair) come first among the candidates: the grid holds the surprise's
     quantiles, not the configured values, and without them a "best" pair could score below the
     configuration it is meant to improve on. On a tie the configuration stays."""
-    run = replay(series, scorer, stride, settings)
+    run = backtest(series, scorer, stride, settings)
     labels = {s.series_id: s.labels for s in series}
     window, close_after = scorer.info.window, settings.incidents.close_after
     judged = judge_levels(labels, run.surprise, window, close_after, levels)
@@ -122,3 +127,36 @@ def row(name: str, judged: Judged) -> str:
 
 HEADER = (f"{'levels':<16} {'open':>7} {'close':>7} {'NAB':>6} {'F1':>5} {'precision':>9} {'recall':>6} "
           f"{'caught':>9} {'false alarms':>12} {'delay':>8}")
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    """`vrae-worker tune-levels`: choose the levels on `--data`, print them as settings to deploy."""
+    model_path = Path(args.model) if args.model else settings.model.path
+    detector = detector_settings(settings.detection)
+    stride = settings.window.stride
+    try:
+        scorer = Scorer(load_artifact(model_path, expected_sha256=None if args.model else settings.model.sha256))
+        tuning = tune_levels(Path(args.data), scorer, stride, detector, args.objective)
+        checked = (check_levels(Path(args.check), scorer, stride, detector,
+                                [tuning.chosen.levels, tuning.configured.levels]) if args.check else None)
+    except VraeError as error:
+        raise UsageError(str(error)) from None
+    info = scorer.info
+    print(f"{args.data}: {tuning.events} events of {tuning.series} series, {tuning.windows} windows "
+          f"(model {info.name} {info.version}, window {info.window}, stride {stride})\n")
+    print(HEADER)
+    print(row("configured", tuning.configured))
+    for name, judged in tuning.best.items():
+        print(row(f"best {name.upper() if name == 'nab' else name.capitalize()}", judged))
+    if checked is not None:
+        print(f"\non {args.check} (levels chosen without its labels):\n")
+        print(HEADER)
+        print(row(f"chosen ({args.objective})", checked[0]))
+        print(row("configured", checked[1]))
+    else:
+        print("\nThese figures are on the labels the levels were chosen on, so they flatter; "
+              "check them on other labelled data with --check FILE.")
+    open_level, close_level = tuning.chosen.levels
+    print(f"\n# chosen by {args.objective}:\nVRAE_DETECTION__MODE=incidents\n"
+          f"VRAE_DETECTION__OPEN_SURPRISE={open_level:.6g}\nVRAE_DETECTION__CLOSE_SURPRISE={close_level:.6g}")
+    return 0

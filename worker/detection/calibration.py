@@ -1,102 +1,18 @@
 """Per-series online calibration (pure): judge a window against that series' own recent history.
 
-A model calibrated once on its training data floods when a series drifts and goes silent when a sensor
-gets quieter. Each series therefore carries a fixed-size summary of its recent window errors, per
-feature f and in log space (reconstruction errors are roughly log-normal and span decades; a fault in
-one sensor is diluted F times in the model's mean score, not in its own feature's error):
+Each series keeps a fixed-size summary of its recent window errors, per feature and in log space
+(`ScoreHistory`: long-term mean and variance, a short-term mean and how far it strays, the previous
+window's errors). `judge` gives a window's tail probability before it is folded in: the series' point
+and trend tests, blended in log space with the model's own calibration, which keeps the say while the
+series is young (`warmup`) or for good (`history_weight`). `fold` then updates the summary, winsorised
+at `clip_sd` and weighted by how usual the window was. Overlapping windows confirm each other: an error
+counts only as far as the previous window agrees. A window ending at or before `last_end_ms` (a replay)
+changes nothing; a history kept for another model restarts.
 
-    e_f   = score * F * share_f                      the window's mean squared error of feature f
-    x_f   = ln(max(e_f, 1e-12))
-    u     = min(1, 10 ** (learn_surprise - surprise))  the window's weight: how usual it was judged
-    W    <- W + u                                    the weight learned from so far
-    a     = max(u / W, a_long)                       a_long = 1 - 2 ** (-1 / long_halflife)
-    d_f   = clip(x_f - m_f, +-c sqrt(v_f + floor))  winsorised at c = clip_sd: an outlier barely teaches
-    m_f  <- m_f + a d_f                              long-term mean
-    v_f  <- (1 - a) (v_f + a d_f ** 2 / k)           long-term variance (exponentially weighted);
-                                                     k = E[min(Z², c²)] unbiases it for normal x
-    d'_f  = clip(y_f - m_f, +-c sqrt(v_f + floor))   the same for the confirmed error y_f (below)
-    s_f  <- s_f + max(1 / n, a_short) (m_f,old + d'_f - s_f)   short-term mean of y_f (short_halflife)
-    w_f  <- w_f + a ((s_f - m_f) ** 2 - w_f)         how far the short mean usually strays
-    r_f  <- x_f                                      the previous window's log error, for confirmation
-    r_0  <- anomaly_score                            and its model anomaly score, likewise
-
-A new window is judged BEFORE it is folded in:
-
-    y_f     = min(x_f, r_f) if confirmed (below), else x_f  the error the previous window agrees with
-    p_point = Q(max_f (y_f - m_f) / sqrt(v_f + floor))     is this window unusual for this series?
-    p_trend = Q(max_f (s'_f - m_f) / sqrt(w_f + floor))    is the recent average unusual?
-              s'_f = s_f + max(1 / (n + 1), a_short) (y_f - s_f)
-    p_local = min(1, 2 F min(p_point, p_trend))            Bonferroni over the 2 F questions
-    p_score = max(1 - min(anomaly_score, r_0), 2 ** -24)   the model's global calibration, confirmed too
-    p_feat  = min(1, F Q(max_f (y_f - med_f) / sqrt(sc_f ** 2 + floor)))   each feature's, by the model
-    p_model = min(1, 2 min(p_score, p_feat)) if the model records med_f, sc_f and F > 1, else p_score
-    D       = max_f |m_f - med_f| / sqrt(sc_f ** 2 + floor)   how far the series' errors moved off the
-                                                           model's calibration (0 without med_f, sc_f)
-    h       = max(history_weight, clip(D - 1, 0, 1))       the say the series' history reaches (1 by default)
-    lambda  = h n / (n + warmup)                           trust in the series' history grows with it
-    ln p    = (1 - lambda) ln p_model + lambda ln p_local
-    surprise = -log10 p                                    3 means "one window in a thousand"
-
-Q is the upper tail of the standard normal; r_f and r_0 count only when the window is confirmed
-(below). The state is 40 + 40 F bytes per series whatever the stream length, and it forgets: a regime
-change becomes the new normal after a few `long_halflife`s, while a window that is unusual *for this
-series* stands out even when the model's global scale says otherwise.
-
-Confirmation: when the previous window of the series covers at least the first half of this one
-(2 last_end_ms >= start_ms + end_ms, i.e. stride <= window / 2), every event lies in two consecutive
-windows, so a real anomaly in feature f raises f's error in both. An error that jumps in ONE window
-only is the model rendering that window badly (e.g. one phase of a periodic signal it reconstructs
-poorly, once per period), not the data: both tests therefore see, per feature, the smaller of the two
-windows' errors (an intersection-union test: both windows must be unusual). The cost is one stride of
-delay. The long-term moments fold in the window's own x (they describe all of the series' errors); the
-short-term mean folds in y, since the trend test adds up recent windows: fed x, it added up the
-one-window rendering errors too, and its surprise on normal windows had the heaviest tail of the tests
-(README: the quality harness). The model's calibration,
-which a young series leans on, is confirmed the same way (the smaller of the two windows' anomaly
-scores): unconfirmed, it let those one-window errors through for the first few hundred windows of
-every series (README: the quality harness). Non-overlapping or gapped windows are judged alone.
-
-Why winsorise at c = 2 sd: the history must not learn from the anomalies it is there to catch. Every
-window of a lasting anomaly still grows the variance by a (c² / k - 1). Over a 144-window drift fault
-(halflife 1000) that doubled the standard deviation at c = 4 (x2.1), which then hid later faults of
-the series for thousands of windows (README: the quality harness); at c = 2 it grows 1.18x. The
-price: a regime change that moves the errors is absorbed more slowly, mostly through that same growth.
-
-Why the model's calibration judges each feature too: a young series leans on the model, and the score's
-calibration judges the window's MEAN error, in which a fault in one of F sensors is diluted F times (a
-stuck sensor raises its own error a few-fold, the mean barely). The artifact records each feature's
-log-error median med_f and robust scale sc_f on its held-out calibration windows (vrae_model.calibration
-.FeatureCalibration), so the model's side asks the same per-feature question the series' history asks
-later. With one feature its error is the score, whose calibration (with its fitted tail) is kept alone.
-
-Why weigh windows by how usual they were: a young series learns at rate u / W, about 1 / n, so its
-first windows make up its whole history. When a series' stream starts inside an anomaly or a regime
-the model finds odd, those windows would teach the history a spread several times the normal one
-(0.9 against 0.25 ln units on one harness series), and at a_long the excess then takes thousands of
-windows to fade, hiding moderate faults (stuck sensors) meanwhile. The judgement made just before the
-fold (blended with the model's calibration while the series is young) says which windows those are:
-one at surprise 3 counts a tenth of a usual window, at 4 a hundredth. Weights are relative (u / W): a
-series whose every window is unusual to the model still learns at about 1 / n. Once W passes
-1 / a_long the rate is a_long whatever u, exactly as without weights: an old series is protected by
-winsorising alone, so a lasting change still becomes the new normal.
-
-Why a history_weight (default 1: the series' history takes over entirely): judged on its own scale
-alone, a series whose abnormal windows are not rare for it (ECG5000: one beat in seven) is judged by a
-normal spread that differs from stream to stream, so alert levels chosen on one labelled stream
-transfer worse to the next (benchmarks/level_transfer.py). A history_weight below 1 keeps the model's
-calibration, the same for every series, in the judgement for good. Where the series' errors have moved
-off it for good (a recalibrated sensor: its long-term mean error D model scales from the model's
-median), the model's word is stale and would hold an incident open for good, so the history takes
-over there anyway, fully from D = 2. The default stays 1: on the quality harness a history_weight of
-1/2 gains on ECG5000 over many seeds (+1.8 NAB over 60) but costs series that get recalibrated
-(README: the quality harness, with figures).
-
-Replays: the state remembers the end timestamp of the last window folded in; a window ending at or
-before it is never folded in again, so a replay leaves the history unchanged.
+The formulas, the symbols used in the comments below, and why each part is there: docs/detection.md.
 """
 
 import math
-import struct
 from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
@@ -111,9 +27,6 @@ MIN_PROBABILITY = 1e-300
 MIN_MODEL_PROBABILITY = 2.0**-24
 # ln(float32 max): where a non-finite error (the model overflowed) lands, the most anomalous there is.
 MAX_LOG_SCORE = math.log(float(np.finfo(np.float32).max))
-# last_end_ms, n, model_key, previous_anomaly, weight; then 5 float64 arrays of F
-_HEAD = struct.Struct("<qqqdd")
-_ARRAYS = 5
 
 
 @dataclass(frozen=True)
@@ -123,10 +36,10 @@ class AdaptiveSettings:
     long_halflife: float = 1000.0  # windows; the memory of "normal" for this series
     short_halflife: float = 6.0  # windows; the "recent average" compared against it
     warmup: float = 300.0  # windows after which the series' own history has half its final say
-    history_weight: float = 1.0  # the say the series' history reaches while the model fits it (docstring)
+    history_weight: float = 1.0  # the say the series' history reaches while the model fits it (docs/detection.md)
     variance_floor: float = 1e-3  # in ln-error units squared: errors within ~3 % are never "unusual"
-    clip_sd: float = 2.0  # updates are winsorised at this many standard deviations (docstring: why 2)
-    learn_surprise: float = 2.0  # windows judged above this count less in a young history (docstring)
+    clip_sd: float = 2.0  # updates are winsorised at this many standard deviations (docs/detection.md: why 2)
+    learn_surprise: float = 2.0  # windows judged above this count less in a young history (docs/detection.md)
 
     def __post_init__(self) -> None:
         if not self.clip_sd > 0:
@@ -156,7 +69,7 @@ Vector = tuple[float, ...]  # one float per feature; plain floats: F is small an
 
 
 class ScoreHistory(NamedTuple):
-    """The bounded summary of one series' per-feature window errors (symbols: module docstring).
+    """The bounded summary of one series' per-feature window errors (symbols: docs/detection.md).
 
     NamedTuples here and for the judgement: one of each is built per window, and a frozen dataclass
     costs three times as much to build."""
@@ -172,27 +85,9 @@ class ScoreHistory(NamedTuple):
     previous_anomaly: float = 1.0  # and the model's anomaly score of that window (r_0)
     weight: float = 0.0  # W: the summed weights u of the windows folded in
 
-    def to_bytes(self) -> bytes:
-        moments = (*self.mean, *self.var, *self.short, *self.short_var, *self.previous)
-        head = _HEAD.pack(self.last_end_ms, self.n, self.model_key, self.previous_anomaly, self.weight)
-        return head + struct.pack(f"<{len(moments)}d", *moments)
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> "ScoreHistory":
-        last_end_ms, n, key, previous_anomaly, weight = _HEAD.unpack_from(raw)
-        f = (len(raw) - _HEAD.size) // (8 * _ARRAYS)
-        moments = struct.unpack_from(f"<{_ARRAYS * f}d", raw, _HEAD.size)
-        mean, var, short, short_var, previous = (moments[i * f:(i + 1) * f] for i in range(_ARRAYS))
-        return cls(last_end_ms, n, key, mean, var, short, short_var, previous, previous_anomaly, weight)
-
     @classmethod
     def fresh(cls, model_key: int, last_end_ms: int = -1) -> "ScoreHistory":
         return cls(last_end_ms=last_end_ms, model_key=model_key)
-
-
-def state_bytes(n_features: int) -> int:
-    """Bytes of one series' history: fixed by the feature count, whatever the stream length."""
-    return _HEAD.size + _ARRAYS * 8 * n_features
 
 
 class Judgement(NamedTuple):
@@ -243,7 +138,7 @@ def upper_tail(z: float) -> float:
 
 def confirms(history: ScoreHistory, start_ms: int, end_ms: int) -> bool:
     """Whether the previous window covers at least the first half of this one: then every event is in
-    two consecutive windows, and an anomaly must show in both (module docstring: Confirmation)."""
+    two consecutive windows, and an anomaly must show in both (docs/detection.md: confirmation)."""
     return history.n > 0 and 2 * history.last_end_ms >= start_ms + end_ms
 
 
@@ -285,7 +180,7 @@ def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings:
 
 def history_share(history: ScoreHistory, reference: FeatureCalibration | None, settings: AdaptiveSettings) -> float:
     """h = max(history_weight, clip(D - 1, 0, 1)): the say the series' history reaches, all of it where
-    its long-term errors sit two or more of the model's scales off the model's median (docstring)."""
+    its long-term errors sit two or more of the model's scales off the model's median (docs/detection.md)."""
     if reference is None or settings.history_weight >= 1.0:
         return settings.history_weight
     moved = max(abs(m - median) / math.sqrt(scale * scale + settings.variance_floor)
@@ -303,7 +198,7 @@ def model_feature_tail(log_errors: Vector, reference: FeatureCalibration, settin
 
 def learning_weight(surprise: float, settings: AdaptiveSettings) -> float:
     """u = min(1, 10 ** (learn_surprise - surprise)): how much a judged window may teach a young history
-    (module docstring); an unjudgeable (NaN) surprise teaches nothing."""
+    (docs/detection.md); an unjudgeable (NaN) surprise teaches nothing."""
     excess = surprise - settings.learn_surprise
     if excess <= 0.0:
         return 1.0
@@ -336,7 +231,7 @@ def fold(history: ScoreHistory, errors: Vector, settings: AdaptiveSettings, *, s
         limit = settings.clip_sd * math.sqrt(v + settings.variance_floor)
         d = min(max(xi - m, -limit), limit)
         new_mean = m + rate * d
-        # The short-term mean averages the confirmed errors, as the trend test judges (docstring).
+        # The short-term mean averages the confirmed errors, as the trend test judges (docs/detection.md).
         new_short = s + short_rate * (m + min(max(yi - m, -limit), limit) - s)
         mean.append(new_mean)
         var.append((1.0 - rate) * (v + rate * d * d / efficiency))

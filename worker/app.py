@@ -1,0 +1,180 @@
+"""The composition root: wires settings, model, stores, Kafka and metrics into a running loop.
+
+Everything else receives its collaborators; only this module reads `Settings` and builds clients.
+"""
+
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from vrae_model.artifact import load_artifact
+from worker.checkpoint import Checkpoint
+from worker.config import DetectionSettings, ModelSettings, Settings
+from worker.detection.calibration import AdaptiveSettings
+from worker.detection.detector import Detector, DetectorSettings
+from worker.detection.incidents import IncidentSettings
+from worker.events import EventParser
+from worker.health import Heartbeat
+from worker.kafka_io import KafkaSink, KafkaSource, build_consumer, build_producer
+from worker.loop import TRANSIENT_ERRORS, Backoff, Loop, Runner, Sequential, TwoStage, process_and_seal
+from worker.metrics import Metrics
+from worker.model_reload import ReloadingScorer
+from worker.pipeline import Pipeline, Topics
+from worker.scorer import Scorer
+from worker.state.redis_store import RedisClient, RedisDetectorStore, RedisWindowStore, connect
+from worker.windows import WindowSpec
+
+log = logging.getLogger("worker")
+
+GIL_SWITCH_INTERVAL_S = 0.0005  # with overlap_batches; see build_service
+
+
+@dataclass
+class Service:
+    """A built worker and what must be closed after it ran."""
+
+    loop: Loop
+    pipeline: Pipeline
+    checkpoint: Checkpoint
+    source: KafkaSource
+    sink: KafkaSink
+    heartbeat: Heartbeat
+    metrics: Metrics
+    scorer: Scorer | ReloadingScorer
+    store: RedisWindowStore
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("worker started", extra={"model": self.scorer.info.version, "sha256": self.scorer.info.sha256})
+        try:
+            self.loop.run(stop)
+        finally:
+            self.close()
+            log.info("worker stopped")
+
+    def close(self) -> None:
+        try:
+            self.source.close()
+        finally:
+            self.sink.close()
+            self.store.close()
+            self.heartbeat.clear()
+
+
+def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
+    """Load the model, connect Redis and Kafka, and assemble the worker (raises on bad config)."""
+    metrics = metrics or Metrics()
+    scorer = Scorer.from_settings(settings.model)
+    model = reloading_scorer(scorer, settings.model) if settings.model.reload_interval_s > 0 else None
+    spec = WindowSpec(window=scorer.info.window, n_features=len(scorer.info.features),
+                      stride=settings.window.stride, replay_margin=settings.window.replay_margin,
+                      ttl_s=settings.window.ttl_s)
+    client = connect(settings.redis)
+    store = RedisWindowStore(client, spec, key_prefix=settings.redis.key_prefix)
+    parser = EventParser(feature_names=scorer.info.features, max_bytes=settings.events.max_bytes,
+                         max_series_id_length=settings.events.max_series_id_length)
+    sink = KafkaSink(build_producer(settings.kafka), timeout_s=settings.kafka.delivery_timeout_s)
+    source = KafkaSource(build_consumer(settings.kafka), metrics, poll_timeout_ms=settings.kafka.poll_timeout_ms)
+    topics = Topics(alerts=settings.kafka.alert_topic, dead_letters=settings.kafka.dlq_topic)
+    pipeline = Pipeline(parser, store, model or scorer, metrics, topics, top_k=settings.model.top_features,
+                        detector=build_detector(settings, client))
+    checkpoint = Checkpoint(sink, source, metrics)
+    heartbeat = Heartbeat(settings.service.heartbeat_file)
+    backoff = Backoff(settings.service.backoff_initial_s, settings.service.backoff_max_s)
+    loop = Loop(source, pipeline, checkpoint, build_runner(settings, pipeline, checkpoint), heartbeat, backoff,
+                metrics, model=model)
+    return Service(loop=loop, pipeline=pipeline, checkpoint=checkpoint, source=source, sink=sink, heartbeat=heartbeat, metrics=metrics,
+                   scorer=model or scorer, store=store)
+
+
+def build_runner(settings: Settings, pipeline: Pipeline, checkpoint: Checkpoint) -> Runner:
+    stage = process_and_seal(pipeline, checkpoint)
+    if not settings.service.overlap_batches:
+        return Sequential(stage)
+    # The scoring thread wakes from the forward pass and from Redis and broker replies several times
+    # a batch and must win the GIL back from the polling thread each time. At Python's default 5 ms
+    # switch interval those waits ate the overlap (28.8-32.7k events/s against 30.4-31.3k without
+    # it); at 0.5 ms the overlap drains 35-37k (benchmarks/RESULTS.md). Process-wide, set once here.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    return TwoStage(stage)
+
+
+def reloading_scorer(scorer: Scorer, settings: ModelSettings) -> ReloadingScorer:
+    def load(path: Path, sha256: str | None) -> Scorer:
+        return Scorer(load_artifact(path, expected_sha256=sha256), max_batch_size=settings.max_batch_size,
+                      threshold=settings.threshold)
+
+    return ReloadingScorer(scorer, settings.path, load, sha256=settings.sha256,
+                           check_interval_s=settings.reload_interval_s)
+
+
+def build_detector(settings: Settings, client: RedisClient) -> Detector | None:
+    """The per-series calibration + incident detector, when VRAE_DETECTION__MODE=incidents."""
+    config: DetectionSettings = settings.detection
+    if config.mode != "incidents":
+        return None
+    store = RedisDetectorStore(client, key_prefix=settings.redis.key_prefix, ttl_s=settings.window.ttl_s)
+    return Detector(store, detector_settings(config), top_k=settings.model.top_features,
+                    scores_topic=config.scores_topic)
+
+
+def detector_settings(config: DetectionSettings) -> DetectorSettings:
+    """The detector's settings from the worker's configuration (VRAE_DETECTION__*)."""
+    return DetectorSettings(
+        adaptive=AdaptiveSettings(long_halflife=config.long_halflife, short_halflife=config.short_halflife,
+                                  warmup=config.warmup, history_weight=config.history_weight),
+        incidents=IncidentSettings(open_surprise=config.open_surprise, close_surprise=config.close_surprise,
+                                   close_after=config.close_after),
+    )
+
+
+class BackgroundWorker:
+    """A service running on a thread of this process (the demo, tests, benchmarks); `stop()` joins it."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vrae-worker", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.service.run(self._stop)
+        except BaseException as error:  # surfaced to the owner by stop(), never lost in the thread
+            self.error = error
+
+    def start(self) -> "BackgroundWorker":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(f"worker did not stop within {timeout_s} s")
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> "BackgroundWorker":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def build_with_retry(settings: Settings, metrics: Metrics, stop: threading.Event) -> Service | None:
+    """Start even while the broker or Redis is still coming up: back off and retry, never crash-loop.
+
+    A bad model or setting (VraeError) is not transient: it propagates for the caller to report.
+    """
+    backoff = Backoff(settings.service.backoff_initial_s, settings.service.backoff_max_s)
+    while not stop.is_set():
+        try:
+            return build_service(settings, metrics)
+        except TRANSIENT_ERRORS as error:
+            delay_s = backoff.next()
+            log.warning("cannot reach a dependency at startup; retrying",
+                        extra={"error": repr(error), "retry_in_s": delay_s})
+            stop.wait(delay_s)
+    return None

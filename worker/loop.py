@@ -1,0 +1,210 @@
+"""The run loop: poll -> process -> checkpoint, until stopped.
+
+    while not stopped:
+        records = source.poll()
+        batch   = pipeline.prepare(records)        # parse: no state, no I/O
+        for sealed in runner.run(batch):           # pipeline.process + checkpoint.seal (steps 1-3)
+            checkpoint.commit(sealed)              # offsets (step 4), on this thread, in batch order
+
+Two runners. `Sequential` processes each batch on the loop's thread. `TwoStage` (the service's default,
+VRAE_SERVICE__OVERLAP_BATCHES) processes batch k on a second thread while this one polls and parses
+batch k+1: the Kafka client and the parser are pure Python and hold the GIL, while the Redis round
+trip and the forward pass release it, so on two cores they hide behind the next poll. The window store
+still sees one batch at a time, in order, and offsets are committed in order, each after its own batch
+was sealed: the guarantees are those of one batch at a time (worker.checkpoint).
+
+When Redis or the broker is down, the failed batch (with two stages, also the one polled behind it)
+is rewound and retried after an exponential, capped back-off. A hot model swap happens between two
+batches, never while one is processed. A stop request finishes the batch in flight first.
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis
+from kafka.errors import KafkaError
+
+from worker.checkpoint import Checkpoint, SealedBatch
+from worker.events import SourceRecord
+from worker.exceptions import BatchFailed, DeliveryError
+from worker.health import Heartbeat
+from worker.metrics import Metrics
+from worker.model_reload import ReloadingScorer, ReloadOutcome, log_reload
+from worker.pipeline import Pipeline, PreparedBatch
+
+log = logging.getLogger("worker")
+
+# Failures that mean "a dependency is unavailable": retry the batch later, never crash-loop.
+TRANSIENT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                    redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError, KafkaError, DeliveryError)
+
+Stage = Callable[[PreparedBatch], SealedBatch]
+
+
+def process_and_seal(pipeline: Pipeline, checkpoint: Checkpoint) -> Stage:
+    """What a runner does with each parsed batch: steps 1-3 of the commit order (worker.checkpoint)."""
+    def stage(batch: PreparedBatch) -> SealedBatch:
+        return checkpoint.seal(pipeline.process(batch))
+
+    return stage
+
+
+class Source(Protocol):
+    def poll(self) -> list[SourceRecord]: ...
+
+    def rewind(self, records: Sequence[SourceRecord]) -> None: ...
+
+
+@dataclass
+class Backoff:
+    """Exponential back-off, capped, reset by the first success."""
+
+    initial_s: float
+    max_s: float
+    _next_s: float = 0.0
+
+    def next(self) -> float:
+        self._next_s = min(self.max_s, self._next_s * 2 if self._next_s else self.initial_s)
+        return self._next_s
+
+    def reset(self) -> None:
+        self._next_s = 0.0
+
+
+class Sequential:
+    """Processes and seals each batch on the loop's thread, as soon as it is parsed."""
+
+    def __init__(self, stage: Stage) -> None:
+        self._stage = stage
+
+    def run(self, batch: PreparedBatch | None, between: Callable[[], None]) -> list[SealedBatch]:
+        """The batches sealed by this call: `batch` itself. `between` runs first (no batch is in flight)."""
+        between()
+        if batch is None:
+            return []
+        try:
+            return [self._stage(batch)]
+        except TRANSIENT_ERRORS as error:
+            raise BatchFailed(batch.records, error) from error
+
+    def drain(self) -> list[SealedBatch]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class TwoStage:
+    """Processes and seals batch k on a second thread while the loop polls and parses batch k+1."""
+
+    def __init__(self, stage: Stage) -> None:
+        self._stage = stage
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vrae-score")
+        self._in_flight: tuple[PreparedBatch, Future[SealedBatch]] | None = None
+
+    def run(self, batch: PreparedBatch | None, between: Callable[[], None]) -> list[SealedBatch]:
+        """Waits for the batch in flight, runs `between` while nothing is in flight, then starts `batch`.
+
+        Returns the batch that was in flight, now sealed. If it failed, raises BatchFailed with its
+        records and those of `batch`, which was polled behind it and must be replayed after it."""
+        done = self._wait(behind=batch.records if batch is not None else ())
+        between()
+        if batch is not None:
+            self._in_flight = (batch, self._pool.submit(self._stage, batch))
+        return done
+
+    def drain(self) -> list[SealedBatch]:
+        return self._wait(behind=())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _wait(self, behind: Sequence[SourceRecord]) -> list[SealedBatch]:
+        if self._in_flight is None:
+            return []
+        batch, sealed = self._in_flight
+        self._in_flight = None
+        try:
+            return [sealed.result()]
+        except TRANSIENT_ERRORS as error:
+            raise BatchFailed([*batch.records, *behind], error) from error
+
+
+Runner = Sequential | TwoStage
+
+
+class Loop:
+    """Runs batches until `stop` is set; every piece is injected so tests can run it in-process."""
+
+    def __init__(self, source: Source, pipeline: Pipeline, checkpoint: Checkpoint, runner: Runner,
+                 heartbeat: Heartbeat, backoff: Backoff, metrics: Metrics,
+                 model: ReloadingScorer | None = None) -> None:
+        self._source = source
+        self._pipeline = pipeline
+        self._checkpoint = checkpoint
+        self._runner = runner
+        self._heartbeat = heartbeat
+        self._backoff = backoff
+        self._metrics = metrics
+        self._model = model
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self._heartbeat.beat()
+                records, poll_error = self._poll()
+                batch = self._pipeline.prepare(records) if records else None
+                try:
+                    sealed = self._runner.run(batch, between=self._reload_model)
+                except BatchFailed as failure:
+                    self._retry_later(failure.records, failure.error, stop)
+                    continue
+                self._commit(sealed)
+                if poll_error is not None:
+                    self._retry_later([], poll_error, stop)  # the batch in flight is committed first
+                elif sealed or not records:
+                    self._backoff.reset()  # a batch went through, or the broker answered and nothing fails
+        finally:
+            try:
+                self._commit(self._runner.drain())  # a stop request finishes the batch in flight first
+            except BatchFailed as failure:
+                log.warning("the batch in flight failed at shutdown; it will be replayed",
+                            extra={"error": repr(failure.error), "records": len(failure.records)})
+            finally:
+                self._runner.close()
+
+    def _poll(self) -> tuple[list[SourceRecord], Exception | None]:
+        try:
+            return self._source.poll(), None
+        except TRANSIENT_ERRORS as error:
+            return [], error
+
+    def _commit(self, sealed: list[SealedBatch]) -> None:
+        for batch in sealed:
+            self._checkpoint.commit(batch)
+
+    def _reload_model(self) -> None:
+        """Between batches: swap in a new model file if there is a valid one (see model_reload.py)."""
+        if self._model is None:
+            return
+        reload = self._model.maybe_reload()
+        if reload.outcome is not ReloadOutcome.UNCHANGED:
+            self._metrics.model_reloads.labels(reload.outcome.value).inc()
+            log_reload(reload)
+
+    def _retry_later(self, records: list[SourceRecord], error: Exception, stop: threading.Event) -> None:
+        cause = "redis" if isinstance(error, redis.exceptions.RedisError) else "kafka"
+        self._metrics.batch_failures.labels(cause).inc()
+        delay_s = self._backoff.next()
+        log.warning("dependency unavailable; retrying the batch", extra={
+            "cause": cause, "error": repr(error), "retry_in_s": delay_s, "records": len(records)})
+        if records:
+            try:
+                self._source.rewind(records)
+            except KafkaError as rewind_error:
+                log.warning("rewind failed", extra={"error": repr(rewind_error)})
+        stop.wait(delay_s)

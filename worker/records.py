@@ -1,0 +1,143 @@
+"""What the worker produces, as transport-neutral records (pure): the alert, incident and score
+documents (schemas in worker/schemas) and dead letters. Rendering lives here only, so every record
+shares one timestamp format, one way of writing non-finite numbers and one top-features ranking.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from worker.detection.alerts import Alert, top_features
+from worker.detection.detector import DetectionResult, IncidentEvent, Verdict
+from worker.detection.incidents import Phase
+from worker.events import FLOAT32_MAX, Invalid
+from worker.scorer import ModelInfo, Scores
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def json_message(topic: str, series_id: str, document: dict[str, Any]) -> OutboundMessage:
+    """A compact JSON document keyed by its series, so a series' records stay in order on one partition."""
+    value = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return OutboundMessage(topic=topic, key=series_id.encode("utf-8"), value=value,
+                           headers=(("content-type", b"application/json"),))
+
+
+def alert_document(alert: Alert) -> dict[str, Any]:
+    """The alert document (schema: worker/schemas/alert.schema.json)."""
+    return {
+        "alert_id": alert.alert_id,
+        "series_id": alert.series_id,
+        "window_start": alert.window_start_ms,
+        "window_end": alert.window_end_ms,
+        "window_start_iso": iso_from_ms(alert.window_start_ms),
+        "window_end_iso": iso_from_ms(alert.window_end_ms),
+        "score": alert.score,
+        "anomaly_score": alert.anomaly_score,
+        "threshold": alert.threshold,
+        "top_features": [{"name": name, "share": share} for name, share in alert.top_features],
+        "model": {"name": alert.model.name, "version": alert.model.version, "sha256": alert.model.sha256},
+        "detected_at": iso(alert.detected_at),
+        "source": {"partition": alert.source_partition, "offset": alert.source_offset},
+    }
+
+
+def alert_message(alert: Alert, topic: str) -> OutboundMessage:
+    return json_message(topic, alert.series_id, alert_document(alert))
+
+
+def detection_messages(result: DetectionResult, scores: Scores, model: ModelInfo, *, alert_topic: str,
+                       scores_topic: str | None, top_k: int, now: datetime) -> list[OutboundMessage]:
+    """Incident records for the alert topic and, with a scores topic, every judged window's scores."""
+    messages = [json_message(alert_topic, event.window.series_id,
+                             incident_document(event, model, top_k=top_k, now=now)) for event in result.events]
+    if scores_topic is not None:
+        messages += [json_message(scores_topic, verdict.window.series_id, score_document(verdict, scores, model))
+                     for verdict in result.verdicts]
+    return messages
+
+
+def incident_document(event: IncidentEvent, model: ModelInfo, *, top_k: int, now: datetime) -> dict[str, Any]:
+    """The `opened` / `closed` record (schema: worker/schemas/incident.schema.json)."""
+    transition, window = event.transition, event.window
+    state = transition.state
+    document: dict[str, Any] = {
+        "type": "incident",
+        "phase": transition.phase.value,
+        "incident_id": transition.incident_id,
+        "series_id": window.series_id,
+        "opened_at": state.opened_end_ms,
+        "opened_at_iso": iso_from_ms(state.opened_end_ms),
+        "window_start": window.start_ms,
+        "window_end": window.end_ms,
+        "score": _finite(transition.at.score),
+        "surprise": _finite(transition.at.surprise),
+        "peak": {"score": _finite(state.peak_score), "surprise": _finite(state.peak_surprise),
+                 "window_end": state.peak_end_ms},
+        "top_features": [{"name": name, "share": share}
+                         for name, share in top_features(np.asarray(state.peak_shares), model.features, top_k)],
+        "windows": state.windows,
+        "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+        "detected_at": iso(now),
+        "source": {"partition": window.event.record.partition, "offset": window.event.record.offset},
+    }
+    if transition.phase is Phase.CLOSED:
+        document["closed_at"] = state.last_anomalous_end_ms
+        document["closed_at_iso"] = iso_from_ms(state.last_anomalous_end_ms)
+        document["duration_ms"] = state.last_anomalous_end_ms - state.opened_end_ms
+    return document
+
+
+def score_document(verdict: Verdict, scores: Scores, model: ModelInfo) -> dict[str, Any]:
+    """One window's scores for dashboards (the optional scores topic).
+
+    The model's figures keep the names they have in alerts (`score`, `anomaly_score`: the global
+    calibration); the series' judgement is `surprise` (-log10 of the tail probability), which never
+    saturates where `anomaly_score` reads 1.0."""
+    return {
+        "series_id": verdict.window.series_id,
+        "window_start": verdict.window.start_ms,
+        "window_end": verdict.window.end_ms,
+        "score": _finite(float(scores.score[verdict.index])),
+        "anomaly_score": _finite(float(scores.anomaly_score[verdict.index]), 1.0),
+        "surprise": _finite(verdict.judgement.surprise),
+        "model_version": model.version,
+    }
+
+
+def _finite(value: float, nan: float = FLOAT32_MAX) -> float:
+    if math.isnan(value):
+        return nan
+    return min(max(value, -FLOAT32_MAX), FLOAT32_MAX)
+
+
+def dead_letter_message(invalid: Invalid, topic: str) -> OutboundMessage:
+    """The original key and value, untouched, with headers saying why and where from."""
+    record = invalid.record
+    headers = (
+        ("error", invalid.reason.value.encode("utf-8")),
+        ("error_detail", invalid.detail.encode("utf-8", errors="replace")[:1024]),
+        ("source_topic", record.topic.encode("utf-8")),
+        ("source_partition", str(record.partition).encode("ascii")),
+        ("source_offset", str(record.offset).encode("ascii")),
+    )
+    return OutboundMessage(topic=topic, key=record.key, value=record.value, headers=headers)
+
+
+def iso(moment: datetime) -> str:
+    """UTC, millisecond precision, `Z` suffix: the one timestamp format of every record we produce."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_from_ms(epoch_ms: int) -> str:
+    return iso(datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc))
