@@ -44,3 +44,38 @@ def test_readme_documents_every_worker_setting() -> None:
         return any(f"`{name}`" in line or (f"`{section}__" in line and f"`{field}`" in line) for line in lines)
 
     assert [name for name in setting_variables(Settings) if not documented(name)] == []
+
+
+def outside_code(text: str) -> str:
+    """The Markdown text without fenced code blocks or inline code, where '#' and '](' mean nothing."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation other than '-' and '_' dropped, spaces as '-'."""
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6}\s+(.*?)\s*$", re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M),
+                              flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.replace("`", "").lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in found:
+            n += 1
+            candidate = f"{slug}-{n}"
+        found.add(candidate)
+    return found
+
+
+def test_readme_and_docs_links_resolve() -> None:
+    """Every relative link in the README, docs/ and benchmarks/ points at a file (and heading) that exists."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "benchmarks").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", outside_code(page.read_text())):
+            if re.match(r"[a-z]+:", target):
+                continue
+            file_part, _, anchor = target.partition("#")
+            resolved = (page.parent / file_part).resolve() if file_part else page
+            if not resolved.exists() or (anchor and resolved.suffix == ".md" and anchor not in anchors(resolved)):
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert broken == []
