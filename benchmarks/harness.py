@@ -261,8 +261,8 @@ class RedisCost:
     value_bytes: float  # mean STRLEN: the packed window record alone
 
 
-def redis_cost(redis_url: str, key_prefix: str, sample: int = 1000, kind: str = "w") -> RedisCost:
-    """Mean Redis memory of the window keys (`kind` w; d: detector state) under `key_prefix` (first
+def redis_cost(redis_url: str, key_prefix: str, sample: int = 1000, kind: str = "win") -> RedisCost:
+    """Mean Redis memory of the window keys (`kind` win; det: detector state) under `key_prefix` (first
     `sample` keys scanned)."""
     client = redis.Redis.from_url(redis_url)
     try:

@@ -18,7 +18,7 @@ from worker.events import Event, EventParser, SourceRecord
 from worker.kafka_io import KafkaSink
 from worker.records import alert_message, dead_letter_message
 from worker.scorer import Scorer
-from worker.state.redis_store import RedisWindowStore
+from worker.state.redis_store import RedisStateStore
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class NaiveRun:
 
 
 class NaiveWorker:
-    def __init__(self, parser: EventParser, store: RedisWindowStore, scorer: Scorer, sink: KafkaSink,
+    def __init__(self, parser: EventParser, store: RedisStateStore, scorer: Scorer, sink: KafkaSink,
                  alert_topic: str, dlq_topic: str) -> None:
         self._parser = parser
         self._store = store
@@ -47,7 +47,7 @@ class NaiveWorker:
     def warm_up(self, records: list[SourceRecord]) -> None:
         """Fill the series' windows in one batched call, so the timed part is all steady state."""
         events = [item for item in (self._parser.parse(r) for r in records) if isinstance(item, Event)]
-        self._store.apply(events)
+        self._store.write(events, {}, int(time.time() * 1000))
 
     def handle(self, record: SourceRecord) -> tuple[int, int]:
         """One event end to end; returns (windows scored, alerts sent)."""
@@ -55,13 +55,16 @@ class NaiveWorker:
         if not isinstance(item, Event):
             self._sink.send([dead_letter_message(item, self._dlq_topic)])
             return 0, 0
-        applied = self._store.apply([item])  # one pipeline holding one EVALSHA: one round trip
-        if not applied.windows:
+        now_ms = int(time.time() * 1000)
+        peek = self._store.peek([item], detector=False, now_ms=now_ms)  # one pipeline, one EVALSHA: a round trip
+        if not peek.windows:
+            self._store.write([item], {}, now_ms)
             return 0, 0
-        window = applied.windows[0]
+        window = peek.windows[0]
         scores = self._scorer.score(window.values[None])  # (1, T, F): one forward pass
-        alerts = decide_alerts(applied.windows, scores, self._scorer.info, top_k=3, now=datetime.now(timezone.utc))
+        alerts = decide_alerts(peek.windows, scores, self._scorer.info, top_k=3, now=datetime.now(timezone.utc))
         self._sink.send([alert_message(alert, self._alert_topic) for alert in alerts])
+        self._store.write([item], {}, now_ms)  # after delivery, as the worker does: a second round trip
         return 1, len(alerts)
 
 

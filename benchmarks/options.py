@@ -25,6 +25,7 @@ class BenchOptions:
     json_out: Path | None
     profile: bool  # run the worker under pyinstrument; its call tree lands in the workdir
     worker_env: dict[str, str]  # extra VRAE_* settings for every benchmarked worker (tuning experiments)
+    baseline: str | None = None  # a git revision whose worker is timed beside this one (throughput)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-env", action="append", default=[], metavar="VRAE_NAME=VALUE",
                         help="a worker setting for every benchmarked worker, e.g. VRAE_KAFKA__MAX_POLL_RECORDS=10000 "
                              "(repeatable)")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="also time the worker of this git revision, in both modes, on the same records, "
+                             "and report this one's rate as a ratio of it (e.g. --baseline HEAD~3)")
     parser.add_argument("--profile", action="store_true",
                         help="profile the worker with pyinstrument (`pip install pyinstrument`); slows it down")
 
@@ -78,6 +82,7 @@ def from_args(args: argparse.Namespace) -> BenchOptions:
         json_out=args.json_out,
         profile=args.profile,
         worker_env=worker_env,
+        baseline=args.baseline,
     )
 
 

@@ -30,9 +30,9 @@ from worker.events import Event, EventParser, SourceRecord
 from worker.metrics import Metrics
 from worker.records import alert_message
 from worker.scorer import Scorer
-from worker.state.redis_store import RedisWindowStore
+from worker.state.redis_store import RedisStateStore
 from worker.tools import local_services
-from worker.windows import WindowSpec
+from worker.windows import Peek, WindowSpec
 
 BATCH_RECORDS = KafkaSettings().max_poll_records  # the worker's default batch
 REPEATS = 5
@@ -68,31 +68,39 @@ def wall_us_per_event(stage: Callable[[], object], n_events: int) -> float:
     return best_us_per_event(stage, n_events, time.perf_counter)
 
 
+def apply(store: RedisStateStore, events: list) -> Peek:
+    """The store's two round trips of a batch: the peek before scoring, the write after delivery."""
+    now_ms = int(time.time() * 1000)
+    peek = store.peek(events, detector=False, now_ms=now_ms)
+    store.write(events, {}, now_ms)
+    return peek
+
+
 def measure_window(redis_url: str, opts: options.BenchOptions, window: int, workdir: Path) -> dict[str, float]:
     model = write_artifact(workdir / f"stages-{opts.preset}-w{window}.pt", opts.preset, window, opts.features)
     scorer = Scorer.from_settings(ModelSettings(path=model, torch_threads=1))
     client = redis.Redis.from_url(redis_url)
     client.flushall()
-    store = RedisWindowStore(client, WindowSpec(window=window, n_features=opts.features))
+    store = RedisStateStore(client, WindowSpec(window=window, n_features=opts.features))
     parser = EventParser(feature_names=scorer.info.features)
     ids = series_ids(opts.series)
     steps = max(1, BATCH_RECORDS // opts.series)
     warm = [parser.parse(r) for r in records_for(ids, 0, window - 1, opts.features)]
-    store.apply([e for e in warm if isinstance(e, Event)])
+    apply(store, [e for e in warm if isinstance(e, Event)])
     # The store is timed on fresh batches (a re-applied batch would take the replay path instead).
     batches = [[parser.parse(r) for r in records_for(ids, window - 1 + k * steps, steps, opts.features)]
                for k in range(REPEATS + 1)]
-    applied = store.apply(batches[0])
+    applied = apply(store, batches[0])
     fresh = iter(batches[1:])
     client.config_resetstat()
-    store_cpu = cpu_us_per_event(lambda: store.apply(next(fresh)), len(batches[0]))
+    store_cpu = cpu_us_per_event(lambda: apply(store, next(fresh)), len(batches[0]))
     evalsha = client.info("commandstats").get("cmdstat_evalsha", {})
     server_us = evalsha.get("usec", math.nan) / (REPEATS * len(batches[0]))
     fresh = iter(batches[1:])
     client.flushall()
-    store.apply([e for e in warm if isinstance(e, Event)])
-    store.apply(batches[0])
-    store_wall = wall_us_per_event(lambda: store.apply(next(fresh)), len(batches[0]))
+    apply(store, [e for e in warm if isinstance(e, Event)])
+    apply(store, batches[0])
+    store_wall = wall_us_per_event(lambda: apply(store, next(fresh)), len(batches[0]))
     records = records_for(ids, window - 1, steps, opts.features)
     n = len(records)
     windows = np.stack([w.values for w in applied.windows])

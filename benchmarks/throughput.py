@@ -9,7 +9,10 @@ consumers read the same records, one after the other:
 - naive: the same parser, Lua script, model and alert code, one event at a time, timed on a prefix
   of the steady-state events and extrapolated as a rate;
 - worker, incidents mode: the same worker with VRAE_DETECTION__MODE=incidents (per-series online
-  calibration and incident records: two more Redis round trips per batch and a per-window judgement).
+  calibration and incident records: the detector states ride in the same two Redis round trips, plus
+  a per-window judgement);
+- with `--baseline REV`: the worker of another git revision, in both modes, on the same records (its
+  own code, and an artifact written by its own code), so a change's cost is a ratio from one run.
 Redis memory per series and the worker's peak RSS come from the same run.
 
 Run alone: `python benchmarks/throughput.py --events 200000 --series 1000 --windows 24,64`.
@@ -17,6 +20,9 @@ Run alone: `python benchmarks/throughput.py --events 200000 --series 1000 --wind
 
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +40,7 @@ from worker.config import KafkaSettings, ModelSettings, RedisSettings
 from worker.events import EventParser
 from worker.kafka_io import KafkaSink
 from worker.scorer import Scorer
-from worker.state.redis_store import RedisWindowStore, connect
+from worker.state.redis_store import RedisStateStore, connect
 from worker.tools import local_services
 from worker.windows import WindowSpec
 
@@ -72,10 +78,15 @@ def raw_consume(bootstrap: str, topic: str, start_offset: int, n_events: int, ti
 
 
 def run_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str, warm_end: int, total: int,
-               workdir: Path, opts: options.BenchOptions, mode: str = "windows") -> dict[str, float]:
+               workdir: Path, opts: options.BenchOptions, mode: str = "windows",
+               code: Path | None = None) -> dict[str, float]:
+    """One worker process draining the topic; `code`: run another checkout's packages instead of these."""
     metrics_port = local_services.free_port()
+    overrides = {"VRAE_DETECTION__MODE": mode, **opts.worker_env}
+    if code is not None:
+        overrides["PYTHONPATH"] = str(code)
     env = worker_env(stack, topics, model, metrics_port=metrics_port, heartbeat=workdir / f"{key_prefix}.heartbeat",
-                     key_prefix=key_prefix, overrides={"VRAE_DETECTION__MODE": mode, **opts.worker_env})
+                     key_prefix=key_prefix, overrides=overrides)
     profile_path = workdir / f"profile-{key_prefix}.txt" if opts.profile else None
     with WorkerProcess(env, metrics_port, workdir / f"worker-{key_prefix}.log", profile_path) as worker:
         drain = time_drain(stack, topics, warm_end, total, timeout_s=max(120.0, total / 500),
@@ -101,7 +112,7 @@ def run_naive_worker(stack: Stack, topics: Topics, model: Path, key_prefix: str,
                      n_events: int) -> Rate:
     scorer = Scorer.from_settings(ModelSettings(path=model, torch_threads=1))
     spec = WindowSpec(window=scorer.info.window, n_features=len(scorer.info.features))
-    store = RedisWindowStore(connect(RedisSettings(url=stack.redis_url)), spec, key_prefix=key_prefix)
+    store = RedisStateStore(connect(RedisSettings(url=stack.redis_url)), spec, key_prefix=key_prefix)
     parser = EventParser(feature_names=scorer.info.features)
     sink = KafkaSink(bulk_producer(stack.bootstrap))
     consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=f"{topics.group}-naive",
@@ -133,12 +144,14 @@ def measure_window(stack: Stack, opts: options.BenchOptions, window: int, workdi
     # Its own consumer group and key prefix: the same records, drained again from the start.
     incidents = run_worker(stack, replace(topics, group=f"{topics.group}-incidents"), model, f"{key_prefix}-incidents",
                            warm_end, total, workdir, opts, mode="incidents")
-    detector_cost = redis_cost(stack.redis_url, f"{key_prefix}-incidents", kind="d")
+    detector_cost = redis_cost(stack.redis_url, f"{key_prefix}-incidents", kind="det")
     naive = run_naive_worker(stack, topics, model, f"naive-w{window}", warm_end, opts.naive_events)
     flush_prefix(stack.redis_url, f"naive-w{window}")
 
     suffix = f"_w{window}"
+    baseline = measure_baseline(stack, opts, window, workdir, topics, warm_end, total, worker, incidents)
     return {
+        **{f"{name}{suffix}": value for name, value in baseline.items()},
         f"preload_events_per_s{suffix}": total / preload_s,
         f"worker_events_per_s{suffix}": worker["events_per_s"],
         f"raw_consume_events_per_s{suffix}": raw.events_per_s,
@@ -165,10 +178,44 @@ def measure_window(stack: Stack, opts: options.BenchOptions, window: int, workdi
     }
 
 
+def measure_baseline(stack: Stack, opts: options.BenchOptions, window: int, workdir: Path, topics: Topics,
+                     warm_end: int, total: int, worker: dict[str, float],
+                     incidents: dict[str, float]) -> dict[str, float]:
+    """The `--baseline` revision's worker in both modes on the same records, and this one's rates as ratios."""
+    if opts.baseline is None:
+        return {}
+    code = checkout(opts.baseline, workdir)
+    model = workdir / f"baseline-{opts.preset}-w{window}.pt"
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+                    "from bench_models import write_artifact; write_artifact(Path(sys.argv[2]), sys.argv[3], "
+                    "int(sys.argv[4]), int(sys.argv[5]))", str(code / "benchmarks"), str(model), opts.preset,
+                    str(window), str(opts.features)], env={**os.environ, "PYTHONPATH": str(code)}, check=True)
+    figures = {}
+    for mode, current in (("windows", worker), ("incidents", incidents)):
+        run = run_worker(stack, replace(topics, group=f"{topics.group}-baseline-{mode}"), model,
+                         f"baseline-w{window}-{mode}", warm_end, total, workdir, opts, mode=mode, code=code)
+        figures[f"baseline_{mode}_events_per_s"] = run["events_per_s"]
+        figures[f"{mode}_vs_baseline"] = current["events_per_s"] / run["events_per_s"]
+        figures[f"{mode}_cpu_vs_baseline"] = run["cpu_us_per_event"] / current["cpu_us_per_event"]
+    return figures
+
+
+def checkout(revision: str, workdir: Path) -> Path:
+    """The packages and benchmarks of a git revision, unpacked once per run (no worktree is registered)."""
+    target = workdir / f"baseline-{revision.replace('/', '_')}"
+    if not target.exists():
+        target.mkdir(parents=True)
+        root = Path(__file__).resolve().parents[1]
+        archive = subprocess.run(["git", "-C", str(root), "archive", revision, "worker", "vrae_model", "benchmarks"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
 def flush_prefix(redis_url: str, key_prefix: str) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = list(client.scan_iter(match=f"{key_prefix}:w:*", count=1000))
+        keys = list(client.scan_iter(match=f"{key_prefix}:*:{{*}}", count=1000))
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start:start + 1000])
     finally:

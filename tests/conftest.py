@@ -149,7 +149,7 @@ def make_settings(request: pytest.FixtureRequest, tmp_path: Path, bootstrap_serv
     The tiny model is trained on first use only, so Kafka-only tests do not pay for it.
     """
 
-    def make(*, stride: int = 1, replay_margin: int = 8, create: bool = True, with_model: bool = True,
+    def make(*, stride: int = 1, create: bool = True, with_model: bool = True,
              **kafka: object) -> Settings:
         suffix = f"{next(_unique)}-{uuid.uuid4().hex[:6]}"
         kafka_settings = KafkaSettings(
@@ -163,7 +163,7 @@ def make_settings(request: pytest.FixtureRequest, tmp_path: Path, bootstrap_serv
             kafka=kafka_settings,
             redis=RedisSettings(url=redis_url),
             model=_model_settings(request) if with_model else ModelSettings(),
-            window=WindowSettings(stride=stride, replay_margin=replay_margin),
+            window=WindowSettings(stride=stride),
             events=EventSettings(),
             service=ServiceSettings(metrics_port=0, heartbeat_file=tmp_path / f"heartbeat-{suffix}",
                                     backoff_initial_s=0.1, backoff_max_s=1.0),

@@ -20,8 +20,9 @@ from torch import nn
 
 from vrae_model.exceptions import ArtifactError
 
-# 2: the forward pass returns each feature's share of the error as `feature_shares` (1: `feature_scores`);
-# readers accept both (`forward_outputs`).
+# 2: the forward pass returns each feature's share of the error as `feature_shares` (1: `feature_scores`)
+# and the `surprise` beside `anomaly_score`; metadata records `interval_ms`. Readers accept both
+# (`forward_outputs`).
 ARTIFACT_FORMAT_VERSION = 2
 SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2})
 METADATA_FILE = "metadata.json"
@@ -142,5 +143,10 @@ OUTPUT_ALIASES = {"feature_scores": "feature_shares"}
 
 
 def forward_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
-    """A forward pass's outputs under the current names, whichever format version produced them."""
-    return {OUTPUT_ALIASES.get(key, key): value for key, value in outputs.items()}
+    """A forward pass's outputs under the current names, whichever format version produced them (a
+    format 1 module has no `surprise`: it is derived from `anomaly_score`, floored where float32 stops)."""
+    named = {OUTPUT_ALIASES.get(key, key): value for key, value in outputs.items()}
+    if "surprise" not in named:
+        anomaly = named["anomaly_score"].double()
+        named["surprise"] = (-torch.log10((1.0 - anomaly).clamp_min(2.0**-24))).float()
+    return named

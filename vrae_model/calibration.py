@@ -160,6 +160,23 @@ def anomaly_scores(calibration: Calibration, scores: np.ndarray) -> np.ndarray:
     return np.where(s >= calibration.u, tail, body)
 
 
+def surprises(calibration: Calibration, scores: np.ndarray) -> np.ndarray:
+    """-log10 of each score's tail probability, 1 - anomaly_score, computed in log space: past the
+    calibration's range `anomaly_score` rounds to 1.0 in float32 (and, far out, in float64), while the
+    surprise keeps ranking (one decade of rarity per unit)."""
+    s = np.asarray(scores, dtype=np.float64)
+    body = np.interp(s, calibration.knots_score, calibration.knots_prob, left=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        body_surprise = -np.log10(1.0 - body)
+        y = np.maximum(s - calibration.u, 0.0) / calibration.gpd_scale
+        if calibration.gpd_shape > 1e-6:
+            log_survival = -np.log1p(calibration.gpd_shape * y) / calibration.gpd_shape
+        else:
+            log_survival = -y
+        tail_surprise = -(np.log10(1.0 - calibration.q_u) + log_survival / np.log(10.0))
+    return np.where(s >= calibration.u, tail_surprise, body_surprise)
+
+
 def score_at_risk(calibration: Calibration, risk: float) -> float:
     """The raw score whose tail probability is `risk` (inverse of the calibrated score at 1 - risk)."""
     tail_mass = 1.0 - calibration.q_u

@@ -21,6 +21,7 @@ import numpy as np
 
 from vrae_model import __version__
 from vrae_model.exceptions import DataError, VraeError
+from vrae_model.windowing import DEFAULT_GAP_FACTOR
 
 if TYPE_CHECKING:
     from vrae_model.artifact import Artifact
@@ -62,7 +63,8 @@ def _load_model(path: Path) -> Artifact:
     return load_artifact(path)
 
 
-def _load_for_model(artifact: Artifact, data: Path, stride: int | None) -> WindowSet:
+def _load_for_model(artifact: Artifact, data: Path, stride: int | None,
+                    gap_factor: float = DEFAULT_GAP_FACTOR) -> WindowSet:
     """Cut `data` into exactly the windows the model (and the worker) would see."""
     from vrae_model.data import CSV_SUFFIXES, NPY_SUFFIXES, load_windows
 
@@ -74,7 +76,8 @@ def _load_for_model(artifact: Artifact, data: Path, stride: int | None) -> Windo
             raise UsageError("--stride applies to series data (long CSV, UCR); .npy files are windows already: drop --stride")
         windows = load_windows(data)
     elif suffix in CSV_SUFFIXES:
-        windows = load_windows(data, window=window, stride=stride or 1, features=features)
+        windows = load_windows(data, window=window, stride=stride or 1, features=features, gap_factor=gap_factor,
+                               interval_ms=int(artifact.metadata.get("interval_ms") or 0) or None)
     else:
         windows = load_windows(data, window=window, stride=stride or 1)
     got = tuple(windows.windows.shape[1:])
@@ -241,13 +244,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     _require_suffix(args.out, "--out", (".csv",))
     artifact = _load_model(args.model)
-    windows = _load_for_model(artifact, args.data, args.stride)
+    windows = _load_for_model(artifact, args.data, args.stride, args.gap_factor)
     scores = score_windows(artifact, windows.windows, batch_size=args.batch_size)
     header, ids = _row_ids(windows)
     _write_table(
         args.out,
-        [*header, "score", "anomaly_score", "is_anomaly"],
-        [*ids, scores["score"], scores["anomaly_score"], scores["is_anomaly"].astype(np.int8)],
+        [*header, "score", "anomaly_score", "surprise", "is_anomaly"],
+        [*ids, scores["score"], scores["anomaly_score"], scores["surprise"], scores["is_anomaly"].astype(np.int8)],
     )
     flagged = int(scores["is_anomaly"].sum())
     print(
@@ -262,7 +265,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     _require_suffix(args.out, "--out", (".npy", ".csv"))
     artifact = _load_model(args.model)
-    windows = _load_for_model(artifact, args.data, args.stride)
+    windows = _load_for_model(artifact, args.data, args.stride, args.gap_factor)
     latents = embed(artifact, windows.windows)
     if args.out.suffix.lower() == ".npy":
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -281,7 +284,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _require_suffix(args.plot, "--plot", PLOT_SUFFIXES)
     artifact = _load_model(args.model)
-    windows = _load_for_model(artifact, args.data, args.stride)
+    windows = _load_for_model(artifact, args.data, args.stride, args.gap_factor)
     latents = embed(artifact, windows.windows)
     labels = cluster(latents, args.k, seed=args.seed)
     header, ids = _row_ids(windows)
@@ -309,7 +312,7 @@ def cmd_reduce(args: argparse.Namespace) -> int:
     if args.csv is not None:
         _require_suffix(args.csv, "--csv", (".csv",))
     artifact = _load_model(args.model)
-    windows = _load_for_model(artifact, args.data, args.stride)
+    windows = _load_for_model(artifact, args.data, args.stride, args.gap_factor)
     keep = _subsample(len(windows.windows), args.max_points, args.seed)
     latents = embed(artifact, windows.windows[keep])
     coords = reduce(latents, args.method, seed=args.seed)
@@ -342,7 +345,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     artifact = _load_model(args.model)
     latents = None
     if args.data is not None:
-        latents = embed(artifact, _load_for_model(artifact, args.data, args.stride).windows)
+        latents = embed(artifact, _load_for_model(artifact, args.data, args.stride, args.gap_factor).windows)
     z = sample_latents(args.n, latent_size(artifact), args.source, latents=latents, seed=args.seed)
     series = generate(artifact, z)  # (n, T, F)
     features = list(artifact.metadata["features"])
@@ -382,7 +385,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.kind == "reconstruction" and args.series is not None:
         raise UsageError("--series selects the timeline's series: drop it or use --kind timeline")
     artifact = _load_model(args.model)
-    windows = _load_for_model(artifact, args.data, args.stride)
+    windows = _load_for_model(artifact, args.data, args.stride, args.gap_factor)
     scores = score_windows(artifact, windows.windows)
     features = list(artifact.metadata["features"])
     if args.kind == "reconstruction":
@@ -458,6 +461,11 @@ def _add_model_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help=".npy windows, long CSV or UCR file")
     parser.add_argument(
         "--stride", type=int, help="long CSV/series only: score every k-th full window (default 1, like VRAE_WINDOW__STRIDE)"
+    )
+    parser.add_argument(
+        "--gap-factor", type=float, default=DEFAULT_GAP_FACTOR,
+        help="long CSV only: a step longer than this many usual intervals starts a fresh window "
+        f"(default {DEFAULT_GAP_FACTOR:g}, like VRAE_WINDOW__GAP_FACTOR; 0: windows count events only)",
     )
 
 
@@ -545,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--source", choices=("prior", "posterior"), default="prior")
     gen.add_argument("--data", type=Path, help="posterior only: data whose latents define the Gaussian")
     gen.add_argument("--stride", type=int, help="long CSV only: stride for the --data windows")
+    gen.add_argument("--gap-factor", type=float, default=DEFAULT_GAP_FACTOR, help="long CSV only: as for score")
     gen.add_argument("--out", type=Path, required=True, help="series.npy (n, T, F) or series.csv (long form)")
     gen.add_argument("--plot", type=Path)
     gen.add_argument("--seed", type=int, default=0)

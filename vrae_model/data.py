@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vrae_model.exceptions import DataError
-from vrae_model.windowing import due_positions
+from vrae_model.windowing import DEFAULT_GAP_FACTOR, GapPolicy, due_ends, due_positions, median_interval_ms
 
 NPY_SUFFIXES = (".npy",)
 CSV_SUFFIXES = (".csv",)
@@ -32,6 +32,7 @@ class WindowSet:
     end_timestamps: np.ndarray | None = None  # (N,) int64 epoch ms of the event ending each window
     labels: np.ndarray | None = None  # (N,) int: UCR class, or 1 if the window's end event is anomalous
     stride: int = 1  # stride the windows were cut with (1 for files of independent windows)
+    interval_ms: int = 0  # the data's usual step between events (long CSV; 0: no timestamps)
 
     @property
     def window(self) -> int:
@@ -119,21 +120,28 @@ def fingerprint(windows: np.ndarray) -> str:
 
 
 def load_windows(
-    path: str | Path, *, window: int | None = None, stride: int = 1, features: list[str] | None = None
+    path: str | Path, *, window: int | None = None, stride: int = 1, features: list[str] | None = None,
+    gap_factor: float = DEFAULT_GAP_FACTOR, interval_ms: int | None = None,
 ) -> WindowSet:
-    """Read windows from a file, dispatching on its suffix."""
+    """Read windows from a file, dispatching on its suffix.
+
+    In a long CSV no window spans an outage, by the worker's rule (`vrae_model.windowing`): a step longer
+    than `gap_factor` usual intervals starts a fresh window. Every series starts from `interval_ms` (a
+    model's recorded interval, when scoring for it), else from the data's own median step."""
     path = Path(path)
     if stride < 1:
         raise DataError(f"stride must be >= 1, got {stride}: pass a positive --stride")
     if window is not None and window < 2:
         raise DataError(f"window must be >= 2, got {window}: pass a longer --window")
+    if not gap_factor >= 0:
+        raise DataError(f"gap factor must be >= 0, got {gap_factor}: pass 0 to count events only")
     if not path.is_file():
         raise DataError(f"{path}: no such file; check the path")
     suffix = path.suffix.lower()
     if suffix in NPY_SUFFIXES:
         result = _load_npy(path, window, features)
     elif suffix in CSV_SUFFIXES:
-        result = _load_long_csv(path, window, stride, features)
+        result = _load_long_csv(path, window, stride, features, gap_factor, interval_ms)
     elif suffix in UCR_SUFFIXES:
         result = _load_ucr(path, window, stride, features)
     else:
@@ -343,7 +351,8 @@ def read_long_csv(path: str | Path, features: list[str] | None = None) -> LongDa
     )
 
 
-def _load_long_csv(path: Path, window: int | None, stride: int, features: list[str] | None) -> WindowSet:
+def _load_long_csv(path: Path, window: int | None, stride: int, features: list[str] | None, gap_factor: float,
+                   interval_ms: int | None) -> WindowSet:
     if window is None:
         raise DataError(f"{path}: a long CSV needs a window length; pass --window")
     data = read_long_csv(path, features)
@@ -354,9 +363,11 @@ def _load_long_csv(path: Path, window: int | None, stride: int, features: list[s
             f"{path}: series {sid!r} has {count} events, fewer than --window {window} "
             f"({len(short)} series too short); use a smaller --window or drop those series"
         )
+    median = median_interval_ms(events.timestamps for events in data.series.values())
+    policy = GapPolicy(factor=gap_factor, interval_ms=median if interval_ms is None else interval_ms)
     windows, series_ids, end_stamps, labels = [], [], [], []
     for series_id, events in data.series.items():
-        positions = due_positions(len(events.timestamps), window, stride)
+        positions = due_ends(events.timestamps, window, stride, policy)
         views = np.lib.stride_tricks.sliding_window_view(events.values, window, axis=0)  # (n-T+1, F, T)
         windows.append(views[positions - (window - 1)].transpose(0, 2, 1))
         series_ids.append(np.full(len(positions), series_id, dtype=object))
@@ -370,4 +381,5 @@ def _load_long_csv(path: Path, window: int | None, stride: int, features: list[s
         end_timestamps=np.concatenate(end_stamps),
         labels=np.concatenate(labels) if labels else None,
         stride=stride,
+        interval_ms=median,
     )

@@ -42,8 +42,10 @@ class ScoringModule(nn.Module):
     def _scale(self, x: Tensor) -> Tensor:
         return (x.float() - self.mean) / self.std  # (B, T, F)
 
-    def _calibrate(self, score: Tensor) -> Tensor:
-        """Empirical CDF (linear between knots) below u; 1 - (1 - q_u) * GPD survival above it."""
+    def _calibrate(self, score: Tensor) -> tuple[Tensor, Tensor]:
+        """(anomaly_score, surprise): the empirical CDF (linear between knots) below u, 1 - (1 - q_u) * GPD
+        survival above it; and -log10 of the tail probability 1 - anomaly_score, computed in log space so
+        that it keeps ranking where anomaly_score has rounded to 1 (vrae_model.calibration.surprises)."""
         s = score.double()  # (B,)
         xs, ps = self.knots_score, self.knots_prob
         right = torch.searchsorted(xs, s, right=True).clamp(1, xs.shape[0] - 1)
@@ -57,9 +59,12 @@ class ScoringModule(nn.Module):
         y = (s - self.u).clamp_min(0.0) / self.gpd_scale
         shape = self.gpd_shape
         safe_shape = torch.where(shape > 1e-6, shape, torch.ones_like(shape))
-        survival = torch.where(shape > 1e-6, torch.exp(-torch.log1p(safe_shape * y) / safe_shape), torch.exp(-y))
-        tail = 1.0 - (1.0 - self.q_u) * survival
-        return torch.where(s >= self.u, tail, body)
+        log_survival = torch.where(shape > 1e-6, -torch.log1p(safe_shape * y) / safe_shape, -y)
+        tail = 1.0 - (1.0 - self.q_u) * torch.exp(log_survival)
+        in_tail = s >= self.u
+        tail_surprise = -(torch.log10(1.0 - self.q_u) + log_survival / 2.302585092994046)
+        surprise = torch.where(in_tail, tail_surprise, -torch.log10(1.0 - body))
+        return torch.where(in_tail, tail, body), surprise
 
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Raw windows -> (posterior mean, scaled shape, scaled level): what every method starts from."""
@@ -75,7 +80,9 @@ class ScoringModule(nn.Module):
         total = per_feature.sum(dim=1, keepdim=True)
         uniform = torch.full_like(per_feature, 1.0 / per_feature.shape[1])
         feature_shares = torch.where(total > 0, per_feature / total.clamp_min(1e-30), uniform)
-        return {"score": score, "anomaly_score": self._calibrate(score).float(), "feature_shares": feature_shares}
+        anomaly_score, surprise = self._calibrate(score)
+        return {"score": score, "anomaly_score": anomaly_score.float(), "surprise": surprise.float(),
+                "feature_shares": feature_shares}
 
     @torch.jit.export
     def embed(self, x: Tensor) -> Tensor:
@@ -98,7 +105,7 @@ def score_arrays(module: nn.Module, windows: np.ndarray, batch_size: int = SCORI
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     data = np.ascontiguousarray(windows, dtype=np.float32)
-    chunks: dict[str, list[np.ndarray]] = {"score": [], "anomaly_score": [], "feature_shares": []}
+    chunks: dict[str, list[np.ndarray]] = {"score": [], "anomaly_score": [], "surprise": [], "feature_shares": []}
     with torch.inference_mode():
         for start in range(0, data.shape[0], batch_size):
             out = forward_outputs(module(torch.from_numpy(data[start : start + batch_size])))
@@ -108,6 +115,7 @@ def score_arrays(module: nn.Module, windows: np.ndarray, batch_size: int = SCORI
         return {
             "score": np.zeros(0, np.float32),
             "anomaly_score": np.zeros(0, np.float32),
+            "surprise": np.zeros(0, np.float32),
             "feature_shares": np.zeros((0, data.shape[-1]), np.float32),
         }
     return {key: np.concatenate(parts) for key, parts in chunks.items()}
@@ -154,7 +162,7 @@ def calibrate(model: VRAE, scaler: Scaler, windows: np.ndarray, *, threshold_met
 
 
 def artifact_metadata(calibrated: Calibrated, *, features: list[str], stride: int, training_config: dict[str, Any],
-                      data_fingerprint: str, model_name: str = "vrae") -> dict[str, Any]:
+                      data_fingerprint: str, model_name: str = "vrae", interval_ms: int = 0) -> dict[str, Any]:
     """Every key of the artifact's metadata.json, with its version stamps, for `save_artifact`."""
     model = calibrated.module.model
     created_at = datetime.now(timezone.utc).replace(microsecond=0)
@@ -164,6 +172,7 @@ def artifact_metadata(calibrated: Calibrated, *, features: list[str], stride: in
         "model_version": f"{created_at.strftime('%Y%m%dT%H%M%SZ')}-{data_fingerprint[:8]}",
         "window": model.config.sequence_length,
         "stride": stride,
+        "interval_ms": int(interval_ms),
         "features": list(features),
         "scaler": calibrated.scaler.to_dict(),
         "threshold": calibrated.threshold.threshold,

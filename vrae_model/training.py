@@ -218,7 +218,8 @@ def train(
     calibrated = calibrate(model, datamodule.scaler, datamodule.val_raw, threshold_method=config.threshold_method,
                            risk=config.risk, quantile=config.quantile, tail_quantile=config.tail_quantile)
     metadata = artifact_metadata(calibrated, features=list(windows.feature_names), stride=int(windows.stride),
-                                 training_config=config.to_dict(), data_fingerprint=fingerprint(data))
+                                 training_config=config.to_dict(), data_fingerprint=fingerprint(data),
+                                 interval_ms=windows.interval_ms)
     best_state[EXPORT_KEY] = metadata
     torch.save(best_state, checkpoint_path)
     save_artifact(calibrated.module, metadata, out)

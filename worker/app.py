@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vrae_model.artifact import load_artifact
+from vrae_model.windowing import GapPolicy
 from worker.checkpoint import Checkpoint
 from worker.config import DetectionSettings, ModelSettings, Settings
 from worker.detection.calibration import AdaptiveSettings
@@ -22,8 +23,8 @@ from worker.loop import TRANSIENT_ERRORS, Backoff, Loop, Runner, Sequential, Two
 from worker.metrics import Metrics
 from worker.model_reload import ReloadingScorer
 from worker.pipeline import Pipeline, Topics
-from worker.scorer import Scorer
-from worker.state.redis_store import RedisClient, RedisDetectorStore, RedisWindowStore, connect
+from worker.scorer import ModelInfo, Scorer
+from worker.state.redis_store import RedisStateStore, connect
 from worker.windows import WindowSpec
 
 log = logging.getLogger("worker")
@@ -43,7 +44,7 @@ class Service:
     heartbeat: Heartbeat
     metrics: Metrics
     scorer: Scorer | ReloadingScorer
-    store: RedisWindowStore
+    store: RedisStateStore
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker started", extra={"model": self.scorer.info.version, "sha256": self.scorer.info.sha256})
@@ -67,18 +68,16 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     metrics = metrics or Metrics()
     scorer = Scorer.from_settings(settings.model)
     model = reloading_scorer(scorer, settings.model) if settings.model.reload_interval_s > 0 else None
-    spec = WindowSpec(window=scorer.info.window, n_features=len(scorer.info.features),
-                      stride=settings.window.stride, replay_margin=settings.window.replay_margin,
-                      ttl_s=settings.window.ttl_s)
     client = connect(settings.redis)
-    store = RedisWindowStore(client, spec, key_prefix=settings.redis.key_prefix)
+    store = RedisStateStore(client, window_spec(settings, scorer.info), key_prefix=settings.redis.key_prefix,
+                            max_series=settings.window.max_series)
     parser = EventParser(feature_names=scorer.info.features, max_bytes=settings.events.max_bytes,
                          max_series_id_length=settings.events.max_series_id_length)
     sink = KafkaSink(build_producer(settings.kafka), timeout_s=settings.kafka.delivery_timeout_s)
     source = KafkaSource(build_consumer(settings.kafka), metrics, poll_timeout_ms=settings.kafka.poll_timeout_ms)
     topics = Topics(alerts=settings.kafka.alert_topic, dead_letters=settings.kafka.dlq_topic)
     pipeline = Pipeline(parser, store, model or scorer, metrics, topics, top_k=settings.model.top_features,
-                        detector=build_detector(settings, client))
+                        detector=build_detector(settings))
     checkpoint = Checkpoint(sink, source, metrics)
     heartbeat = Heartbeat(settings.service.heartbeat_file)
     backoff = Backoff(settings.service.backoff_initial_s, settings.service.backoff_max_s)
@@ -109,14 +108,20 @@ def reloading_scorer(scorer: Scorer, settings: ModelSettings) -> ReloadingScorer
                            check_interval_s=settings.reload_interval_s)
 
 
-def build_detector(settings: Settings, client: RedisClient) -> Detector | None:
+def window_spec(settings: Settings, model: ModelInfo) -> WindowSpec:
+    """The window policy for a model: its window and features, the configured stride and gap factor,
+    and the training data's interval as every new series' first estimate of its own."""
+    return WindowSpec(window=model.window, n_features=len(model.features), stride=settings.window.stride,
+                      gaps=GapPolicy(factor=settings.window.gap_factor, interval_ms=model.interval_ms),
+                      ttl_s=settings.window.ttl_s)
+
+
+def build_detector(settings: Settings) -> Detector | None:
     """The per-series calibration + incident detector, when VRAE_DETECTION__MODE=incidents."""
     config: DetectionSettings = settings.detection
     if config.mode != "incidents":
         return None
-    store = RedisDetectorStore(client, key_prefix=settings.redis.key_prefix, ttl_s=settings.window.ttl_s)
-    return Detector(store, detector_settings(config), top_k=settings.model.top_features,
-                    scores_topic=config.scores_topic)
+    return Detector(detector_settings(config), top_k=settings.model.top_features, scores_topic=config.scores_topic)
 
 
 def detector_settings(config: DetectionSettings) -> DetectorSettings:

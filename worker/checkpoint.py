@@ -1,24 +1,28 @@
 """The commit order: the delivery guarantee, stated once and run in one place.
 
-Every batch reaches four places, always in this order:
+Processing a batch (worker.pipeline) only reads state: the state store's peek gives each event's
+outcome, the windows that come due and the detector states, and the batch's records and state
+changes are prepared from them. Then, always in this order:
 
-    1. window state written     the pipeline's `WindowStore.apply` (atomic per series), before scoring
-    2. records delivered        every alert, incident record and dead letter of the batch, each one
-                                confirmed by the broker (`Sink.send` returns only then)
-    3. detector state saved     incidents mode: each series' score history and incident (newer-wins)
-    4. offsets committed        the batch's next offsets, for the partitions still owned
+    1. records delivered       every alert, incident record and dead letter of the batch, each one
+                               confirmed by the broker (`Sink.send` returns only then)
+    2. state written           each series' window state and detector state, atomically per series,
+                               skipping events at or below the series' last applied offset (and
+                               detector states no newer than the stored one)
+    3. offsets committed       the batch's next offsets, for the partitions still owned
 
-A crash (or a failed step) anywhere before 4 replays the batch from the last committed offset:
-- before 2 or between 2 and 3: the window store recognises the replayed events (their offsets are at or
-  below the last one applied to their series) and hands back their due windows again; the detector,
-  still holding its state from before the batch, judges them exactly as before, so the same records
-  are delivered again under the same ids (at least once: consumers deduplicate on `alert_id` /
-  `incident_id`);
-- between 3 and 4: the replayed windows end at or before the saved state's `last_end_ms` and are
-  skipped; their records were delivered already.
-Offsets are committed only after 2 and 3, so no batch is committed whose records may be lost.
+A crash, a timeout or a failed step anywhere replays the batch from the last committed offset:
+- before 2: nothing was written, so the replay peeks at the same state, finds the same windows,
+  judges them from the same detector states and delivers the same records under the same ids
+  again (at least once: consumers deduplicate on `alert_id` / `incident_id`);
+- after 2 (or a write that timed out on the client and ran on the server later): the replayed events
+  are at or below their series' last applied offset, so they end no window and change nothing; their
+  records went out in 1.
+Either way the state ends as in a run without the fault, whatever the number of events per series in
+a batch: nothing is kept for replays, so nothing has to be sized for them. Offsets are committed only
+after 1 and 2, so no batch is committed whose records may be lost.
 
-`seal` runs 2 and 3 on the thread that processed the batch; `commit` runs 4 on the consumer's own
+`seal` runs 1 and 2 on the thread that processed the batch; `commit` runs 3 on the consumer's own
 thread (a Kafka consumer is not thread-safe), in batch order (worker.loop).
 """
 
@@ -47,7 +51,7 @@ class Committer(Protocol):
 
 @dataclass(frozen=True)
 class SealedBatch:
-    """Delivered, its detector state saved: only its offsets remain to be committed."""
+    """Delivered, its state written: only its offsets remain to be committed."""
 
     records: Sequence[SourceRecord]
     report: BatchReport
@@ -60,15 +64,14 @@ class Checkpoint:
         self._metrics = metrics
 
     def seal(self, batch: ProcessedBatch) -> SealedBatch:
-        """Steps 2 and 3: deliver the batch's records (confirmed), then save its detector state."""
+        """Steps 1 and 2: deliver the batch's records (confirmed), then write its state."""
         self._sink.send(batch.messages)
-        if batch.detector is not None and batch.detection is not None:
-            batch.detector.save(batch.detection)
+        batch.state.apply()
         self._count(batch)
         return SealedBatch(batch.records, batch.report)
 
     def commit(self, batch: SealedBatch) -> bool:
-        """Step 4: commit the batch's offsets; False when the commit failed (the batch will be replayed)."""
+        """Step 3: commit the batch's offsets; False when the commit failed (the batch will be replayed)."""
         return self._committer.commit(batch.report.offsets)
 
     def _count(self, batch: ProcessedBatch) -> None:

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vrae_model.windowing import DEFAULT_GAP_FACTOR
+
 
 class KafkaSettings(BaseModel):
     """Broker connection, topics, security and the consumer/producer knobs that matter."""
@@ -107,11 +109,14 @@ class ModelSettings(BaseModel):
 
 
 class WindowSettings(BaseModel):
-    """Which windows are scored and how long state is kept."""
+    """Which windows are scored, where an outage cuts them, and how much state is kept for how long."""
 
     stride: int = Field(1, ge=1, description="score every k-th full window of a series")
-    replay_margin: int = Field(8, ge=0, description="extra events kept so replays re-emit their windows")
+    gap_factor: float = Field(DEFAULT_GAP_FACTOR, ge=0, description="a step longer than this many of the "
+                              "series' usual intervals starts a fresh window (0: windows count events only)")
     ttl_s: int = Field(7 * 24 * 3600, ge=1, description="a series silent this long is forgotten")
+    max_series: int = Field(1_000_000, ge=0, description="the most series the state store tracks; events of "
+                            "further new series are dead-lettered (series_limit); 0: no limit")
 
 
 class DetectionSettings(BaseModel):

@@ -39,6 +39,8 @@ class InvalidReason(StrEnum):
     UNKNOWN_FEATURE = "unknown_feature"
     MISSING_FEATURE = "missing_feature"
     AMBIGUOUS_VALUES = "ambiguous_values"
+    SERIES_LIMIT = "series_limit"  # a new series beyond VRAE_WINDOW__MAX_SERIES (decided by the state store)
+    INTERNAL = "internal"  # handling the record raised; the detail names the exception (worker.loop)
 
 
 class SourceRecord(NamedTuple):

@@ -3,15 +3,16 @@
     while not stopped:
         records = source.poll()
         batch   = pipeline.prepare(records)        # parse: no state, no I/O
-        for sealed in runner.run(batch):           # pipeline.process + checkpoint.seal (steps 1-3)
-            checkpoint.commit(sealed)              # offsets (step 4), on this thread, in batch order
+        for sealed in runner.run(batch):           # pipeline.process + checkpoint.seal (deliver, write)
+            checkpoint.commit(sealed)              # offsets, on this thread, in batch order
 
 Two runners. `Sequential` processes each batch on the loop's thread. `TwoStage` (the service's default,
 VRAE_SERVICE__OVERLAP_BATCHES) processes batch k on a second thread while this one polls and parses
 batch k+1: the Kafka client and the parser are pure Python and hold the GIL, while the Redis round
 trip and the forward pass release it, so on two cores they hide behind the next poll. The window store
-still sees one batch at a time, in order, and offsets are committed in order, each after its own batch
-was sealed: the guarantees are those of one batch at a time (worker.checkpoint).
+still sees one batch at a time, in order (batch k+1 is peeked at only after batch k was written), and
+offsets are committed in order, each after its own batch was sealed: the guarantees are those of one
+batch at a time (worker.checkpoint).
 
 When Redis or the broker is down, the failed batch (with two stages, also the one polled behind it)
 is rewound and retried after an exponential, capped back-off. A hot model swap happens between two
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import redis
-from kafka.errors import KafkaError
+from kafka.errors import (CorruptRecordError, InvalidRecordError, KafkaError, MessageSizeTooLargeError,
+                          RecordListTooLargeError, UnsupportedForMessageFormatError)
 
 from worker.checkpoint import Checkpoint, SealedBatch
 from worker.events import SourceRecord
@@ -34,21 +36,64 @@ from worker.exceptions import BatchFailed, DeliveryError
 from worker.health import Heartbeat
 from worker.metrics import Metrics
 from worker.model_reload import ReloadingScorer, ReloadOutcome, log_reload
-from worker.pipeline import Pipeline, PreparedBatch
+from worker.pipeline import Pipeline, PreparedBatch, merged
 
 log = logging.getLogger("worker")
 
 # Failures that mean "a dependency is unavailable": retry the batch later, never crash-loop.
 TRANSIENT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                     redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError, KafkaError, DeliveryError)
+# Broker errors about one record, not about the broker: retrying the batch would fail the same way forever.
+RECORD_ERRORS = (CorruptRecordError, InvalidRecordError, MessageSizeTooLargeError, RecordListTooLargeError,
+                 UnsupportedForMessageFormatError)
 
 Stage = Callable[[PreparedBatch], SealedBatch]
 
 
+def is_transient(error: BaseException) -> bool:
+    """Whether a dependency is unavailable (retry the whole batch later), rather than something in the
+    batch being wrong (find the record and dead-letter it)."""
+    if isinstance(error, DeliveryError) and error.__cause__ is not None:
+        return is_transient(error.__cause__)
+    return isinstance(error, TRANSIENT_ERRORS) and not isinstance(error, RECORD_ERRORS)
+
+
 def process_and_seal(pipeline: Pipeline, checkpoint: Checkpoint) -> Stage:
-    """What a runner does with each parsed batch: steps 1-3 of the commit order (worker.checkpoint)."""
+    """What a runner does with each parsed batch: process it, deliver its records and write its state
+    (worker.checkpoint); only the offset commit is left to the loop.
+
+    No record can stop a partition: when anything but an unavailable dependency fails a batch, the batch
+    is split in halves and each is processed again, down to the record that fails alone, which becomes
+    a dead letter (reason `internal`, naming the exception). A part that went through before another
+    failed is replayed harmlessly (worker.checkpoint), so a poison record costs about log2(batch)
+    re-runs and is tried at most once on its own."""
     def stage(batch: PreparedBatch) -> SealedBatch:
-        return checkpoint.seal(pipeline.process(batch))
+        try:
+            return checkpoint.seal(pipeline.process(batch))
+        except Exception as error:
+            if is_transient(error):
+                raise
+            return isolate(batch.records, error)
+
+    def isolate(records: Sequence[SourceRecord], error: Exception) -> SealedBatch:
+        if len(records) == 1:
+            record = records[0]
+            log.warning("a record failed on its own; dead-lettered",
+                        extra={"error": repr(error), "partition": record.partition, "offset": record.offset})
+            try:
+                return checkpoint.seal(pipeline.quarantine(record, error))
+            except Exception as dead_letter_error:
+                if is_transient(dead_letter_error):
+                    raise
+                # Even its dead letter is refused: send one without the original bytes, headers only.
+                log.error("the dead letter was refused; sending it without the record's key and value",
+                          extra={"error": repr(dead_letter_error), "offset": record.offset})
+                return checkpoint.seal(pipeline.quarantine(record._replace(key=None, value=b""), error))
+        log.warning("a batch failed on a record; processing it in parts",
+                    extra={"error": repr(error), "records": len(records)})
+        half = len(records) // 2
+        parts = [stage(pipeline.prepare(part)) for part in (records[:half], records[half:])]
+        return SealedBatch(records, merged([part.report for part in parts]))
 
     return stage
 
@@ -88,7 +133,9 @@ class Sequential:
             return []
         try:
             return [self._stage(batch)]
-        except TRANSIENT_ERRORS as error:
+        except Exception as error:
+            if not is_transient(error):
+                raise
             raise BatchFailed(batch.records, error) from error
 
     def drain(self) -> list[SealedBatch]:
@@ -130,7 +177,9 @@ class TwoStage:
         self._in_flight = None
         try:
             return [sealed.result()]
-        except TRANSIENT_ERRORS as error:
+        except Exception as error:
+            if not is_transient(error):
+                raise
             raise BatchFailed([*batch.records, *behind], error) from error
 
 
@@ -180,7 +229,9 @@ class Loop:
     def _poll(self) -> tuple[list[SourceRecord], Exception | None]:
         try:
             return self._source.poll(), None
-        except TRANSIENT_ERRORS as error:
+        except Exception as error:
+            if not is_transient(error):
+                raise
             return [], error
 
     def _commit(self, sealed: list[SealedBatch]) -> None:

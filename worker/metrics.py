@@ -12,7 +12,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = Counter("vrae_events_total", "Valid events by window-store outcome "
-                              "(accepted, duplicate, late, replayed, replay_unrecoverable)", ["outcome"], registry=r)
+                              "(accepted, gap, duplicate, late, replayed)", ["outcome"], registry=r)
         self.invalid = Counter("vrae_invalid_events_total", "Events sent to the dead-letter topic, by reason",
                                ["reason"], registry=r)
         self.windows_scored = Counter("vrae_windows_scored_total", "Due windows scored by the model", registry=r)
@@ -24,6 +24,8 @@ class Metrics:
                                      registry=r)
         self.series_created = Counter("vrae_series_created_total",
                                       "Series whose window state was created (new or expired by TTL)", registry=r)
+        self.series_tracked = Gauge("vrae_series_tracked", "Series the state store tracks, of at most "
+                                    "VRAE_WINDOW__MAX_SERIES (set when a batch brings new series)", registry=r)
         self.batches = Counter("vrae_batches_total", "Batches processed and committed", registry=r)
         self.batch_failures = Counter("vrae_batch_failures_total",
                                       "Batches abandoned for a retry (Redis or broker unavailable)", ["cause"],

@@ -1,13 +1,13 @@
-"""One batch: parse -> windows -> score -> decide -> records. It never delivers and never commits: the
-checkpoint (worker.checkpoint) runs the delivery order on what `process` returns.
+"""One batch: parse -> windows -> score -> decide -> records. It writes nothing and delivers nothing: the
+checkpoint (worker.checkpoint) runs the delivery order on what `process` returns, including the state
+write it prepared.
 
 A batch runs in two halves so the loop can overlap them across batches (worker.loop): `prepare`
-parses (pure Python, no state, no I/O) and `process` does everything that reads or writes state: the
-window store's round trip and the forward pass (both release the GIL), then the decision, per window
-(windows mode) or per series (incidents mode).
+parses (pure Python, no state, no I/O) and `process` does everything that reads state: the state
+store's peek (one round trip) and the forward pass (both release the GIL), then the decision, per
+window (windows mode) or per series (incidents mode).
 """
 
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,15 +18,14 @@ from typing import Protocol
 import numpy as np
 
 from worker.detection.alerts import Alert, decide_alerts
-from worker.detection.detector import DetectionResult, Detector, IncidentEvent
-from worker.events import Event, EventParser, Invalid, SourceRecord
+from worker.detection.detector import DetectionResult, Detector, DetectorState, IncidentEvent
+from worker.events import Event, EventParser, Invalid, InvalidReason, SourceRecord
 from worker.metrics import Metrics
 from worker.records import OutboundMessage, alert_message, dead_letter_message, detection_messages
 from worker.scorer import ModelInfo, Scores
-from worker.state.interfaces import WindowStore
-from worker.windows import DueWindow, Outcome
-
-log = logging.getLogger("worker.pipeline")
+from worker.state.codec import decode_detector_state, encode_detector_state
+from worker.state.interfaces import StateStore
+from worker.windows import ACCEPTED_OUTCOMES, DueWindow, Outcome, Peek
 
 
 class BatchScorer(Protocol):
@@ -65,20 +64,33 @@ class PreparedBatch:
 
 
 @dataclass(frozen=True)
+class StateWrite:
+    """What a batch changes in the state store, written only once its records are delivered."""
+
+    store: StateStore
+    events: Sequence[Event]
+    detector_states: dict[str, bytes]
+    now_ms: int
+
+    def apply(self) -> None:
+        self.store.write(self.events, self.detector_states, self.now_ms)
+
+
+@dataclass(frozen=True)
 class ProcessedBatch:
-    """A batch whose window state is written and whose records are ready, not yet delivered."""
+    """A batch whose records are ready and whose state write is prepared; nothing delivered or written."""
 
     records: Sequence[SourceRecord]
     messages: list[OutboundMessage]
-    detection: DetectionResult | None  # incidents mode: the detector states to save after delivery
-    detector: Detector | None  # and where to save them
+    state: StateWrite
+    detection: DetectionResult | None
     scores: Scores
     report: BatchReport
     started: float
 
 
 class Pipeline:
-    def __init__(self, parser: EventParser, store: WindowStore, scorer: BatchScorer, metrics: Metrics,
+    def __init__(self, parser: EventParser, store: StateStore, scorer: BatchScorer, metrics: Metrics,
                  topics: Topics, *, top_k: int = 3,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  detector: Detector | None = None) -> None:
@@ -100,27 +112,63 @@ class Pipeline:
         return PreparedBatch(records, events, invalid, started)
 
     def process(self, batch: PreparedBatch) -> ProcessedBatch:
-        """Update the windows, score the due ones and decide: the records to deliver, not delivered yet."""
-        applied = self._store.apply(batch.events)
+        """Peek at the state, score the due windows and decide: the records to deliver and the state to
+        write after them, neither delivered nor written yet."""
+        now_ms = int(self._clock().timestamp() * 1000)
+        peek = self._store.peek(batch.events, detector=self.detector is not None, now_ms=now_ms)
+        admitted, tracked = self._store.admit(peek.new_series, peek.refresh, now_ms)
+        events, windows, refused = self._within_series_limit(batch.events, peek, admitted)
         model = self._scorer.info  # a hot model swap happens between batches, never inside one
-        scores = self._score(applied.windows)
-        alerts, detection, messages = self._decide(applied.windows, scores, model)
-        messages += [dead_letter_message(item, self._topics.dead_letters) for item in batch.invalid]
-        self._count(applied.outcomes, applied.new_series, batch.invalid, len(applied.windows), len(alerts))
-        report = BatchReport(records=len(batch.records), events=len(batch.events), invalid=batch.invalid,
-                             windows=len(applied.windows), alerts=alerts,
+        scores = self._score(windows)
+        states = {sid: decode_detector_state(raw) for sid, raw in peek.detector_states.items()}
+        alerts, detection, messages = self._decide(windows, scores, model, states)
+        invalid = batch.invalid + refused
+        messages += [dead_letter_message(item, self._topics.dead_letters) for item in invalid]
+        written = {sid: encode_detector_state(state) for sid, state in detection.states.items()} if detection else {}
+        self._count(peek, events, admitted, tracked, invalid, len(windows), len(alerts))
+        report = BatchReport(records=len(batch.records), events=len(events), invalid=invalid,
+                             windows=len(windows), alerts=alerts,
                              incidents=detection.events if detection is not None else [],
                              offsets=next_offsets(batch.records))
-        return ProcessedBatch(batch.records, messages, detection, self.detector, scores, report, batch.started)
+        return ProcessedBatch(batch.records, messages, StateWrite(self._store, events, written, now_ms), detection,
+                              scores, report, batch.started)
 
-    def _decide(self, windows: Sequence[DueWindow], scores: Scores,
-                model: ModelInfo) -> tuple[list[Alert], DetectionResult | None, list[OutboundMessage]]:
+    def quarantine(self, record: SourceRecord, error: Exception) -> ProcessedBatch:
+        """One record whose processing raised: its dead letter (reason `internal`, naming the exception),
+        and nothing else of it is written or scored."""
+        invalid = Invalid(InvalidReason.INTERNAL, f"{type(error).__name__}: {error}"[:500].replace("\n", " "), record)
+        self._metrics.invalid.labels(invalid.reason.value).inc()
+        report = BatchReport(records=1, invalid=[invalid], offsets=next_offsets([record]))
+        nothing = StateWrite(self._store, [], {}, 0)
+        no_scores = Scores(np.zeros(0, np.float32), np.zeros(0, np.float32),
+                           np.zeros((0, self._store.spec.n_features), np.float32))
+        return ProcessedBatch([record], [dead_letter_message(invalid, self._topics.dead_letters)], nothing, None,
+                              no_scores, report, time.perf_counter())
+
+    def _within_series_limit(self, events: list[Event], peek: Peek,
+                             admitted: set[str]) -> tuple[list[Event], list[DueWindow], list[Invalid]]:
+        """The batch without the events of new series the store may not track (VRAE_WINDOW__MAX_SERIES):
+        those become dead letters; nothing of them is written or scored."""
+        refused_series = set(peek.new_series) - admitted
+        if not refused_series:
+            return events, peek.windows, []
+        kept = [event for event in events if event.series_id not in refused_series]
+        windows = [window for window in peek.windows if window.series_id not in refused_series]
+        refused = [Invalid(InvalidReason.SERIES_LIMIT, "the store tracks as many series as it may "
+                           "(VRAE_WINDOW__MAX_SERIES); this series is not tracked", event.record)
+                   for event in events if event.series_id in refused_series]
+        peek.outcomes = [outcome for event, outcome in zip(events, peek.outcomes)
+                         if event.series_id not in refused_series]
+        return kept, windows, refused
+
+    def _decide(self, windows: Sequence[DueWindow], scores: Scores, model: ModelInfo,
+                states: dict[str, DetectorState]) -> tuple[list[Alert], DetectionResult | None, list[OutboundMessage]]:
         """Per-window alerts, or (with a detector) per-series calibration and incident records."""
         now = self._clock()
         if self.detector is None:
             alerts = decide_alerts(windows, scores, model, top_k=self._top_k, now=now)
             return alerts, None, [alert_message(alert, self._topics.alerts) for alert in alerts]
-        detection = self.detector.detect(windows, scores, model)
+        detection = self.detector.detect(windows, scores, model, states)
         messages = detection_messages(detection, scores, model, alert_topic=self._topics.alerts,
                                       scores_topic=self.detector.scores_topic, top_k=self.detector.top_k, now=now)
         return [], detection, messages
@@ -136,19 +184,29 @@ class Pipeline:
             self._metrics.inference_seconds.observe(time.perf_counter() - started)
         return scores
 
-    def _count(self, outcomes: list[Outcome], new_series: int, invalid: list[Invalid], windows: int,
-               alerts: int) -> None:
-        for outcome, count in Counter(outcomes).items():
+    def _count(self, peek: Peek, events: list[Event], admitted: set[str], tracked: int | None,
+               invalid: list[Invalid], windows: int, alerts: int) -> None:
+        for outcome, count in Counter(peek.outcomes).items():
             self._metrics.events.labels(outcome.value).inc(count)
-        lost = outcomes.count(Outcome.REPLAY_UNRECOVERABLE)
-        if lost:
-            log.warning("replayed events older than the replay margin: their alerts are not re-emitted",
-                        extra={"events": lost, "hint": "raise VRAE_WINDOW__REPLAY_MARGIN"})
         for reason, count in Counter(item.reason for item in invalid).items():
             self._metrics.invalid.labels(reason.value).inc(count)
-        self._metrics.series_created.inc(new_series)
+        self._metrics.series_created.inc(len(admitted))
+        if tracked is not None:
+            self._metrics.series_tracked.set(tracked)
         self._metrics.windows_scored.inc(windows)
         self._metrics.alerts.inc(alerts)
+
+
+def merged(reports: Sequence[BatchReport]) -> BatchReport:
+    """One report for a batch processed in parts (worker.loop's isolation of a record that raises)."""
+    offsets: dict[tuple[str, int], int] = {}
+    for report in reports:
+        for key, offset in report.offsets.items():
+            offsets[key] = max(offsets.get(key, 0), offset)
+    return BatchReport(records=sum(r.records for r in reports), events=sum(r.events for r in reports),
+                       invalid=[item for r in reports for item in r.invalid], windows=sum(r.windows for r in reports),
+                       alerts=[alert for r in reports for alert in r.alerts],
+                       incidents=[event for r in reports for event in r.incidents], offsets=offsets)
 
 
 def next_offsets(records: Sequence[SourceRecord]) -> dict[tuple[str, int], int]:

@@ -44,6 +44,7 @@ def alert_document(alert: Alert) -> dict[str, Any]:
         "window_end_iso": iso_from_ms(alert.window_end_ms),
         "score": alert.score,
         "anomaly_score": alert.anomaly_score,
+        "surprise": alert.surprise,
         "threshold": alert.threshold,
         "top_features": [{"name": name, "share": share} for name, share in alert.top_features],
         "model": {"name": alert.model.name, "version": alert.model.version, "sha256": alert.model.sha256},

@@ -25,6 +25,7 @@ class ModelInfo:
     # each feature's normal error, for judging a young series feature by feature (worker.detection.calibration);
     # None for an artifact exported before it was recorded
     feature_calibration: FeatureCalibration | None = None
+    interval_ms: int = 0  # the training data's usual step between events; 0: not recorded
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class Scores:
     score: np.ndarray  # (B,) mean squared error, scaled units
     anomaly_score: np.ndarray  # (B,) calibrated, [0, 1]
     feature_shares: np.ndarray  # (B, F) rows sum to 1
+    surprise: np.ndarray | None = None  # (B,) -log10(1 - anomaly_score), unsaturated; derived when not given
+
+    def __post_init__(self) -> None:
+        if self.surprise is None:
+            tail = np.maximum(1.0 - np.nan_to_num(np.asarray(self.anomaly_score, np.float64), nan=1.0), 2.0**-24)
+            object.__setattr__(self, "surprise", (-np.log10(tail)).astype(np.float32))
 
 
 class Scorer:
@@ -49,6 +56,7 @@ class Scorer:
             features=tuple(metadata["features"]),
             threshold=float(metadata["threshold"] if threshold is None else threshold),
             feature_calibration=_feature_calibration(metadata),
+            interval_ms=int(metadata.get("interval_ms") or 0),
         )
         self._warm_up()
 
@@ -70,9 +78,9 @@ class Scorer:
         n_features = len(self.info.features)
         if len(windows) == 0:
             empty = np.zeros(0, np.float32)
-            return Scores(empty, empty, np.zeros((0, n_features), np.float32))
+            return Scores(empty, empty, np.zeros((0, n_features), np.float32), empty)
         data = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
-        parts: dict[str, list[np.ndarray]] = {"score": [], "anomaly_score": [], "feature_shares": []}
+        parts: dict[str, list[np.ndarray]] = {"score": [], "anomaly_score": [], "feature_shares": [], "surprise": []}
         with torch.inference_mode():
             for chunk in torch.split(data, self._max_batch_size):
                 out = forward_outputs(self._module(chunk))

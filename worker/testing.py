@@ -76,7 +76,7 @@ class ListSink:
 
 
 def run_batch(pipeline: Pipeline, checkpoint: Checkpoint, records: Sequence[SourceRecord]) -> BatchReport:
-    """One batch through steps 1-3 of the commit order on this thread, as a runner does it (no commit)."""
+    """One batch processed and sealed on this thread, as a runner does it (no offset commit)."""
     return process_and_seal(pipeline, checkpoint)(pipeline.prepare(records)).report
 
 

@@ -1,15 +1,18 @@
 """Per-series sliding windows: the policy and its types (pure). The stores that keep the state live in
 `worker.state` (memory and Redis side by side); both implement exactly this policy:
-- Per series, timestamps must strictly increase. `ts < last` is `late`, `ts == last` (with a new offset)
-  is `duplicate`; both are dropped and counted, never dead-lettered.
-- Accepted events are numbered n = 0, 1, ... and a window is returned when event n ends a due window
-  (`vrae_model.windowing.is_due`).
-- Replays: an event whose offset is <= the last offset applied to its series was applied before (a
-  crash happened between the store update and the offset commit). It does not change the state; it is
-  located by its timestamp among the buffered events, and if the window it ended was due, that window
-  is returned again so the replay re-emits the same alert ids. The buffer keeps `window - 1 +
-  replay_margin` events, so the last `replay_margin` events of a series are recoverable; an older due
-  one is counted as `replay_unrecoverable`.
+
+- Per series, timestamps must strictly increase. `ts < last` is `late`, `ts == last` (a repeated
+  timestamp, as a DST change or a producer retry makes them) is `duplicate`; both are dropped and
+  counted, never dead-lettered.
+- Accepted events are numbered k = 0, 1, ... and a window is returned when event k ends a due window
+  (`vrae_model.windowing`). Windows count events, not time: a step longer than `gap_factor` times the
+  series' usual interval (learned per series) starts a fresh segment, counted as `gap`, and no window
+  ever spans it, so the first window after an outage holds only events after it.
+- Replays: an event whose offset is at or below the last offset applied to its series was applied
+  before (a crash, a retry or a rebalance happened between the state write and the offset commit).
+  It changes nothing and ends no window: the state is written only after the batch's records were
+  delivered (worker/checkpoint.py), so its windows' records are out already. Nothing to size: the
+  state keeps only the `window - 1` events the next window needs.
 """
 
 from collections.abc import Sequence
@@ -19,33 +22,37 @@ from typing import NamedTuple
 
 import numpy as np
 
+from vrae_model.windowing import NO_GAPS, GapPolicy
 from worker.events import Event
 
 
 class Outcome(StrEnum):
-    """What the store did with one event; the value is a metrics label."""
+    """What the store does with one event; the value is a metrics label."""
 
     ACCEPTED = "accepted"
+    GAP = "gap"  # accepted, after an outage: it starts a fresh window
     DUPLICATE = "duplicate"
     LATE = "late"
     REPLAYED = "replayed"
-    REPLAY_UNRECOVERABLE = "replay_unrecoverable"
+
+
+ACCEPTED_OUTCOMES = frozenset({Outcome.ACCEPTED, Outcome.GAP})
 
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """The shape of the state: everything a store needs besides the events."""
+    """The shape and policy of the state: everything a store needs besides the events."""
 
     window: int
     n_features: int
     stride: int = 1
-    replay_margin: int = 8
+    gaps: GapPolicy = NO_GAPS
     ttl_s: int = 7 * 24 * 3600
 
     @property
     def capacity(self) -> int:
-        """Events kept per series after an update: the previous window - 1 plus the replay margin."""
-        return max(self.window - 1 + self.replay_margin, 1)
+        """Events kept per series after an update: what the next window needs besides its last event."""
+        return max(self.window - 1, 1)
 
 
 class DueWindow(NamedTuple):
@@ -59,12 +66,16 @@ class DueWindow(NamedTuple):
 
 
 @dataclass
-class ApplyResult:
-    """`outcomes[i]` belongs to `events[i]` of the call; windows are in event order per series."""
+class Peek:
+    """What a batch would do to the state, read without writing it.
+
+    `outcomes[i]` belongs to `events[i]` of the call; windows are in event order per series."""
 
     outcomes: list[Outcome]
     windows: list[DueWindow] = field(default_factory=list)
-    new_series: int = 0
+    new_series: list[str] = field(default_factory=list)  # series without state yet
+    refresh: list[str] = field(default_factory=list)  # series whose registration is due for a refresh
+    detector_states: dict[str, bytes] = field(default_factory=dict)  # raw, for the series that have one
 
 
 def group_by_series(events: Sequence[Event]) -> dict[str, list[int]]:

@@ -10,6 +10,7 @@ import jsonschema
 import numpy as np
 import pytest
 import redis
+from redis_state import state_snapshot
 
 import worker
 from vrae_model.artifact import load_artifact
@@ -18,7 +19,7 @@ from vrae_model.synth import SynthConfig, generate, write_csv
 from vrae_model.windowing import due_positions
 from worker.app import BackgroundWorker, build_service
 from worker.detection.alerts import alert_id
-from worker.testing import run_batch
+from worker.tools import local_services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -91,9 +92,13 @@ def test_worker_streams_alerts_and_dead_letters_then_commits(make_settings, kafk
     assert committed[(settings.kafka.input_topic, 0)] == produced
 
 
+@pytest.mark.parametrize("crash", ["after delivery", "after the state write"])
 def test_crash_before_commit_replays_to_the_same_window_state_and_alert_ids(make_settings, kafka_tools, redis_url,
-                                                                         tiny_model) -> None:
-    settings = make_settings(replay_margin=100)
+                                                                         tiny_model, crash: str) -> None:
+    """The worker dies after delivering a batch, before (or after) writing its state, before its offsets
+    are committed. The next worker replays the batch: before the write it delivers the same alert ids
+    again; after it, nothing (they are out). Either way the state ends as a fault-free run leaves it."""
+    settings = make_settings()
     settings.model.threshold = 0.0  # every scored window alerts: the replay must reproduce all of them
     _, events = synthetic_events(tiny_model.features, length=40)
     produced = kafka_tools.produce_events(settings.kafka.input_topic, events)
@@ -104,21 +109,34 @@ def test_crash_before_commit_replays_to_the_same_window_state_and_alert_ids(make
         records += crashed.source.poll()
         if len(records) >= produced:
             break
-    first = run_batch(crashed.pipeline, crashed.checkpoint, records)  # delivered, Redis updated ... crash: no commit
+    processed = crashed.pipeline.process(crashed.pipeline.prepare(records))
+    crashed.sink.send(processed.messages)
+    if crash == "after the state write":
+        processed.state.apply()
     crashed.close()
-    client = redis.Redis.from_url(redis_url)
-    state = {key: client.get(key) for key in client.scan_iter("vrae:w:*")}
+    first = processed.report
     assert len(first.alerts) == 2 * (40 - tiny_model.window + 1)
+    client = redis.Redis.from_url(redis_url)
+    expected = 2 * len(first.alerts) if crash == "after delivery" else len(first.alerts)
 
     with BackgroundWorker(build_service(settings)) as restarted:
-        alerts = kafka_tools.read(settings.kafka.alert_topic, lambda got: len(got) >= 2 * len(first.alerts))
+        alerts = kafka_tools.read(settings.kafka.alert_topic, lambda got: len(got) >= expected, timeout_s=30)
+        local_services.wait_until(lambda: kafka_tools.committed(settings.kafka.group_id).get(
+            (settings.kafka.input_topic, 0)) == produced, 30, "the replayed batch committed")
         replayed = restarted.service.metrics.registry.get_sample_value("vrae_events_total", {"outcome": "replayed"})
+    state = state_snapshot(client)
+    client.flushall()
+    reference = make_settings()
+    kafka_tools.produce_events(reference.kafka.input_topic, events)
+    with BackgroundWorker(build_service(reference)):
+        local_services.wait_until(lambda: kafka_tools.committed(reference.kafka.group_id).get(
+            (reference.kafka.input_topic, 0)) == produced, 30, "the fault-free run")
     ids = [json.loads(record.value)["alert_id"] for record in alerts]
     first_ids = [alert.alert_id for alert in first.alerts]
     assert ids[:len(first_ids)] == first_ids
-    assert sorted(ids[len(first_ids):]) == sorted(first_ids)
-    assert {key: client.get(key) for key in client.scan_iter("vrae:w:*")} == state
-    assert replayed == produced
+    assert sorted(ids[len(first_ids):]) == (sorted(first_ids) if crash == "after delivery" else [])
+    assert state_snapshot(client) == state
+    assert replayed == (produced if crash == "after the state write" else None)
 
 
 def test_vrae_score_and_the_worker_score_the_same_windows(make_settings, kafka_tools, tiny_model,

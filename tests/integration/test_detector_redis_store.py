@@ -1,32 +1,39 @@
-"""The detector state in a real redis-server: same results as the memory store, newer-wins, replays inert."""
+"""Detector state in a real redis-server through the state store: same results as the memory store,
+newer-wins, replays inert."""
 
 import numpy as np
 import pytest
 import redis
 from detector_batches import scored_windows
 
-from worker.detection.detector import DetectorSettings, detect
+from worker.detection.detector import DetectionResult, DetectorSettings, detect
 from worker.scorer import ModelInfo
-from worker.state.codec import decode_detector_state, detector_state_bytes
-from worker.state.memory import MemoryDetectorStore
-from worker.state.redis_store import RedisDetectorStore, detector_key
+from worker.state.codec import decode_detector_state, detector_state_bytes, encode_detector_state
+from worker.state.memory import MemoryStateStore
+from worker.state.redis_store import RedisStateStore, detector_key
+from worker.windows import WindowSpec
 
 pytestmark = pytest.mark.integration
 
 MODEL = ModelInfo(name="vrae", version="v1", sha256="ab" * 32, window=4, features=("temp", "rpm"), threshold=0.99)
+SPEC = WindowSpec(window=4, n_features=2, ttl_s=60)
+NOW_MS = 1_764_000_000_000
 
 
-def run(store, series: str, first: int, scores: list[float]):
+def run(store: RedisStateStore | MemoryStateStore, series: str, first: int, scores: list[float]) -> DetectionResult:
+    """Judge windows with the stored state, then write the new states, as a batch does."""
     windows, scored = scored_windows(series, first, scores)
-    states = store.load([series])
-    result = detect(windows, scored, states, MODEL, DetectorSettings())
-    store.save(result.states)
+    events = [window.event for window in windows]
+    raw = store.peek(events, detector=True, now_ms=NOW_MS).detector_states
+    result = detect(windows, scored, {sid: decode_detector_state(r) for sid, r in raw.items()}, MODEL,
+                    DetectorSettings())
+    store.write([], {sid: encode_detector_state(state) for sid, state in result.states.items()}, NOW_MS)
     return result
 
 
 def test_redis_store_matches_the_memory_store_and_stays_bounded(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    lua, memory = RedisDetectorStore(client, key_prefix="q", ttl_s=60), MemoryDetectorStore()
+    lua, memory = RedisStateStore(client, SPEC, key_prefix="q"), MemoryStateStore(SPEC)
     rng = np.random.default_rng(0)
     scores = (0.1 * np.exp(0.2 * rng.standard_normal(600))).tolist()
     scores[300:310] = [5.0] * 10  # one incident
@@ -38,14 +45,14 @@ def test_redis_store_matches_the_memory_store_and_stays_bounded(redis_url: str) 
             assert [e.transition.incident_id for e in got.events] == [e.transition.incident_id for e in expected.events]
     for series in ("pump-1", "pump-2"):
         raw = client.get(detector_key("q", series))
-        assert raw == memory.raw(series)
+        assert raw == memory.detector_raw(series)
         assert len(raw) <= detector_state_bytes(2)
         assert 0 < client.pttl(detector_key("q", series)) <= 60_000
 
 
 def test_replayed_batch_leaves_the_stored_history_unchanged(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    store = RedisDetectorStore(client, key_prefix="r", ttl_s=60)
+    store = RedisStateStore(client, SPEC, key_prefix="r")
     run(store, "s", 1, [0.1] * 40)
     before = client.get(detector_key("r", "s"))
     replay = run(store, "s", 21, [9.0] * 20)  # windows 21..40 again, with other scores
@@ -55,10 +62,10 @@ def test_replayed_batch_leaves_the_stored_history_unchanged(redis_url: str) -> N
 
 def test_an_older_state_never_overwrites_a_newer_one(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    store = RedisDetectorStore(client, key_prefix="o", ttl_s=60)
-    older = run(MemoryDetectorStore(), "s", 1, [0.1] * 10).states["s"]
+    store = RedisStateStore(client, SPEC, key_prefix="o")
+    older = run(MemoryStateStore(SPEC), "s", 1, [0.1] * 10).states["s"]
     run(store, "s", 1, [0.1] * 20)
     newer = client.get(detector_key("o", "s"))
-    store.save({"s": older})
+    store.write([], {"s": encode_detector_state(older)}, NOW_MS)
     assert client.get(detector_key("o", "s")) == newer
     assert decode_detector_state(newer).history.last_end_ms == 20_000

@@ -95,7 +95,7 @@ def test_scripted_artifact_scores_equal_the_eager_module(saved, loaded: Artifact
 
 
 def test_module_calibration_matches_numpy_calibration() -> None:
-    from vrae_model.calibration import anomaly_scores
+    from vrae_model.calibration import anomaly_scores, surprises
 
     rng = np.random.default_rng(3)
     scores = rng.gamma(2.0, size=2000)
@@ -103,8 +103,24 @@ def test_module_calibration_matches_numpy_calibration() -> None:
     module, _ = make_module()
     module = ScoringModule(module.model, Scaler(module.mean.numpy(), module.std.numpy()), calibration)
     probe = np.concatenate([np.linspace(-1, scores.max() * 2, 500), scores[:100]])
-    got = module._calibrate(torch.from_numpy(probe)).numpy()
-    assert np.allclose(got, anomaly_scores(calibration, probe), atol=1e-12)
+    got, surprise = module._calibrate(torch.from_numpy(probe))
+    assert np.allclose(got.numpy(), anomaly_scores(calibration, probe), atol=1e-12)
+    assert np.allclose(surprise.numpy(), surprises(calibration, probe), atol=1e-9)
+
+
+def test_surprise_keeps_ranking_where_the_anomaly_score_saturates() -> None:
+    """Far past the calibration's range anomaly_score is exactly 1.0 in float32; the surprise still orders."""
+    from vrae_model.calibration import anomaly_scores, surprises
+
+    calibration = fit_calibration(np.random.default_rng(4).gamma(2.0, size=2000), 0.95)
+    far = np.array([40.0, 80.0, 160.0, 1e6])
+    assert (anomaly_scores(calibration, far).astype(np.float32) == 1.0).all()
+    assert np.all(np.diff(surprises(calibration, far)) > 0) and np.isfinite(surprises(calibration, far)).all()
+    module, _ = make_module()
+    scripted = torch.jit.script(ScoringModule(module.model, Scaler(module.mean.numpy(), module.std.numpy()),
+                                              calibration))
+    _, surprise = scripted._calibrate(torch.from_numpy(far))
+    assert np.all(np.diff(surprise.numpy()) > 0)
 
 
 def test_exported_methods_work_in_raw_units(saved, loaded: Artifact) -> None:

@@ -124,7 +124,7 @@ def test_score_long_csv_scores_exactly_the_due_windows(capsys, tmp_path: Path, m
     code, printed, _ = run(capsys, "score", "--model", model_path, "--data", events_csv, "--stride", 3, "--out", out)
     assert code == 0 and "against labels" in printed
     rows = read_rows(out)
-    assert list(rows[0]) == ["series_id", "timestamp", "score", "anomaly_score", "is_anomaly"]
+    assert list(rows[0]) == ["series_id", "timestamp", "score", "anomaly_score", "surprise", "is_anomaly"]
     source = read_rows(events_csv)
     for series_id in ("sensor-000", "sensor-001"):
         stamps = [int(r["timestamp"]) for r in source if r["series_id"] == series_id]

@@ -14,8 +14,10 @@ from worker.detection.detector import DetectionResult, Detector
 from worker.detection.incidents import IncidentSettings, IncidentState, Observation, Phase, incident_id, step
 from worker.records import OutboundMessage, detection_messages
 from worker.scorer import ModelInfo, Scores
-from worker.state.codec import decode_incident, detector_state_bytes, encode_incident, incident_bytes
-from worker.state.memory import MemoryDetectorStore
+from worker.state.codec import (decode_detector_state, decode_incident, detector_state_bytes, encode_detector_state,
+                                encode_incident, incident_bytes)
+from worker.state.memory import MemoryStateStore
+from worker.windows import DueWindow, WindowSpec
 
 SETTINGS = IncidentSettings(open_surprise=3.0, close_surprise=2.0, close_after=3)
 SHARES = np.array([0.2, 0.8], np.float32)
@@ -106,18 +108,36 @@ def render(detector: Detector, result: DetectionResult, batch: Scores) -> list[O
                               top_k=detector.top_k, now=NOW)
 
 
-def deliver(detector: Detector, series: str, first: int, scores: list[float]) -> list[dict]:
+class Stored:
+    """Detector states kept as the state store keeps them: encoded, read per batch, written newer-wins."""
+
+    def __init__(self) -> None:
+        self.store = MemoryStateStore(WindowSpec(window=4, n_features=2))
+
+    def detect(self, detector: Detector, windows: list[DueWindow], batch: Scores) -> DetectionResult:
+        raw = self.store.peek([window.event for window in windows], detector=True, now_ms=0).detector_states
+        return detector.detect(windows, batch, MODEL, {sid: decode_detector_state(r) for sid, r in raw.items()})
+
+    def save(self, result: DetectionResult) -> None:
+        self.store.write([], {sid: encode_detector_state(state) for sid, state in result.states.items()}, 0)
+
+    def raw(self, series_id: str) -> bytes | None:
+        return self.store.detector_raw(series_id)
+
+
+def deliver(detector: Detector, stored: Stored, series: str, first: int, scores: list[float]) -> list[dict]:
     windows, batch = scored_windows(series, first, scores, SHARES)
-    result = detector.detect(windows, batch, MODEL)
+    result = stored.detect(detector, windows, batch)
     messages = render(detector, result, batch)
-    detector.save(result)
+    stored.save(result)
     return [json.loads(m.value) for m in messages if m.topic == "alerts"]
 
 
 def test_detector_turns_one_anomaly_into_one_opened_and_one_closed_record() -> None:
-    detector = Detector(MemoryDetectorStore())
+    detector, stored = Detector(), Stored()
     scores = stream_scores()
-    records = [r for first in range(0, 800, 100) for r in deliver(detector, "pump-7", first + 1, scores[first:first + 100])]
+    records = [r for first in range(0, 800, 100)
+               for r in deliver(detector, stored, "pump-7", first + 1, scores[first:first + 100])]
     assert [r["phase"] for r in records] == ["opened", "closed"]
     opened, closed = records
     assert opened["incident_id"] == closed["incident_id"]
@@ -132,31 +152,29 @@ def test_detector_turns_one_anomaly_into_one_opened_and_one_closed_record() -> N
 
 
 def test_replay_after_the_save_emits_nothing_and_leaves_the_state_unchanged() -> None:
-    store = MemoryDetectorStore()
-    detector = Detector(store)
+    detector, stored = Detector(), Stored()
     scores = stream_scores()
-    deliver(detector, "s", 1, scores[:650])
-    before = store.raw("s")
-    assert deliver(detector, "s", 551, scores[550:650]) == []
-    assert store.raw("s") == before
+    deliver(detector, stored, "s", 1, scores[:650])
+    before = stored.raw("s")
+    assert deliver(detector, stored, "s", 551, scores[550:650]) == []
+    assert stored.raw("s") == before
     assert len(before) <= detector_state_bytes(2)
 
 
 def test_replay_before_the_save_re_emits_the_same_ids() -> None:
-    store = MemoryDetectorStore()
-    detector = Detector(store)
+    detector, stored = Detector(), Stored()
     scores = stream_scores()
-    deliver(detector, "s", 1, scores[:500])
+    deliver(detector, stored, "s", 1, scores[:500])
     windows, batch = scored_windows("s", 501, scores[500:700], SHARES)
-    first = render(detector, detector.detect(windows, batch, MODEL), batch)  # crash: no save
-    again = render(detector, detector.detect(windows, batch, MODEL), batch)
+    first = render(detector, stored.detect(detector, windows, batch), batch)  # crash: no save
+    again = render(detector, stored.detect(detector, windows, batch), batch)
     assert [m.value for m in first] == [m.value for m in again] and len(first) == 2
 
 
 def test_scores_topic_gets_every_judged_window() -> None:
-    detector = Detector(MemoryDetectorStore(), scores_topic="scores")
+    detector = Detector(scores_topic="scores")
     windows, batch = scored_windows("s", 1, [0.1] * 5, SHARES)
-    messages = render(detector, detector.detect(windows, batch, MODEL), batch)
+    messages = render(detector, Stored().detect(detector, windows, batch), batch)
     documents = [json.loads(m.value) for m in messages if m.topic == "scores"]
     assert [d["window_end"] for d in documents] == [1000, 2000, 3000, 4000, 5000]
     assert all(m.key == b"s" for m in messages)

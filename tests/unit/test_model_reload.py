@@ -23,7 +23,7 @@ from worker.metrics import Metrics
 from worker.model_reload import ReloadingScorer, ReloadOutcome, expected_sha256
 from worker.pipeline import Pipeline, Topics
 from worker.scorer import Scorer
-from worker.state.memory import MemoryDetectorStore, MemoryWindowStore
+from worker.state.memory import MemoryStateStore
 from worker.testing import ListSink, ListSource, memory_loop, run_batch
 from worker.tools.history_export import write_history_csv
 from worker.windows import WindowSpec
@@ -177,8 +177,8 @@ def test_swap_mid_stream_loses_no_window_and_each_batch_uses_one_model(models: d
                                                                        tmp_path: Path) -> None:
     scorer, live, clock = reloading(models, tmp_path)
     sink = ListSink()
-    detector = Detector(MemoryDetectorStore(), scores_topic="scores")
-    pipeline = Pipeline(EventParser(FEATURES), MemoryWindowStore(WindowSpec(window=8, n_features=2)), scorer,
+    detector = Detector(scores_topic="scores")
+    pipeline = Pipeline(EventParser(FEATURES), MemoryStateStore(WindowSpec(window=8, n_features=2)), scorer,
                         Metrics(), Topics(alerts="alerts", dead_letters="dlq"), detector=detector)
     checkpoint = Checkpoint(sink, ListSource([]), Metrics())
     rng = np.random.default_rng(1)
@@ -240,9 +240,8 @@ def test_worker_loop_swaps_between_batches_and_counts_it(models: dict[str, Path]
                                                                "values": [0.0, 1.0]}).encode())
                 for i in range(first, first + 10)] for first in (0, 10, 20)]
     source = NewModelOnSecondPoll(batches, stop, new_model_lands)
-    pipeline = Pipeline(EventParser(FEATURES), MemoryWindowStore(WindowSpec(window=8, n_features=2)), scorer,
-                        Metrics(), Topics(alerts="alerts", dead_letters="dlq"),
-                        detector=Detector(MemoryDetectorStore(), scores_topic="scores"))
+    pipeline = Pipeline(EventParser(FEATURES), MemoryStateStore(WindowSpec(window=8, n_features=2)), scorer,
+                        Metrics(), Topics(alerts="alerts", dead_letters="dlq"), detector=Detector(scores_topic="scores"))
     memory_loop(source, pipeline, sink, metrics, Heartbeat(tmp_path / "hb", interval_s=0), Backoff(0.001, 0.002),
                 overlap=overlap, model=scorer).run(stop)
     versions = [json.loads(m.value)["model_version"] for m in sink.sent if m.topic == "scores"]

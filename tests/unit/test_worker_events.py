@@ -85,3 +85,50 @@ def test_every_invalid_event_gets_its_reason(raw: object, key: bytes | None, rea
 def test_every_reason_is_covered_by_a_test() -> None:
     source = open(__file__).read()
     assert all(f"InvalidReason.{reason.name}" in source for reason in InvalidReason)
+
+
+def test_events_of_new_series_beyond_the_limit_are_dead_lettered_and_never_tracked() -> None:
+    """The series limit is the state store's decision, taken after parsing; its dead letters say so."""
+    from worker.checkpoint import Checkpoint
+    from worker.metrics import Metrics
+    from worker.pipeline import Pipeline, Topics
+    from worker.scorer import ModelInfo, Scores
+    from worker.state.memory import MemoryStateStore
+    from worker.testing import ListSink, ListSource, run_batch
+    from worker.windows import WindowSpec
+
+    class Zeros:
+        info = ModelInfo(name="z", version="1", sha256="0" * 64, window=2, features=("value",), threshold=0.5)
+
+        def score(self, windows: np.ndarray) -> Scores:
+            return Scores(np.zeros(len(windows), np.float32), np.zeros(len(windows), np.float32),
+                          np.ones((len(windows), 1), np.float32))
+
+    store, sink, metrics = MemoryStateStore(WindowSpec(window=2, n_features=1), max_series=2), ListSink(), Metrics()
+    pipeline = Pipeline(UNIVARIATE, store, Zeros(), metrics, Topics(alerts="alerts", dead_letters="dlq"))
+    records = [SourceRecord("events", 0, i, s.encode(), json.dumps({"series_id": s, "ts": 1000 * (i + 1),
+                                                                     "value": 1}).encode())
+               for i, s in enumerate(["a", "b", "c", "a", "c"])]
+    report = run_batch(pipeline, Checkpoint(sink, ListSource([]), metrics), records)
+    assert [(item.reason, item.record.offset) for item in report.invalid] == \
+        [(InvalidReason.SERIES_LIMIT, 2), (InvalidReason.SERIES_LIMIT, 4)]
+    assert [dict(m.headers)["error"] for m in sink.on("dlq")] == [b"series_limit", b"series_limit"]
+    assert len(store) == 2 and report.windows == 1
+    assert metrics.registry.get_sample_value("vrae_series_tracked") == 2
+
+
+def test_a_record_whose_handling_raised_becomes_an_internal_dead_letter_naming_the_exception() -> None:
+    from worker.metrics import Metrics
+    from worker.pipeline import Pipeline, Topics
+    from worker.state.memory import MemoryStateStore
+    from worker.windows import WindowSpec
+
+    pipeline = Pipeline(UNIVARIATE, MemoryStateStore(WindowSpec(window=2, n_features=1)), None, Metrics(),
+                        Topics(alerts="alerts", dead_letters="dlq"))
+    poison = record({"series_id": "pump-7", "ts": 1, "value": 1})
+    quarantined = pipeline.quarantine(poison, UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"))
+    assert [item.reason for item in quarantined.report.invalid] == [InvalidReason.INTERNAL]
+    (message,) = quarantined.messages
+    assert message.value == poison.value and dict(message.headers)["error"] == b"internal"
+    assert dict(message.headers)["error_detail"].startswith(b"UnicodeEncodeError:")
+    assert quarantined.report.offsets == {("events", 0): 6} and not quarantined.state.events

@@ -15,7 +15,7 @@ from worker.loop import Backoff
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, Topics, next_offsets
 from worker.scorer import ModelInfo, Scores
-from worker.state.memory import MemoryWindowStore
+from worker.state.memory import MemoryStateStore
 from worker.testing import ListSink, ListSource, memory_loop, run_batch
 from worker.windows import WindowSpec
 
@@ -43,8 +43,9 @@ def records(values: list[float | str], start_offset: int = 0, series: str = "s")
     return out
 
 
-def pipeline(metrics: Metrics, store: MemoryWindowStore | None = None) -> Pipeline:
-    return Pipeline(EventParser(("value",)), store or MemoryWindowStore(WindowSpec(window=WINDOW, n_features=1)),
+def pipeline(metrics: Metrics, store: MemoryStateStore | None = None) -> Pipeline:
+    store = store if store is not None else MemoryStateStore(WindowSpec(window=WINDOW, n_features=1))
+    return Pipeline(EventParser(("value",)), store,
                     SpikeScorer(), metrics, Topics(alerts="alerts", dead_letters="dlq"))
 
 
@@ -85,19 +86,19 @@ def test_worker_retries_a_failed_batch_and_commits_only_after_delivery(tmp_path,
     assert heartbeat_age_s(tmp_path / "hb") < 5
 
 
-class FlakyStore(MemoryWindowStore):
-    """Fails the window update of one chosen call, as Redis going away mid-stream would."""
+class FlakyStore(MemoryStateStore):
+    """Fails the state read of one chosen call, as Redis going away mid-stream would."""
 
     def __init__(self, fail_call: int) -> None:
         super().__init__(WindowSpec(window=WINDOW, n_features=1))
         self.calls = 0
         self._fail_call = fail_call
 
-    def apply(self, events):  # type: ignore[no-untyped-def]
+    def peek(self, events, *, detector, now_ms):  # type: ignore[no-untyped-def]
         self.calls += 1
         if self.calls == self._fail_call:
             raise redis.exceptions.ConnectionError("redis away")
-        return super().apply(events)
+        return super().peek(events, detector=detector, now_ms=now_ms)
 
 
 def test_overlap_commits_in_order_and_a_failure_rewinds_the_batch_polled_behind_it(tmp_path) -> None:
@@ -145,3 +146,49 @@ def test_heartbeat_age(tmp_path, beat_age_s: float, healthy: bool) -> None:
     Heartbeat(path).beat()
     age = heartbeat_age_s(path, now=float(path.read_text()) + beat_age_s)
     assert (age <= 60) is healthy
+
+
+class PoisonStore(MemoryStateStore):
+    """Raises on any batch holding an event of the series `poison`, as a store bug on odd input would."""
+
+    def __init__(self) -> None:
+        super().__init__(WindowSpec(window=WINDOW, n_features=1))
+
+    def peek(self, events, *, detector, now_ms):  # type: ignore[no-untyped-def]
+        if any(event.series_id == "poison" for event in events):
+            raise ValueError("cannot handle this series")
+        return super().peek(events, detector=detector, now_ms=now_ms)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_record_that_fails_after_parsing_is_dead_lettered_and_the_partition_moves_on(tmp_path,
+                                                                                       overlap: bool) -> None:
+    stop = threading.Event()
+    sink, metrics = ListSink(), Metrics()
+    batch = records([1, 2, 50, 3, 4]) + records([7], start_offset=5, series="poison") + records([5, 6], start_offset=6)
+    source = ListSource([batch], stop)
+    memory_loop(source, pipeline(metrics, PoisonStore()), sink, metrics, Heartbeat(tmp_path / "hb", interval_s=0),
+                Backoff(0.001, 0.002), overlap=overlap).run(stop)
+    dead = sink.on("dlq")
+    assert [m.value for m in dead] == [batch[5].value]
+    headers = dict(dead[0].headers)
+    assert headers["error"] == b"internal" and b"ValueError" in headers["error_detail"]
+    assert source.committed == {("events", 0): 8} and source.rewinds == 0
+    assert [json.loads(m.value)["window_end"] for m in sink.on("alerts")] == [3000, 4000, 5000]
+    assert value(metrics, "vrae_invalid_events_total", {"reason": "internal"}) == 1
+
+
+def test_is_transient_tells_an_unavailable_dependency_from_a_bad_record() -> None:
+    from kafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+    from worker.exceptions import DeliveryError
+    from worker.loop import is_transient
+
+    def delivery(cause: Exception) -> DeliveryError:
+        try:
+            raise DeliveryError("not confirmed") from cause
+        except DeliveryError as error:
+            return error
+
+    assert is_transient(redis.exceptions.ConnectionError()) and is_transient(delivery(KafkaConnectionError()))
+    assert not is_transient(delivery(MessageSizeTooLargeError())) and not is_transient(ValueError("odd input"))

@@ -30,6 +30,7 @@ class Alert:
     window_end_ms: int
     score: float
     anomaly_score: float
+    surprise: float
     threshold: float
     top_features: tuple[tuple[str, float], ...]
     model: ModelInfo
@@ -45,6 +46,7 @@ def decide_alerts(windows: Sequence[DueWindow], scores: Scores, model: ModelInfo
     # is, and it must still serialise as JSON.
     anomaly = np.nan_to_num(scores.anomaly_score, nan=1.0)
     raw = np.nan_to_num(scores.score, nan=FLOAT32_MAX, posinf=FLOAT32_MAX)
+    surprise = np.nan_to_num(scores.surprise, nan=FLOAT32_MAX, posinf=FLOAT32_MAX)
     alerts = []
     for index in np.flatnonzero(anomaly >= model.threshold):
         window = windows[index]
@@ -55,6 +57,7 @@ def decide_alerts(windows: Sequence[DueWindow], scores: Scores, model: ModelInfo
             window_end_ms=window.end_ms,
             score=float(raw[index]),
             anomaly_score=float(anomaly[index]),
+            surprise=float(surprise[index]),
             threshold=model.threshold,
             top_features=top_features(scores.feature_shares[index], model.features, top_k),
             model=model,

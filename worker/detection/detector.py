@@ -1,33 +1,28 @@
 """From scored windows to incidents (pure): per-series online calibration, then the incident machine.
 
-Each series has one small state (`DetectorState`: its score history and its incident) that a
-`DetectorStore` (worker.state) keeps next to the window state. One batch:
+Each series has one small state (`DetectorState`: its score history and its incident) that the state
+store (worker.state) keeps next to its window state. One batch:
 
-    states  = store.load(series with due windows)
+    states  = what the store's peek read for the batch's series
     result  = detect(windows, scores, states, ...)   # judge each window against its series' history,
                                                      # then fold it in; advance the incident machine
     deliver the records of result (worker.records), confirmed
-    store.save(result.states)                        # only after delivery: worker.checkpoint
+    write result.states with the window state        # only after delivery: worker.checkpoint
 
-Why save after delivery: if the worker dies between the two, the replayed batch is judged from the
-old state again and re-emits the same records with the same ids (downstream deduplicates). If it dies
-after the save, the replayed windows end at or before the state's `last_end_ms`, are skipped, and
-their records were already delivered. Either way a replay leaves the score history as it was, and the
-store refuses to overwrite a state with an older one.
+A window ending at or before a state's `last_end_ms` was folded in already and is skipped, and the
+store never replaces a state with an older one, so a repeated write or a slower worker after a
+rebalance cannot roll a series' history back.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from worker.detection.calibration import (AdaptiveSettings, Judgement, ScoreHistory, feature_errors, fold, for_model,
                                           judge, model_key)
 from worker.detection.incidents import IncidentSettings, IncidentState, Observation, Transition, step
 from worker.scorer import ModelInfo, Scores
 from worker.windows import DueWindow
-
-if TYPE_CHECKING:  # the store's interface names this module's state: import it for type checks only
-    from worker.state.interfaces import DetectorStore
 
 
 class DetectorState(NamedTuple):
@@ -104,20 +99,15 @@ def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, Detec
 
 @dataclass(frozen=True)
 class Detector:
-    """Incidents mode as the pipeline runs it: load the states, detect, and save them after delivery."""
+    """Incidents mode as the pipeline runs it: the settings, and where every judged window may also go."""
 
-    store: "DetectorStore"
     settings: DetectorSettings = DetectorSettings()
     top_k: int = 3
     scores_topic: str | None = None  # every judged window also goes here, for dashboards
 
-    def detect(self, windows: Sequence[DueWindow], scores: Scores, model: ModelInfo) -> DetectionResult:
+    def detect(self, windows: Sequence[DueWindow], scores: Scores, model: ModelInfo,
+               states: dict[str, DetectorState]) -> DetectionResult:
+        """`states`: what the store holds for the series of `windows` (none for a new series)."""
         if not windows:
             return DetectionResult()
-        states = self.store.load(list(dict.fromkeys(window.series_id for window in windows)))
         return detect(windows, scores, states, model, self.settings)
-
-    def save(self, result: DetectionResult) -> None:
-        """Persist the new states; only once the batch's records are confirmed delivered (worker.checkpoint)."""
-        if result.states:
-            self.store.save(result.states)

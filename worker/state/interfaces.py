@@ -1,29 +1,32 @@
-"""What the pipeline needs from state, whatever keeps it: the window store and the detector store.
+"""What the pipeline needs from state, whatever keeps it: one store for each series' window and detector state.
 
-Two implementations of each sit side by side: `memory.py` (the reference, for unit tests and the
-backtest) and `redis_store.py` (the service). Both follow the window policy of `worker.windows` and
-the newer-wins rule of the detector state, so a test against one pins the other.
+Two implementations sit side by side: `memory.py` (the reference, for unit tests and the backtest) and
+`redis_store.py` (the service). Both follow the window policy of `worker.windows`, write a series'
+window and detector state together, and skip what was applied before, so a test against one pins the
+other (tests/integration/test_worker_redis_store.py).
 """
 
 from collections.abc import Sequence
 from typing import Protocol
 
-from worker.detection.detector import DetectorState
 from worker.events import Event
-from worker.windows import ApplyResult, WindowSpec
+from worker.windows import Peek, WindowSpec
 
 
-class WindowStore(Protocol):
-    """Applies a batch of events (any order across series, offset order within one) atomically per series."""
-
+class StateStore(Protocol):
     spec: WindowSpec
 
-    def apply(self, events: Sequence[Event]) -> ApplyResult: ...
+    def peek(self, events: Sequence[Event], *, detector: bool, now_ms: int) -> Peek:
+        """Outcomes and due windows of a batch (any order across series, offset order within one), and
+        with `detector` each series' stored detector state, all read without writing anything."""
+        ...
 
+    def admit(self, new: Sequence[str], refresh: Sequence[str], now_ms: int) -> tuple[set[str], int | None]:
+        """The new series that may be tracked (all of them without a series cap), and the number of
+        series tracked (None without a cap); `refresh` renews the registration of tracked series."""
+        ...
 
-class DetectorStore(Protocol):
-    """Per-series detector state; `save` never replaces a state with an older one (see codec.last_end_ms)."""
-
-    def load(self, series_ids: Sequence[str]) -> dict[str, DetectorState]: ...
-
-    def save(self, states: dict[str, DetectorState]) -> None: ...
+    def write(self, events: Sequence[Event], detector_states: dict[str, bytes], now_ms: int) -> None:
+        """Apply the batch for good, atomically per series; detector states only replace older ones.
+        Idempotent: events at or below a series' last applied offset are skipped."""
+        ...

@@ -1,116 +1,135 @@
-"""In-memory stores: the reference implementations of the window policy and the detector state.
+"""The in-memory store: the reference implementation of the window policy and the detector state.
 
-Unit tests, the backtest and single-process runs use them; the Redis stores (`redis_store.py`) follow
-exactly the same rules, which tests/integration pins side by side.
+Unit tests, the backtest and single-process runs use it; the Redis store (`redis_store.py`) follows
+exactly the same rules, which tests/integration pins event for event.
 """
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from vrae_model.windowing import is_due
-from worker.detection.detector import DetectorState
+from vrae_model.windowing import is_gap, next_interval
 from worker.events import Event
-from worker.state.codec import decode_detector_state, encode_detector_state, last_end_ms
-from worker.windows import ApplyResult, DueWindow, Outcome, WindowSpec, group_by_series
+from worker.state.codec import last_end_ms
+from worker.windows import DueWindow, Outcome, Peek, WindowSpec, group_by_series
 
 
 @dataclass
-class _SeriesState:
-    n: int
-    last_offset: int
-    last_ts: int
-    timestamps: deque[int]
-    values: deque[np.ndarray]
+class _Series:
+    n: int = 0
+    last_offset: int = -1
+    last_ts: int = 0
+    segment: int = 0
+    interval_ms: int = 0
+    registered_until: int = 0
+    timestamps: deque[int] = field(default_factory=deque)
+    values: deque[np.ndarray] = field(default_factory=deque)
+
+    def copy(self) -> "_Series":
+        return replace(self, timestamps=deque(self.timestamps), values=deque(self.values))
 
 
-class MemoryWindowStore:
-    """The reference implementation of the window policy; used by unit tests and single-process runs."""
-
-    def __init__(self, spec: WindowSpec) -> None:
+class MemoryStateStore:
+    def __init__(self, spec: WindowSpec, *, max_series: int = 0) -> None:
         self.spec = spec
-        self._series: dict[str, _SeriesState] = {}
-
-    def apply(self, events: Sequence[Event]) -> ApplyResult:
-        result = ApplyResult(outcomes=[Outcome.ACCEPTED] * len(events))
-        for series_id, indices in group_by_series(events).items():
-            for index in indices:
-                outcome, window = self._apply_one(series_id, events[index], result)
-                result.outcomes[index] = outcome
-                if window is not None:
-                    result.windows.append(window)
-        return result
-
-    def _apply_one(self, series_id: str, event: Event, result: ApplyResult) -> tuple[Outcome, DueWindow | None]:
-        offset, ts = event.record.offset, event.ts_ms
-        state = self._series.get(series_id)
-        if state is None:
-            state = _SeriesState(n=0, last_offset=offset, last_ts=ts, timestamps=deque(), values=deque())
-            self._series[series_id] = state
-            result.new_series += 1
-            return Outcome.ACCEPTED, self._append(series_id, state, event)
-        if offset <= state.last_offset:
-            return self._replay(series_id, state, event)
-        if ts <= state.last_ts:
-            state.last_offset = offset
-            return (Outcome.LATE if ts < state.last_ts else Outcome.DUPLICATE), None
-        return Outcome.ACCEPTED, self._append(series_id, state, event)
-
-    def _append(self, series_id: str, state: _SeriesState, event: Event) -> DueWindow | None:
-        state.timestamps.append(event.ts_ms)
-        state.values.append(event.values)
-        state.n += 1
-        state.last_ts, state.last_offset = event.ts_ms, event.record.offset
-        window = self._window_at(series_id, state, len(state.timestamps) - 1, event)
-        while len(state.timestamps) > self.spec.capacity:
-            state.timestamps.popleft()
-            state.values.popleft()
-        return window
-
-    def _replay(self, series_id: str, state: _SeriesState, event: Event) -> tuple[Outcome, DueWindow | None]:
-        try:
-            index = list(state.timestamps).index(event.ts_ms)
-        except ValueError:
-            trimmed = state.n > len(state.timestamps)
-            lost = trimmed and event.ts_ms < state.timestamps[0]
-            return (Outcome.REPLAY_UNRECOVERABLE if lost else Outcome.REPLAYED), None
-        n_at = state.n - (len(state.timestamps) - 1 - index)
-        if not is_due(n_at - 1, self.spec.window, self.spec.stride):
-            return Outcome.REPLAYED, None
-        if index < self.spec.window - 1:
-            return Outcome.REPLAY_UNRECOVERABLE, None
-        return Outcome.REPLAYED, self._window_at(series_id, state, index, event)
-
-    def _window_at(self, series_id: str, state: _SeriesState, index: int, event: Event) -> DueWindow | None:
-        """The window ending at buffer position `index`, if the event there ends a due window."""
-        n_at = state.n - (len(state.timestamps) - 1 - index) - 1
-        if not is_due(n_at, self.spec.window, self.spec.stride) or index < self.spec.window - 1:
-            return None
-        first = index - self.spec.window + 1
-        values = np.stack([state.values[i] for i in range(first, index + 1)]).astype(np.float32, copy=False)
-        return DueWindow(series_id=series_id, start_ms=state.timestamps[first], end_ms=state.timestamps[index],
-                         values=values, event=event)
-
-
-class MemoryDetectorStore:
-    """Per-series detector state as bytes, with the same newer-wins rule as Redis."""
-
-    def __init__(self) -> None:
-        self._states: dict[str, bytes] = {}
+        self._max_series = max_series
+        self._series: dict[str, _Series] = {}
+        self._detector: dict[str, bytes] = {}
+        self._registry: dict[str, int] = {}  # series -> registered until (epoch ms)
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self._series)
 
-    def raw(self, series_id: str) -> bytes | None:
-        return self._states.get(series_id)
+    def detector_raw(self, series_id: str) -> bytes | None:
+        return self._detector.get(series_id)
 
-    def load(self, series_ids: Sequence[str]) -> dict[str, DetectorState]:
-        return {sid: decode_detector_state(self._states[sid]) for sid in series_ids if sid in self._states}
+    def peek(self, events: Sequence[Event], *, detector: bool, now_ms: int) -> Peek:
+        result = Peek(outcomes=[Outcome.ACCEPTED] * len(events))
+        for series_id, indices in group_by_series(events).items():
+            state = self._series.get(series_id)
+            if state is None:
+                result.new_series.append(series_id)
+            elif self._refresh_due(state, now_ms):
+                result.refresh.append(series_id)
+            self._advance(series_id, state.copy() if state else self._new(), events, indices, result)
+            if detector and series_id in self._detector:
+                result.detector_states[series_id] = self._detector[series_id]
+        return result
 
-    def save(self, states: dict[str, DetectorState]) -> None:
-        for series_id, state in states.items():
-            old = self._states.get(series_id)
-            if old is None or last_end_ms(old) < state.history.last_end_ms:
-                self._states[series_id] = encode_detector_state(state)
+    def admit(self, new: Sequence[str], refresh: Sequence[str], now_ms: int) -> tuple[set[str], int | None]:
+        if not self._max_series:
+            return set(new), None
+        until = now_ms + self.spec.ttl_s * 1000
+        self._registry = {sid: t for sid, t in self._registry.items() if t > now_ms}
+        self._registry.update({sid: until for sid in refresh})
+        admitted = set()
+        for series_id in new:
+            if series_id in self._registry or len(self._registry) < self._max_series:
+                self._registry[series_id] = until
+                admitted.add(series_id)
+        return admitted, len(self._registry)
+
+    def write(self, events: Sequence[Event], detector_states: dict[str, bytes], now_ms: int) -> None:
+        for series_id, indices in group_by_series(events).items():
+            state = self._series.get(series_id) or self._new()
+            self._advance(series_id, state, events, indices, None)
+            if self._refresh_due(state, now_ms):
+                state.registered_until = now_ms + self.spec.ttl_s * 1000
+            self._series[series_id] = state
+        for series_id, raw in detector_states.items():
+            old = self._detector.get(series_id)
+            if old is None or last_end_ms(old) < last_end_ms(raw):
+                self._detector[series_id] = raw
+
+    def _new(self) -> _Series:
+        return _Series(interval_ms=self.spec.gaps.interval_ms)
+
+    def _refresh_due(self, state: _Series, now_ms: int) -> bool:
+        return bool(self._max_series) and state.registered_until < now_ms + self.spec.ttl_s * 1000 / 2
+
+    def _advance(self, series_id: str, state: _Series, events: Sequence[Event], indices: list[int],
+                 into: Peek | None) -> None:
+        """Apply one series' events to `state` in place; with `into`, record outcomes and due windows."""
+        spec = self.spec
+        for index in indices:
+            event = events[index]
+            offset, ts = event.record.offset, event.ts_ms
+            if offset <= state.last_offset:
+                outcome = Outcome.REPLAYED
+            elif state.n > 0 and ts <= state.last_ts:
+                outcome = Outcome.LATE if ts < state.last_ts else Outcome.DUPLICATE
+                state.last_offset = offset
+            else:
+                outcome = Outcome.ACCEPTED
+                if state.n > 0:
+                    step = ts - state.last_ts
+                    if is_gap(step, state.interval_ms, spec.gaps):
+                        outcome = Outcome.GAP
+                        state.segment = state.n
+                        state.timestamps.clear()
+                        state.values.clear()
+                    state.interval_ms = next_interval(state.interval_ms, step)
+                state.timestamps.append(ts)
+                state.values.append(event.values)
+                state.n += 1
+                state.last_ts, state.last_offset = ts, offset
+                if into is not None:
+                    self._window(series_id, state, event, into)
+                while len(state.timestamps) > spec.capacity:
+                    state.timestamps.popleft()
+                    state.values.popleft()
+            if into is not None:
+                into.outcomes[index] = outcome
+
+    def _window(self, series_id: str, state: _Series, event: Event, into: Peek) -> None:
+        """The window the event just appended ends, if it is due."""
+        spec = self.spec
+        position = state.n - 1 - state.segment - (spec.window - 1)
+        if position < 0 or position % spec.stride or len(state.timestamps) < spec.window:
+            return
+        first = len(state.timestamps) - spec.window
+        values = np.stack([state.values[i] for i in range(first, len(state.values))]).astype(np.float32, copy=False)
+        into.windows.append(DueWindow(series_id=series_id, start_ms=state.timestamps[first], end_ms=event.ts_ms,
+                                      values=values, event=event))

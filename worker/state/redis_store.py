@@ -1,7 +1,8 @@
-"""The Redis stores: window state (one pipelined round trip per batch, one script call per chunk of
-series) and detector state (newer-wins writes), both keyed by series with the series id as hash tag.
+"""The Redis state store: one pipelined round trip to peek at a batch, one to write it (one script call
+per chunk of series each), and the series registry when the number of series is capped.
 
-A Redis Cluster script call may only touch keys of one slot, so there the chunks are per slot.
+A Redis Cluster script call may only touch keys of one slot, so there the chunks are per slot; a
+series' window and detector keys share its hash tag, so both are always in one call.
 """
 
 import hashlib
@@ -14,24 +15,22 @@ import redis
 from redis.cluster import RedisCluster
 
 from worker.config import RedisSettings
-from worker.detection.detector import DetectorState
 from worker.events import Event
-from worker.state.codec import decode_detector_state, encode_detector_state
-from worker.state.scripts import APPLY_EVENTS, SAVE_DETECTOR_STATE
-from worker.windows import ApplyResult, DueWindow, Outcome, WindowSpec, group_by_series
+from worker.state.scripts import ADMIT, STATE
+from worker.windows import DueWindow, Outcome, Peek, WindowSpec, group_by_series
 
 _OUTCOME_BY_LETTER = {
     "a": Outcome.ACCEPTED,
+    "g": Outcome.GAP,
     "d": Outcome.DUPLICATE,
     "l": Outcome.LATE,
     "r": Outcome.REPLAYED,
-    "u": Outcome.REPLAY_UNRECOVERABLE,
 }
 
 RedisClient = redis.Redis | RedisCluster
 T = TypeVar("T")
 
-_EVENT_HEAD = struct.Struct("<qq")  # offset, ts_ms: then the event's float32 values (APPLY_EVENTS)
+_EVENT_HEAD = struct.Struct("<qq")  # offset, ts_ms: then the event's float32 values (STATE)
 
 # Series per script call: few enough that one call blocks Redis for about a millisecond, many enough
 # that per-command costs (client packing and parsing, Redis dispatch) stop mattering.
@@ -92,18 +91,30 @@ def chunks_by_slot(client: RedisClient, series_ids: list[str], key: Callable[[st
 
 
 def window_key(prefix: str, series_id: str) -> str:
-    """`vrae:w:{pump-7}`: the braces make the series id the cluster hash tag."""
-    return f"{prefix}:w:{{{series_id}}}"
+    """`vrae:win:{pump-7}`: the braces make the series id the cluster hash tag."""
+    return f"{prefix}:win:{{{series_id}}}"
 
 
-class RedisWindowStore:
-    """Window state in Redis, updated atomically per series by the APPLY_EVENTS script."""
+def detector_key(prefix: str, series_id: str) -> str:
+    """`vrae:det:{pump-7}`: same hash tag as the window key, so both live on one cluster slot."""
+    return f"{prefix}:det:{{{series_id}}}"
 
-    def __init__(self, client: RedisClient, spec: WindowSpec, key_prefix: str = "vrae") -> None:
+
+def registry_key(prefix: str) -> str:
+    return f"{prefix}:series"
+
+
+class RedisStateStore:
+    """Each series' window and detector state in Redis, read and written by the STATE script."""
+
+    def __init__(self, client: RedisClient, spec: WindowSpec, key_prefix: str = "vrae", *,
+                 max_series: int = 0) -> None:
         self.spec = spec
         self._client = client
         self._prefix = key_prefix
-        self._script = LoadedScript(client, APPLY_EVENTS)
+        self._max_series = max_series
+        self._state = LoadedScript(client, STATE)
+        self._admit = LoadedScript(client, ADMIT)
         self._value_bytes = 4 * spec.n_features
 
     def close(self) -> None:
@@ -112,55 +123,82 @@ class RedisWindowStore:
     def key(self, series_id: str) -> str:
         return window_key(self._prefix, series_id)
 
-    def apply(self, events: Sequence[Event]) -> ApplyResult:
+    def peek(self, events: Sequence[Event], *, detector: bool, now_ms: int) -> Peek:
         groups = group_by_series(events)
+        result = Peek(outcomes=[Outcome.ACCEPTED] * len(events))
         if not groups:
-            return ApplyResult(outcomes=[])
-        # Repeated after a lost script: on one node nothing ran; on a cluster, series whose node still had
-        # it are applied twice, which the second call sees as a replay.
-        replies = self._script.run(lambda sha: self._call(sha, events, groups))
-        result = ApplyResult(outcomes=[Outcome.ACCEPTED] * len(events))
+            return result
+        # Repeated after a lost script: peeking twice reads twice.
+        replies = self._state.run(lambda sha: self._call(sha, "peek", events, groups, {}, now_ms, detector))
         due: list[tuple[str, Event, int, bytes]] = []
         for (series_id, indices), reply in zip(groups.items(), replies):
             self._collect(series_id, indices, events, reply, result, due)
         self._add_windows(due, result)
         return result
 
-    def _call(self, sha: str, events: Sequence[Event], groups: dict[str, list[int]]) -> list[Any]:
-        """One reply per series, in `groups` order."""
+    def admit(self, new: Sequence[str], refresh: Sequence[str], now_ms: int) -> tuple[set[str], int | None]:
+        if not self._max_series:
+            return set(new), None
+        if not new and not refresh:
+            return set(), None
+        reply = self._admit.run(lambda sha: self._client.evalsha(
+            sha, 1, registry_key(self._prefix), now_ms, self.spec.ttl_s * 1000, self._max_series, len(refresh),
+            *refresh, *new))
+        return {raw.decode("utf-8") for raw in reply[:-1]}, int(reply[-1])
+
+    def write(self, events: Sequence[Event], detector_states: dict[str, bytes], now_ms: int) -> None:
+        groups = group_by_series(events)
+        for series_id in detector_states:
+            groups.setdefault(series_id, [])
+        if groups:
+            # Repeated after a lost script: the write skips what it applied the first time.
+            self._state.run(lambda sha: self._call(sha, "write", events, groups, detector_states, now_ms, False))
+
+    def _call(self, sha: str, mode: str, events: Sequence[Event], groups: dict[str, list[int]],
+              detector_states: dict[str, bytes], now_ms: int, detector: bool) -> list[Any]:
+        """One reply per series, in `groups` order (peek), or the chunks' counts (write)."""
         spec = self.spec
-        head = (spec.window, spec.stride, spec.capacity, self._value_bytes, spec.ttl_s * 1000)
-        chunks = self._chunks(list(groups))
+        registry_ms = spec.ttl_s * 1000 if self._max_series else 0
+        head = (mode, spec.window, spec.stride, self._value_bytes, spec.ttl_s * 1000, repr(float(spec.gaps.factor)),
+                spec.gaps.interval_ms, now_ms, registry_ms, 1 if detector else 0)
+        chunks = chunks_by_slot(self._client, list(groups), self.key)
         pipe = self._client.pipeline(transaction=False)
         pack = _EVENT_HEAD.pack
         for chunk in chunks:
             args: list[Any] = list(head)
+            keys: list[str] = []
             for series_id in chunk:
+                keys += [self.key(series_id), detector_key(self._prefix, series_id)]
                 args.append(b"".join([pack(event.record.offset, event.ts_ms)
                                       + event.values.astype("<f4", copy=False).tobytes()
                                       for event in map(events.__getitem__, groups[series_id])]))
-            keys = [self.key(series_id) for series_id in chunk]
+                if mode == "write":
+                    args.append(detector_states.get(series_id, b""))
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        replies = {series_id: reply for chunk, chunk_replies in zip(chunks, pipe.execute())
-                   for series_id, reply in zip(chunk, chunk_replies)}
-        return [replies[series_id] for series_id in groups]
-
-    def _chunks(self, series_ids: list[str]) -> list[list[str]]:
-        return chunks_by_slot(self._client, series_ids, self.key)
+        replies = pipe.execute()
+        if mode == "write":
+            return replies
+        by_series = {series_id: reply for chunk, chunk_replies in zip(chunks, replies)
+                     for series_id, reply in zip(chunk, chunk_replies)}
+        return [by_series[series_id] for series_id in groups]
 
     def _collect(self, series_id: str, indices: list[int], events: Sequence[Event], reply: list[Any],
-                 result: ApplyResult, due: list[tuple[str, Event, int, bytes]]) -> None:
-        """Outcomes into `result`; each due window as (series, ending event, start ms, raw values)."""
-        statuses = reply[0].decode("ascii")
-        if statuses.startswith("+"):
-            result.new_series += 1
-            statuses = statuses[1:]
+                 result: Peek, due: list[tuple[str, Event, int, bytes]]) -> None:
+        """Outcomes, flags and the detector state into `result`; each due window as (series, ending event,
+        start ms, raw values)."""
+        statuses, flags, detector = reply[0].decode("ascii"), reply[1], reply[2]
         for index, letter in zip(indices, statuses):
             result.outcomes[index] = _OUTCOME_BY_LETTER[letter]
-        for position, values, start_ms in zip(reply[1::3], reply[2::3], reply[3::3]):
+        if flags == b"n":
+            result.new_series.append(series_id)
+        elif flags == b"f":
+            result.refresh.append(series_id)
+        if detector:
+            result.detector_states[series_id] = detector
+        for position, values, start_ms in zip(reply[3::3], reply[4::3], reply[5::3]):
             due.append((series_id, events[indices[position]], int(start_ms), values))
 
-    def _add_windows(self, due: list[tuple[str, Event, int, bytes]], result: ApplyResult) -> None:
+    def _add_windows(self, due: list[tuple[str, Event, int, bytes]], result: Peek) -> None:
         """Decode every due window of the batch with one numpy call (one per window cost ~2 us each)."""
         if not due:
             return
@@ -169,43 +207,3 @@ class RedisWindowStore:
         for (series_id, event, start_ms, _), window in zip(due, values):
             result.windows.append(DueWindow(series_id=series_id, start_ms=start_ms, end_ms=event.ts_ms,
                                             values=window, event=event))
-
-
-def detector_key(prefix: str, series_id: str) -> str:
-    """`vrae:d:{pump-7}`: same hash tag as the window key, so both live on one cluster slot."""
-    return f"{prefix}:d:{{{series_id}}}"
-
-
-class RedisDetectorStore:
-    """Per-series detector state (score history + incident), written newer-wins by SAVE_DETECTOR_STATE."""
-
-    def __init__(self, client: RedisClient, key_prefix: str = "vrae", ttl_s: int = 7 * 24 * 3600) -> None:
-        self._client = client
-        self._prefix = key_prefix
-        self._ttl_ms = ttl_s * 1000
-        self._script = LoadedScript(client, SAVE_DETECTOR_STATE)
-
-    def key(self, series_id: str) -> str:
-        return detector_key(self._prefix, series_id)
-
-    def load(self, series_ids: Sequence[str]) -> dict[str, DetectorState]:
-        """One round trip: an MGET per chunk of series (one GET each cost ~10 µs of client CPU)."""
-        chunks = chunks_by_slot(self._client, list(series_ids), self.key)
-        pipe = self._client.pipeline(transaction=False)
-        for chunk in chunks:
-            pipe.execute_command("MGET", *[self.key(series_id) for series_id in chunk])
-        return {sid: decode_detector_state(raw) for chunk, raws in zip(chunks, pipe.execute())
-                for sid, raw in zip(chunk, raws) if raw}
-
-    def save(self, states: dict[str, DetectorState]) -> None:
-        # The writes are newer-wins, so repeating them after a lost script is safe.
-        self._script.run(lambda sha: self._save(sha, states))
-
-    def _save(self, sha: str, states: dict[str, DetectorState]) -> None:
-        """One round trip: a script call per chunk of series."""
-        pipe = self._client.pipeline(transaction=False)
-        for chunk in chunks_by_slot(self._client, list(states), self.key):
-            keys = [self.key(series_id) for series_id in chunk]
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, self._ttl_ms,
-                                 *[encode_detector_state(states[series_id]) for series_id in chunk])
-        pipe.execute()

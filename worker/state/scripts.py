@@ -1,41 +1,70 @@
 """Every Lua script the worker runs in Redis, in one place, registered once per client.
 
-The window record is one string per series (key `<prefix>:w:{<series_id>}`, hash-tagged so Redis
-Cluster keeps each call on one slot). A string beats a hash here: a hash whose field exceeds
-`hash-max-listpack-value` (64 bytes by default) leaves the compact listpack encoding and costs ~2x.
+Per series two keys share one hash tag, so Redis Cluster keeps them (and each script call over a chunk
+of series of one slot) on one slot:
 
-Layout (little endian):
-    n          int48   accepted events so far (the index of the next event)
+    <prefix>:win:{<series_id>}   window state: one string (a hash whose field exceeds
+                                 `hash-max-listpack-value`, 64 bytes by default, leaves the compact
+                                 encoding and costs ~2x)
+    <prefix>:det:{<series_id>}   detector state (incidents mode): the codec's bytes (worker/state/codec.py),
+                                 starting with last_end_ms (int64 LE), the end of the newest window in it
+
+Window state layout (little endian):
+    n          int48   accepted events so far (the number of the next event)
     last_off   int64   the last Kafka offset applied to this series (-1: none)
     last_ts    int48   epoch ms of the last accepted event
     base_ts    int48   epoch ms of the oldest buffered event
-    count      uint16  buffered events
+    seg        int48   the number of the first event of the current segment (a gap starts a new one)
+    interval   int48   the series' usual interval in ms (0: not known yet)
+    registered int48   epoch ms until which the series registry counts this series (0: no registry)
+    count      uint16  buffered events: at most window - 1, the events a next window needs
     features   uint8   values per event: state written for another model shape is started afresh
     values     count * value_bytes   float32, packed by Python, appended/trimmed as opaque bytes
     deltas     count - 1 unsigned LEB128 varints: ts[i] - ts[i-1] (2 bytes at a 1 s cadence)
+
+The policy is worker/windows.py's and vrae_model/windowing.py's; the memory store implements the same,
+and tests/integration pins them event for event.
 """
 
 from typing import Final
 
-WINDOW_HEADER_BYTES: Final = 29
+WINDOW_HEADER_BYTES: Final = 47
+REGISTERED_BYTES: Final = slice(38, 44)  # the header's `registered`: the one field that depends on the clock
 
-# KEYS: the window keys of the series in this call. One call applies a chunk of series, not one:
-# per-command costs (client packing and parsing, Redis dispatch) were a third of the store's cost at
-# 2 events per series per batch.
-# ARGV: window, stride, capacity, value_bytes, ttl_ms, then per key, in KEYS order, ONE string of its
-# events in offset order, each (offset int64 LE, ts_ms int64 LE, value bytes): one argument per series
-# rather than three per event halves what the client packs and Redis parses.
-# Returns one reply per key: {statuses, then per due window: event position (0-based), values, start
-# ts}. Status letters: a accepted, d duplicate, l late, r replayed, u replay_unrecoverable; a leading
-# '+' means this call created the series' state.
-APPLY_EVENTS: Final = r"""
-local HEADER = '<i6i8i6i6HB'
-local HEADER_BYTES = 29
-local T = tonumber(ARGV[1])
-local stride = tonumber(ARGV[2])
-local capacity = tonumber(ARGV[3])
+# Two modes of one script, so both run exactly the same policy:
+#   peek   read only: each event's outcome and every window that comes due, plus the detector states
+#   write  the same events applied for good, with the batch's detector states (newer-wins), atomically
+#          per series; events at or below the series' last applied offset are skipped, so writing a
+#          batch twice (a retry, a client timeout whose script ran later, a slower worker after a
+#          rebalance) changes nothing.
+# KEYS: per series, in order, its window key and its detector key.
+# ARGV: mode, window, stride, value_bytes, ttl_ms, gap_factor, interval_ms (a new series' starting
+# interval), now_ms, registry_ms (0: no series registry), load_detector (1/0), then per series ONE
+# string of its events in offset order, each (offset int64 LE, ts_ms int64 LE, value bytes), and in
+# write mode also its detector state ('' for none).
+# peek returns, per series: {statuses, flags, detector state or false, then per due window: event
+# position (0-based), values, start ts}. Status letters: a accepted, g accepted after a gap (a fresh
+# segment), d duplicate, l late, r replayed (applied before). Flags: n the series has no state yet,
+# f its registration is due for a refresh.
+# write returns the number of series whose window state changed.
+STATE: Final = r"""
+local HEADER = '<i6i8i6i6i6i6i6HB'
+local HEADER_BYTES = 47
+local mode = ARGV[1]
+local T = tonumber(ARGV[2])
+local stride = tonumber(ARGV[3])
 local vb = tonumber(ARGV[4])
 local ttl_ms = tonumber(ARGV[5])
+local gap_factor = tonumber(ARGV[6])
+local interval0 = tonumber(ARGV[7])
+local now_ms = tonumber(ARGV[8])
+local registry_ms = tonumber(ARGV[9])
+local load_detector = ARGV[10] == '1'
+local FIRST = 10
+local capacity = math.max(T - 1, 1)
+local peek = mode == 'peek'
+local per_series = peek and 1 or 2
+local EVENT_BYTES = 16 + vb
 
 local function read_varint(s, p)
   local x, mul = 0, 1
@@ -60,26 +89,30 @@ local function write_varint(x)
   return table.concat(out)
 end
 
-local function is_due(k)
-  return k >= T - 1 and (k - (T - 1)) % stride == 0
+-- vrae_model.windowing.next_interval: 1/8 of the way towards the step, the step clipped at 4x
+local function next_interval(interval, step)
+  if interval <= 0 then return math.max(step, 1) end
+  local clipped = math.min(step, 4 * interval)
+  return math.max(interval + math.floor((clipped - interval) / 8), 1)
 end
 
-local EVENT_BYTES = 16 + vb
+local function refresh_due(registered)
+  return registry_ms > 0 and registered < now_ms + registry_ms / 2
+end
 
--- Applies the events packed in `events` to one series; returns its reply.
-local function apply_series(key, events)
-  local n_events = #events / EVENT_BYTES
-  local n, last_off, last_ts, base_ts, count, features, vals, deltas
-  local raw = redis.call('GET', key)
+local function apply_series(wkey, dkey, events, detector)
+  local n, last_off, last_ts, base_ts, seg, interval, registered, count, features, vals, deltas
+  local raw = redis.call('GET', wkey)
   if raw then
-    n, last_off, last_ts, base_ts, count, features = struct.unpack(HEADER, raw)
+    n, last_off, last_ts, base_ts, seg, interval, registered, count, features = struct.unpack(HEADER, raw)
     if features ~= vb / 4 then raw = false end
   end
   if raw then
     vals = string.sub(raw, HEADER_BYTES + 1, HEADER_BYTES + count * vb)
     deltas = string.sub(raw, HEADER_BYTES + count * vb + 1)
   else
-    n, last_off, last_ts, base_ts, count, vals, deltas = 0, -1, 0, 0, 0, '', ''
+    n, last_off, last_ts, base_ts, seg, interval, registered, count = 0, -1, 0, 0, 0, interval0, 0, 0
+    vals, deltas = '', ''
   end
 
   local function ts_at(i)
@@ -92,66 +125,41 @@ local function apply_series(key, events)
     return t
   end
 
-  local function window_at(i)
-    return string.sub(vals, (i - T + 1) * vb + 1, (i + 1) * vb)
-  end
-
-  local function find_ts(ts)
-    local t, p = base_ts, 1
-    for i = 0, count - 1 do
-      if i > 0 then
-        local d
-        d, p = read_varint(deltas, p)
-        t = t + d
-      end
-      if t == ts then return i end
-      if t > ts then return nil end
-    end
-    return nil
-  end
-
   local statuses = {}
-  local out = {''}
+  local out = {'', '', false}
   local changed = false
-  for e = 0, n_events - 1 do
+  for e = 0, #events / EVENT_BYTES - 1 do
     local at = e * EVENT_BYTES + 1
     local off, ts = struct.unpack('<i8i8', events, at)
-    local v = string.sub(events, at + 16, at + 15 + vb)
     local status
-    if count > 0 and off <= last_off then
-      local idx = find_ts(ts)
-      if idx == nil then
-        if n > count and ts < base_ts then status = 'u' else status = 'r' end
-      else
-        local k = n - (count - 1 - idx) - 1
-        if not is_due(k) then
-          status = 'r'
-        elseif idx < T - 1 then
-          status = 'u'
-        else
-          status = 'r'
-          out[#out + 1] = e
-          out[#out + 1] = window_at(idx)
-          out[#out + 1] = ts_at(idx - T + 1)
-        end
-      end
-    elseif count > 0 and ts <= last_ts then
+    if off <= last_off then
+      status = 'r'
+    elseif n > 0 and ts <= last_ts then
       if ts < last_ts then status = 'l' else status = 'd' end
       last_off = off
       changed = true
     else
-      vals = vals .. v
+      status = 'a'
+      if n > 0 then
+        local step = ts - last_ts
+        if gap_factor > 0 and interval > 0 and step > gap_factor * interval then
+          status = 'g'
+          seg, count, vals, deltas = n, 0, '', ''
+        end
+        interval = next_interval(interval, step)
+      end
+      vals = vals .. string.sub(events, at + 16, at + 15 + vb)
       if count > 0 then deltas = deltas .. write_varint(ts - last_ts) else base_ts = ts end
       count = count + 1
       n = n + 1
       last_ts = ts
       last_off = off
       changed = true
-      status = 'a'
+      local k = n - 1 - seg - (T - 1)
       -- count >= T: a longer window than the state was built for (new model) waits for enough events
-      if is_due(n - 1) and count >= T then
+      if peek and k >= 0 and k % stride == 0 and count >= T then
         out[#out + 1] = e
-        out[#out + 1] = window_at(count - 1)
+        out[#out + 1] = string.sub(vals, (count - T) * vb + 1, count * vb)
         out[#out + 1] = ts_at(count - T)
       end
       while count > capacity do
@@ -164,39 +172,82 @@ local function apply_series(key, events)
     end
     statuses[#statuses + 1] = status
   end
-  if changed then
-    redis.call('SET', key, struct.pack(HEADER, n, last_off, last_ts, base_ts, count, vb / 4) .. vals .. deltas,
-               'PX', ttl_ms)
-  elseif count > 0 then
-    redis.call('PEXPIRE', key, ttl_ms)
+
+  if peek then
+    out[1] = table.concat(statuses)
+    if not raw then
+      out[2] = 'n'
+    elseif refresh_due(registered) then
+      out[2] = 'f'
+    end
+    if load_detector then out[3] = redis.call('GET', dkey) end
+    return out
   end
-  out[1] = table.concat(statuses)
-  if not raw then out[1] = '+' .. out[1] end
-  return out
+
+  if refresh_due(registered) then
+    registered = now_ms + registry_ms
+    changed = true
+  end
+  if changed then
+    redis.call('SET', wkey, struct.pack(HEADER, n, last_off, last_ts, base_ts, seg, interval, registered, count,
+                                        vb / 4) .. vals .. deltas, 'PX', ttl_ms)
+  elseif raw then
+    redis.call('PEXPIRE', wkey, ttl_ms)
+  end
+  if detector ~= '' then
+    local old = redis.call('GET', dkey)
+    if not old or struct.unpack('<i8', detector) > struct.unpack('<i8', old) then
+      redis.call('SET', dkey, detector, 'PX', ttl_ms)
+    end
+  end
+  if changed then return 1 end
+  return 0
 end
 
 local replies = {}
-for k = 1, #KEYS do
-  replies[k] = apply_series(KEYS[k], ARGV[5 + k])
+local written = 0
+for s = 1, #KEYS / 2 do
+  local arg = FIRST + (s - 1) * per_series + 1
+  local detector = ''
+  if not peek then detector = ARGV[arg + 1] end
+  local reply = apply_series(KEYS[2 * s - 1], KEYS[2 * s], ARGV[arg], detector)
+  if peek then replies[s] = reply else written = written + reply end
 end
-return replies
+if peek then return replies end
+return written
 """
 
-# KEYS: the detector keys (`<prefix>:d:{<series_id>}`) of a chunk of series. ARGV: ttl_ms, then the
-# state bytes for each key, in KEYS order. A state starts with last_end_ms (int64 LE), the end of the
-# newest window folded into it; each write happens only if that is newer than the stored one, so a
-# replay or a slower worker after a rebalance never rolls a series' score history back. Returns how
-# many states were written.
-SAVE_DETECTOR_STATE: Final = r"""
-local ttl_ms = tonumber(ARGV[1])
-local written = 0
-for k = 1, #KEYS do
-  local new = ARGV[k + 1]
-  local old = redis.call('GET', KEYS[k])
-  if not old or struct.unpack('<i8', new) > struct.unpack('<i8', old) then
-    redis.call('SET', KEYS[k], new, 'PX', ttl_ms)
-    written = written + 1
+# The series registry (VRAE_WINDOW__MAX_SERIES): one sorted set, member = series id, score = the epoch
+# ms until which it counts (the worker's clock: the set itself expires a TTL after its last use, by
+# Redis's). KEYS: the registry. ARGV: now_ms, ttl_ms, max_series, r, then r series ids whose
+# registration is refreshed, then the new series ids asking to be admitted, in order.
+# Returns {admitted ids..., then the number of series registered}. A series already registered (a retry)
+# is admitted again; a refreshed one is registered whatever the count, since its state exists already.
+ADMIT: Final = r"""
+local registry = KEYS[1]
+local now_ms = tonumber(ARGV[1])
+local ttl_ms = tonumber(ARGV[2])
+local until_ms = now_ms + ttl_ms
+local max_series = tonumber(ARGV[3])
+local refreshed = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', registry, '-inf', now_ms)
+for i = 5, 4 + refreshed do
+  redis.call('ZADD', registry, until_ms, ARGV[i])
+end
+local count = redis.call('ZCARD', registry)
+local admitted = {}
+for i = 5 + refreshed, #ARGV do
+  local sid = ARGV[i]
+  if redis.call('ZSCORE', registry, sid) then
+    redis.call('ZADD', registry, until_ms, sid)
+    admitted[#admitted + 1] = sid
+  elseif count < max_series then
+    redis.call('ZADD', registry, until_ms, sid)
+    count = count + 1
+    admitted[#admitted + 1] = sid
   end
 end
-return written
+redis.call('PEXPIRE', registry, ttl_ms)
+admitted[#admitted + 1] = count
+return admitted
 """

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from vrae_model.windowing import DEFAULT_GAP_FACTOR, GapPolicy
 from worker.checkpoint import Checkpoint
 from worker.detection.detector import DetectionResult, Detector, DetectorSettings
 from worker.detection.incidents import Phase
@@ -24,7 +25,7 @@ from worker.events import EventParser, SourceRecord
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline, Topics
 from worker.scorer import Scorer
-from worker.state.memory import MemoryDetectorStore, MemoryWindowStore
+from worker.state.memory import MemoryStateStore
 from worker.testing import ListSink
 from worker.tools.evaluation import Stats
 from worker.windows import WindowSpec
@@ -85,13 +86,14 @@ def records_of(streams: Sequence[Recorded], positions: list[int] | None = None) 
         yield SourceRecord("events", 0, offset, s.series_id.encode(), body.encode())
 
 
-def backtest(streams: Sequence[Recorded], scorer: Scorer, stride: int, settings: DetectorSettings) -> Backtest:
+def backtest(streams: Sequence[Recorded], scorer: Scorer, stride: int, settings: DetectorSettings,
+             gap_factor: float = DEFAULT_GAP_FACTOR) -> Backtest:
     """Stream the events through the pipeline in batches of BATCH_RECORDS; collect surprise and openings."""
     features = scorer.info.features
-    spec = WindowSpec(window=scorer.info.window, n_features=len(features), stride=stride)
-    pipeline = Pipeline(EventParser(features), MemoryWindowStore(spec), scorer, Metrics(),
-                        Topics(alerts="alerts", dead_letters="dead-letters"),
-                        detector=Detector(MemoryDetectorStore(), settings))
+    spec = WindowSpec(window=scorer.info.window, n_features=len(features), stride=stride,
+                      gaps=GapPolicy(factor=gap_factor, interval_ms=scorer.info.interval_ms))
+    pipeline = Pipeline(EventParser(features), MemoryStateStore(spec), scorer, Metrics(),
+                        Topics(alerts="alerts", dead_letters="dead-letters"), detector=Detector(settings))
     checkpoint = Checkpoint(ListSink(keep=False), _NoCommit(), Metrics())
     collector = _Collector(streams)
     started = time.perf_counter()
