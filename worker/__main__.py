@@ -1,4 +1,4 @@
-"""`vrae-worker run | config | check` (the service) and `export-history | tune-levels | demo` (the tools in
+"""`vrae-worker run | config | check` (the service) and `backtest | export-history | tune-levels | demo` (the tools in
 worker.tools, imported only when called); also `python -m worker`.
 
 Errors at this edge are one line on stderr saying what to fix, exit code 2.
@@ -114,6 +114,12 @@ def cmd_export_history(args: argparse.Namespace) -> int:
     return command(args, load_settings())
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from worker.tools.backtest_report import command
+
+    return command(args, load_settings())
+
+
 def cmd_tune_levels(args: argparse.Namespace) -> int:
     from worker.tools.tune_levels import command
 
@@ -135,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="CSV file to write")
     export.add_argument("--features", help="feature names in order (default: the configured model's)")
     export.set_defaults(func=cmd_export_history)
+    backtest = commands.add_parser("backtest", help="replay a long CSV through the worker's logic (configured "
+                                   "settings and model, in memory): per-event output, summary, scorecard with labels")
+    backtest.add_argument("--data", required=True, help="long CSV series_id,timestamp,<features>[,label]")
+    backtest.add_argument("--out", required=True, help="CSV to write, one row per event")
+    backtest.add_argument("--model", help="artifact to replay with (default: VRAE_MODEL__PATH)")
+    backtest.add_argument("--plot", help="also draw the series with their incidents and surprise (.png)")
+    backtest.set_defaults(func=cmd_backtest)
     tune = commands.add_parser("tune-levels", help="choose the incident open/close levels on a labelled long CSV")
     tune.add_argument("--data", required=True, help="long CSV series_id,timestamp,<features>,label to choose on")
     tune.add_argument("--check", help="a second labelled CSV to report the chosen levels on")

@@ -1,18 +1,19 @@
 """Backtest: recorded events through the worker's own pipeline in memory, no Kafka, no Redis.
 
-`Pipeline` and `Checkpoint` with the in-memory window and detector stores and the in-memory source and
-sink (worker.testing), exactly as the service runs them otherwise: the same parsing, windowing,
-scoring, per-series calibration and incident machine. The quality harness judges the worker this way
-and `vrae-worker tune-levels` chooses alert levels this way, so both see the surprise values the
-running worker would compute. Judgements are read from the processed batches themselves, never
-re-parsed from the records the pipeline rendered.
+`vrae-worker backtest --model m.pt --data history.csv --out events.csv [--plot timeline.png]` is what a
+user runs before deploying: the configured settings and model, exactly the worker's logic, and per
+event what the worker would have done. `Pipeline` and `Checkpoint` run with the in-memory state store
+and the in-memory sink (worker.testing), as the service runs them otherwise: the same parsing,
+windowing (gaps included), scoring, per-series calibration and incident machine. The quality harness
+judges the worker this way and `vrae-worker tune-levels` chooses alert levels this way: one path.
+Judgements are read from the processed batches themselves, never re-parsed from the rendered records.
 """
 
 import heapq
 import json
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -47,27 +48,38 @@ class Backtest:
     openings: dict[str, list[int]]  # series -> event indices of incident openings
     seconds: float  # wall time of the pipeline alone
     windows: int
+    closings: dict[str, list[int]] = field(default_factory=dict)  # series -> event indices of closings
+    closed_at: dict[str, list[int]] = field(default_factory=dict)  # series -> each closing's last anomalous ms
+    model_surprise: Stats | None = None  # the model's own surprise at the same windows
 
 
 class _Collector:
-    """Each judged window's surprise and each opening, by the position of the event that ended it in its
-    series (kept as plain numbers: a labelled history of a million windows must not hold their records)."""
+    """Each judged window's surprise and each transition, by the position of the event that ended it in
+    its series (plain numbers: a labelled history of a million windows must not hold their records)."""
 
     def __init__(self, streams: Sequence[Recorded]) -> None:
         self.position: list[int] = []  # offset -> the event's index in its series
-        self.surprise: dict[str, list[tuple[int, float]]] = {s.series_id: [] for s in streams}
-        self.openings: dict[str, list[int]] = {s.series_id: [] for s in streams}
+        self.surprise: dict[str, list[tuple[int, float, float]]] = {s.series_id: [] for s in streams}
+        self.transitions: dict[Phase, dict[str, list[int]]] = {phase: {s.series_id: [] for s in streams}
+                                                               for phase in Phase}
+        self.last_anomalous: dict[str, list[int]] = {s.series_id: [] for s in streams}  # closed_at, epoch ms
 
-    def collect(self, detection: DetectionResult | None) -> None:
+    def collect(self, detection: DetectionResult | None, model_surprise: np.ndarray) -> None:
         if detection is None:
             return
         for verdict in detection.verdicts:
             window = verdict.window
             self.surprise[window.series_id].append((self.position[window.event.record.offset],
-                                                    verdict.judgement.surprise))
+                                                    verdict.judgement.surprise, float(model_surprise[verdict.index])))
         for event in detection.events:
-            if event.transition.phase is Phase.OPENED:
-                self.openings[event.window.series_id].append(self.position[event.window.event.record.offset])
+            series = self.transitions[event.transition.phase][event.window.series_id]
+            series.append(self.position[event.window.event.record.offset])
+            if event.transition.phase is Phase.CLOSED:
+                self.last_anomalous[event.window.series_id].append(event.transition.state.last_anomalous_end_ms)
+
+    def stats(self, column: int) -> Stats:
+        return Stats({sid: np.array([row[column] for row in rows], np.float64) for sid, rows in self.surprise.items()},
+                     {sid: np.array([row[0] for row in rows], np.int64) for sid, rows in self.surprise.items()})
 
 
 def records_of(streams: Sequence[Recorded], positions: list[int] | None = None) -> Iterator[SourceRecord]:
@@ -102,7 +114,7 @@ def backtest(streams: Sequence[Recorded], scorer: Scorer, stride: int, settings:
     def run(records: list[SourceRecord]) -> None:
         processed = pipeline.process(pipeline.prepare(records))
         checkpoint.seal(processed)
-        collector.collect(processed.detection)
+        collector.collect(processed.detection, processed.scores.surprise)
 
     for record in records_of(streams, collector.position):
         batch.append(record)
@@ -112,9 +124,10 @@ def backtest(streams: Sequence[Recorded], scorer: Scorer, stride: int, settings:
     if batch:
         run(batch)
     seconds = time.perf_counter() - started
-    stats = Stats({sid: np.array([v for _, v in rows], np.float64) for sid, rows in collector.surprise.items()},
-                  {sid: np.array([n for n, _ in rows], np.int64) for sid, rows in collector.surprise.items()})
-    return Backtest(stats, collector.openings, seconds, sum(len(v) for v in stats.values.values()))
+    stats = collector.stats(1)
+    return Backtest(stats, collector.transitions[Phase.OPENED], seconds, sum(len(v) for v in stats.values.values()),
+                    closings=collector.transitions[Phase.CLOSED], closed_at=collector.last_anomalous,
+                    model_surprise=collector.stats(2))
 
 
 class _NoCommit:

@@ -8,7 +8,8 @@ alarm.
 
     precision = detected / (detected + false alarms)     recall = detected / anomalies
 
-NAB score (Lavin & Ahmad 2015, standard profile A_TP = 1, A_FP = -0.11, A_FN = -1): a detection earns
+NAB score (Lavin & Ahmad 2015, standard profile A_TP = 1, A_FP = -0.11, A_FN = -1; the low-false-positive
+profile doubles A_FP to -0.22): a detection earns
 A_TP * sigma(y), y = -(events left in the NAB window) / (its length), sigma(y) = 2 / (1 + e^{5y}) - 1,
 so an early detection earns almost 1 and one at the window's end almost 0. A false alarm after an
 anomaly costs -A_FP * sigma(distance past it / its length) (about A_FP soon after, less further on),
@@ -28,6 +29,7 @@ import numpy as np
 from worker.detection.incidents import IncidentSettings
 
 A_TP, A_FP, A_FN = 1.0, -0.11, -1.0
+A_FP_LOW = -0.22  # NAB's reward-low-false-positives profile: a false alarm costs twice as much
 # Open levels: the statistic's quantiles for tail shares 0.2 down to 1e-4, ten per decade. A coarser
 # grid (12 hand-picked quantiles) skipped whole ranges of a statistic with a gap between normal and
 # anomalous windows (benchmarks/QUALITY.md).
@@ -47,6 +49,7 @@ class Stats:
 @dataclass
 class EventScore:
     nab: float
+    nab_low_fp: float
     precision: float
     recall: float
     f1: float
@@ -87,7 +90,7 @@ def matches(areas: Sequence[tuple[int, int]], openings: Iterable[int]) -> Iterat
 def score_detections(labels: Mapping[str, np.ndarray], openings: Mapping[str, Sequence[int]], window: int,
                      n_windows: int) -> EventScore:
     """Score incident openings (event indices per series) against each series' 0/1 event labels."""
-    raw = perfect = null = 0.0
+    rewards = penalties = perfect = null = 0.0  # penalties: the false alarms' weights, before A_FP
     detected = missed = false_alarms = 0
     delays: list[int] = []
     for sid, series_labels in labels.items():
@@ -98,24 +101,29 @@ def score_detections(labels: Mapping[str, np.ndarray], openings: Mapping[str, Se
                 if not hit[k]:
                     a, b = areas[k]
                     hit[k] = True
-                    raw += A_TP * sigmoid(-(b - d + 1) / (b - a + 1))
+                    rewards += A_TP * sigmoid(-(b - d + 1) / (b - a + 1))
                     delays.append(d - a)
                 continue
             false_alarms += 1
             if k < -1:  # an area ended before it
                 a, b = areas[-k - 2]
-                raw += -A_FP * sigmoid(abs(d - b) / max(b - a, 1))
+                penalties -= sigmoid(abs(d - b) / max(b - a, 1))
             else:
-                raw += A_FP
+                penalties += 1.0
         detected += sum(hit)
         missed += len(hit) - sum(hit)
-        raw += A_FN * (len(hit) - sum(hit))
+        rewards += A_FN * (len(hit) - sum(hit))
         perfect += A_TP * sigmoid(-1.0) * len(areas)
         null += A_FN * len(areas)
     precision = detected / max(detected + false_alarms, 1)
     recall = detected / max(detected + missed, 1)
+
+    def normalised(a_fp: float) -> float:
+        return 100.0 * (rewards + a_fp * penalties - null) / (perfect - null) if perfect > null else math.nan
+
     return EventScore(
-        nab=100.0 * (raw - null) / (perfect - null) if perfect > null else math.nan,
+        nab=normalised(A_FP),
+        nab_low_fp=normalised(A_FP_LOW),
         precision=precision,
         recall=recall,
         f1=2 * precision * recall / max(precision + recall, 1e-12),
