@@ -76,7 +76,8 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
                          max_series_id_length=settings.events.max_series_id_length)
     sink = KafkaSink(build_producer(settings.kafka), timeout_s=settings.kafka.delivery_timeout_s)
     source = KafkaSource(build_consumer(settings.kafka), metrics, poll_timeout_ms=settings.kafka.poll_timeout_ms)
-    topics = Topics(alerts=settings.kafka.alert_topic, dead_letters=settings.kafka.dlq_topic)
+    topics = Topics(alerts=settings.kafka.alert_topic, dead_letters=settings.kafka.dlq_topic,
+                    max_message_bytes=settings.kafka.producer_max_request_bytes)
     pipeline = Pipeline(parser, store, model or scorer, metrics, topics, top_k=settings.model.top_features,
                         detector=build_detector(settings, client))
     checkpoint = Checkpoint(sink, source, metrics)

@@ -41,6 +41,9 @@ class KafkaSettings(BaseModel):
     bootstrap_timeout_ms: int = Field(5_000, ge=100)
     fetch_max_wait_ms: int = Field(100, ge=0)
     producer_linger_ms: int = Field(5, ge=0)
+    # kafka-python's max_request_size; dead letters are cut to fit it, since one the producer refused
+    # would be retried forever. Raise it only with the brokers' message.max.bytes.
+    producer_max_request_bytes: int = Field(1_048_576, ge=16_384)
     delivery_timeout_s: float = Field(30.0, gt=0)
 
     def security_config(self) -> dict[str, Any]:

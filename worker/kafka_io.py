@@ -51,6 +51,7 @@ def build_producer(settings: KafkaSettings) -> KafkaProducer:
         client_id=f"{settings.client_id}-producer",
         acks="all",
         linger_ms=settings.producer_linger_ms,
+        max_request_size=settings.producer_max_request_bytes,
         bootstrap_timeout_ms=settings.bootstrap_timeout_ms,
         **settings.security_config(),
     )

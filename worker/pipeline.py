@@ -21,7 +21,8 @@ from worker.detection.alerts import Alert, decide_alerts
 from worker.detection.detector import DetectionResult, Detector, IncidentEvent
 from worker.events import Event, EventParser, Invalid, SourceRecord
 from worker.metrics import Metrics
-from worker.records import OutboundMessage, alert_message, dead_letter_message, detection_messages
+from worker.records import (DEFAULT_MAX_MESSAGE_BYTES, OutboundMessage, alert_message, dead_letter_message,
+                            detection_messages)
 from worker.scorer import ModelInfo, Scores
 from worker.state.interfaces import WindowStore
 from worker.windows import DueWindow, Outcome
@@ -39,6 +40,7 @@ class BatchScorer(Protocol):
 class Topics:
     alerts: str
     dead_letters: str
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # the producer's limit: larger dead letters are cut
 
 
 @dataclass
@@ -105,7 +107,8 @@ class Pipeline:
         model = self._scorer.info  # a hot model swap happens between batches, never inside one
         scores = self._score(applied.windows)
         alerts, detection, messages = self._decide(applied.windows, scores, model)
-        messages += [dead_letter_message(item, self._topics.dead_letters) for item in batch.invalid]
+        messages += [dead_letter_message(item, self._topics.dead_letters, self._topics.max_message_bytes)
+                     for item in batch.invalid]
         self._count(applied.outcomes, applied.new_series, batch.invalid, len(applied.windows), len(alerts))
         report = BatchReport(records=len(batch.records), events=len(batch.events), invalid=batch.invalid,
                              windows=len(applied.windows), alerts=alerts,

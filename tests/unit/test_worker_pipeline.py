@@ -132,6 +132,16 @@ def test_overlap_stop_finishes_and_commits_the_batch_in_flight(tmp_path) -> None
     assert [json.loads(m.value)["window_end"] for m in sink.sent] == [3000, 4000]
 
 
+def test_dead_letters_are_cut_to_the_producers_max_request_size() -> None:
+    sink, metrics = ListSink(), Metrics()
+    limited = Pipeline(EventParser(("value",)), MemoryWindowStore(WindowSpec(window=WINDOW, n_features=1)),
+                       SpikeScorer(), metrics, Topics(alerts="alerts", dead_letters="dlq", max_message_bytes=20_000))
+    big = SourceRecord("events", 0, 0, b"s", b"x" * 50_000)  # under the event size limit: it is `not_json`
+    run_batch(limited, Checkpoint(sink, ListSource([]), metrics), [big])
+    [dead] = sink.on("dlq")
+    assert len(dead.value) < 20_000 and dict(dead.headers)["original_value_size"] == b"50000"
+
+
 def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
     backoff = Backoff(initial_s=0.5, max_s=2.0)
     assert [backoff.next() for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
