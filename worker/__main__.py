@@ -71,13 +71,15 @@ def cmd_run(_: argparse.Namespace) -> int:
         # process. Frozen, it leaves the collector's view: a full collection took 100-300 ms with it, a
         # stall every few seconds that went straight into alert latency; now it takes a few ms.
         gc.freeze()
-        service.run(stop)
+        if not service.run(stop):
+            return 1  # nothing is lost (the batch is consumed again), but an operator should know
     return 0
 
 
 def install_signal_handlers(stop: threading.Event, shutdown_timeout_s: float) -> None:
-    """First SIGTERM/SIGINT: finish the batch and exit 0. If that takes longer than the bound, or a
-    second signal arrives, exit at once (the uncommitted batch is replayed by the next worker)."""
+    """First SIGTERM/SIGINT: finish the batch and exit 0 (1 if it could not be committed). If that takes
+    longer than the bound, or a second signal arrives, exit 1 at once (the uncommitted batch is replayed
+    by the next worker)."""
 
     def hard_exit() -> None:
         log.error("shutdown exceeded its time limit; exiting without commit",
