@@ -50,4 +50,5 @@ POISON = (
     Poison("one-and-a-half-megabytes", b"pump-7", b"x" * 1_500_000, InvalidReason.OVERSIZED),
     Poison("two-megabytes-of-json", None, _event(b'"values": [1, 2], "pad": "' + b"x" * 2_000_000 + b'"'),
            InvalidReason.OVERSIZED),
+    Poison("two-megabyte-key", b"k" * 2_000_000, _event(b'"values": [1, 2]'), InvalidReason.KEY_MISMATCH),
 )

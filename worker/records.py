@@ -128,8 +128,12 @@ DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
 # record's varint lengths (a few bytes per field and header). A dead letter cut to the limit minus this
 # always fits, whatever the producer's own estimate adds.
 RECORD_OVERHEAD_BYTES = 1024
-# Room for the headers a cut adds: name, a size of up to 20 digits and a sha256 in hex, for key and value.
-_CUT_HEADERS_BYTES = 2 * (len("original_value_size") + 20 + len("original_value_sha256") + 64)
+# A dead letter's key picks its partition through kafka-python's pure-Python murmur2, about a second per
+# megabyte: a stream of 1 MB keys would cost a second each. No series id is this long at the default
+# limit (256 characters are at most 1 KiB of UTF-8), so a longer key matches none anyway.
+MAX_DEAD_LETTER_KEY_BYTES = 1024
+# Room for the headers a cut of the value adds: names, a size of up to 20 digits and a sha256 in hex.
+_CUT_HEADERS_BYTES = len("original_value_size") + 20 + len("original_value_sha256") + 64
 
 
 def dead_letter_message(invalid: Invalid, topic: str,
@@ -139,9 +143,9 @@ def dead_letter_message(invalid: Invalid, topic: str,
     A dead letter the producer refuses would be retried forever and stop its partition, so:
     - a null value is sent empty, with the header `value_null: true` (Kafka refuses a record with
       neither key nor value);
-    - a key or value that would make the record larger than `max_bytes` (the producer's max request
-      size) is cut to fit, with headers `original_<part>_size` and `original_<part>_sha256` of the
-      original bytes (`<part>` is `key` or `value`).
+    - a key over `MAX_DEAD_LETTER_KEY_BYTES`, and a value that would make the record larger than
+      `max_bytes` (the producer's max request size), are cut, with headers `original_<part>_size` and
+      `original_<part>_sha256` of the original bytes (`<part>` is `key` or `value`).
     """
     record = invalid.record
     headers = [
@@ -151,26 +155,15 @@ def dead_letter_message(invalid: Invalid, topic: str,
         ("source_partition", str(record.partition).encode("ascii")),
         ("source_offset", str(record.offset).encode("ascii")),
     ]
-    key, value = record.key, record.value
+    value = record.value
     if value is None:
         value = b""
         headers.append(("value_null", b"true"))
-    room = max_bytes - RECORD_OVERHEAD_BYTES - sum(len(name) + len(data) for name, data in headers)
-    key_size = len(key) if key is not None else 0
-    if key_size + len(value) > room:
-        key_room, value_room = _share(room - _CUT_HEADERS_BYTES, key_size, len(value))
-        key, value = _cut("key", key, key_room, headers), _cut("value", value, value_room, headers)
+    key = _cut("key", record.key, MAX_DEAD_LETTER_KEY_BYTES, headers)
+    room = (max_bytes - RECORD_OVERHEAD_BYTES - _CUT_HEADERS_BYTES - len(key or b"")
+            - sum(len(name) + len(data) for name, data in headers))
+    value = _cut("value", value, room, headers)
     return OutboundMessage(topic=topic, key=key, value=value, headers=tuple(headers))
-
-
-def _share(room: int, key_size: int, value_size: int) -> tuple[int, int]:
-    """Split `room` bytes between key and value: the smaller keeps up to half, the larger gets the rest."""
-    room = max(room, 0)
-    if key_size <= value_size:
-        key_room = min(key_size, room // 2)
-        return key_room, room - key_room
-    value_room = min(value_size, room // 2)
-    return room - value_room, value_room
 
 
 def _cut(part: str, data: bytes | None, room: int, headers: list[tuple[str, bytes]]) -> bytes | None:
@@ -179,7 +172,7 @@ def _cut(part: str, data: bytes | None, room: int, headers: list[tuple[str, byte
         return data
     headers.append((f"original_{part}_size", str(len(data)).encode("ascii")))
     headers.append((f"original_{part}_sha256", hashlib.sha256(data).hexdigest().encode("ascii")))
-    return data[:room]
+    return data[:max(room, 0)]
 
 
 def iso(moment: datetime) -> str:

@@ -12,7 +12,8 @@ from poison_records import FEATURES, POISON, Poison
 import worker
 from worker.detection.alerts import alert_id, decide_alerts, top_features
 from worker.events import Event, EventParser, Invalid, InvalidReason, SourceRecord
-from worker.records import DEFAULT_MAX_MESSAGE_BYTES, OutboundMessage, alert_message, dead_letter_message
+from worker.records import (DEFAULT_MAX_MESSAGE_BYTES, MAX_DEAD_LETTER_KEY_BYTES, OutboundMessage, alert_message,
+                            dead_letter_message)
 from worker.scorer import ModelInfo, Scores
 from worker.windows import DueWindow
 
@@ -87,6 +88,7 @@ def test_dead_letter_of_a_record_without_key_and_value_has_an_empty_value_and_sa
     (2_000_000, 100, DEFAULT_MAX_MESSAGE_BYTES),
     (700_000, 700_000, DEFAULT_MAX_MESSAGE_BYTES),
     (6, 50_000, 20_000),
+    (1025, 0, DEFAULT_MAX_MESSAGE_BYTES),
 ])
 def test_dead_letter_too_large_for_the_producer_is_cut_with_its_original_size_and_sha256(
         key_bytes: int, value_bytes: int, max_bytes: int) -> None:
@@ -96,9 +98,10 @@ def test_dead_letter_too_large_for_the_producer_is_cut_with_its_original_size_an
     message = dead_letter_message(Invalid(InvalidReason.OVERSIZED, "too big", record), "dlq", max_bytes=max_bytes)
     assert accepted_by_the_producer(message, max_bytes)
     headers = dict(message.headers)
-    for part, original, cut in (("key", key, message.key), ("value", value, message.value)):
+    for part, original, cut, room in (("key", key, message.key, MAX_DEAD_LETTER_KEY_BYTES),
+                                      ("value", value, message.value, max_bytes - 4096)):
         if original is not None and len(cut) < len(original):
-            assert original.startswith(cut) and len(cut) > max_bytes // 4
+            assert original.startswith(cut) and len(cut) >= room
             assert headers[f"original_{part}_size"] == str(len(original)).encode()
             assert headers[f"original_{part}_sha256"] == hashlib.sha256(original).hexdigest().encode()
         else:
