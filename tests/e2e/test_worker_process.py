@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,18 @@ def wait_for(predicate, timeout_s: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes sent to a local server on `port` that it has not read yet (Linux: /proc/net/tcp): with the
+    server stopped, a command the worker sent to it."""
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                total += int(fields[4].split(":")[1], 16)  # tx_queue:rx_queue
+    return total
 
 
 def test_sigterm_finishes_commits_and_exits_zero_with_json_logs(make_settings, kafka_tools) -> None:
@@ -91,7 +104,7 @@ def test_sigterm_while_the_broker_hangs_exits_non_zero_and_says_the_last_batch_w
             (settings.kafka.input_topic, 0)) == first, 60), "the worker never committed its first batch"
         redis.process.send_signal(signal.SIGSTOP)  # holds the next batch between poll and delivery
         tools.produce_events(settings.kafka.input_topic, events("pump-3", 10, start_ms=1_763_942_500_000))
-        time.sleep(3)  # polled (fetches wait 100 ms at most), now waiting on Redis
+        assert wait_for(lambda: unread_bytes(redis.port) > 0, 30), "the worker never polled the second batch"
         broker.process.send_signal(signal.SIGSTOP)
         redis.process.send_signal(signal.SIGCONT)  # the batch's alerts now go to a broker that never answers
         time.sleep(1)
