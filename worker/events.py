@@ -39,7 +39,7 @@ class InvalidReason(StrEnum):
     UNKNOWN_FEATURE = "unknown_feature"
     MISSING_FEATURE = "missing_feature"
     AMBIGUOUS_VALUES = "ambiguous_values"
-    INTERNAL = "internal"  # the parser itself failed on this record (a bug): the detail names the exception
+    INTERNAL = "internal"  # handling the record failed unexpectedly (a bug): the detail names the exception
 
 
 class SourceRecord(NamedTuple):
