@@ -20,7 +20,7 @@ from vrae_model.exceptions import VraeError
 from worker import logs
 from worker.config import Settings, describe_invalid_setting
 from worker.exceptions import UsageError
-from worker.health import heartbeat_age_s
+from worker.health import check_heartbeat
 from worker.metrics import Metrics
 
 log = logging.getLogger("worker")
@@ -40,16 +40,11 @@ def cmd_config(_: argparse.Namespace) -> int:
 
 def cmd_check(_: argparse.Namespace) -> int:
     settings = load_settings()
-    path = settings.service.heartbeat_file
-    age_s = heartbeat_age_s(path)
-    if age_s is None:
-        print(f"unhealthy: no heartbeat at {path}", file=sys.stderr)
+    healthy, reason = check_heartbeat(settings.service.heartbeat_file, settings.service.heartbeat_stale_s)
+    if not healthy:
+        print(f"unhealthy: {reason}", file=sys.stderr)
         return 1
-    if age_s > settings.service.heartbeat_stale_s:
-        print(f"unhealthy: heartbeat is {age_s:.0f} s old (limit {settings.service.heartbeat_stale_s:.0f} s)",
-              file=sys.stderr)
-        return 1
-    print(f"healthy: heartbeat {age_s:.1f} s old")
+    print(f"healthy: {reason}")
     return 0
 
 
@@ -76,13 +71,15 @@ def cmd_run(_: argparse.Namespace) -> int:
         # process. Frozen, it leaves the collector's view: a full collection took 100-300 ms with it, a
         # stall every few seconds that went straight into alert latency; now it takes a few ms.
         gc.freeze()
-        service.run(stop)
+        if not service.run(stop):
+            return 1  # nothing is lost (the batch is consumed again), but an operator should know
     return 0
 
 
 def install_signal_handlers(stop: threading.Event, shutdown_timeout_s: float) -> None:
-    """First SIGTERM/SIGINT: finish the batch and exit 0. If that takes longer than the bound, or a
-    second signal arrives, exit at once (the uncommitted batch is replayed by the next worker)."""
+    """First SIGTERM/SIGINT: finish the batch and exit 0 (1 if it could not be committed). If that takes
+    longer than the bound, or a second signal arrives, exit 1 at once (the uncommitted batch is replayed
+    by the next worker)."""
 
     def hard_exit() -> None:
         log.error("shutdown exceeded its time limit; exiting without commit",

@@ -46,13 +46,17 @@ class Service:
     scorer: Scorer | ReloadingScorer
     store: RedisStateStore
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event) -> bool:
+        """Runs until `stop`; False when the last batch could not be committed (see Loop.run)."""
         log.info("worker started", extra={"model": self.scorer.info.version, "sha256": self.scorer.info.sha256})
         try:
-            self.loop.run(stop)
+            committed = self.loop.run(stop)
         finally:
             self.close()
-            log.info("worker stopped")
+        if not committed:
+            log.error("the last batch could not be committed; its records will be consumed again")
+        log.info("worker stopped", extra={"last_batch_committed": committed})
+        return committed
 
     def close(self) -> None:
         try:
@@ -74,8 +78,10 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     parser = EventParser(feature_names=scorer.info.features, max_bytes=settings.events.max_bytes,
                          max_series_id_length=settings.events.max_series_id_length)
     sink = KafkaSink(build_producer(settings.kafka), timeout_s=settings.kafka.delivery_timeout_s)
-    source = KafkaSource(build_consumer(settings.kafka), metrics, poll_timeout_ms=settings.kafka.poll_timeout_ms)
-    topics = Topics(alerts=settings.kafka.alert_topic, dead_letters=settings.kafka.dlq_topic)
+    source = KafkaSource(build_consumer(settings.kafka), metrics, poll_timeout_ms=settings.kafka.poll_timeout_ms,
+                         commit_timeout_ms=round(settings.kafka.delivery_timeout_s * 1000))
+    topics = Topics(alerts=settings.kafka.alert_topic, dead_letters=settings.kafka.dlq_topic,
+                    max_message_bytes=settings.kafka.producer_max_request_bytes)
     pipeline = Pipeline(parser, store, model or scorer, metrics, topics, top_k=settings.model.top_features,
                         detector=build_detector(settings))
     checkpoint = Checkpoint(sink, source, metrics)
@@ -142,10 +148,11 @@ class BackgroundWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vrae-worker", daemon=True)
         self.error: BaseException | None = None
+        self.committed: bool | None = None  # after stop(): did the last batch get committed (Service.run)
 
     def _run(self) -> None:
         try:
-            self.service.run(self._stop)
+            self.committed = self.service.run(self._stop)
         except BaseException as error:  # surfaced to the owner by stop(), never lost in the thread
             self.error = error
 

@@ -1,13 +1,15 @@
 """The worker's settings: one pydantic-settings tree read from `VRAE_*` variables and `.env`.
 
 Nested groups use `__` (VRAE_KAFKA__BOOTSTRAP_SERVERS). Secrets are SecretStr so `vrae-worker config`
-and logs never show them; the Redis URL's password is masked when printed.
+and logs never show them; the secrets inside URLs (the Redis URL's password, `?password=`) are masked
+when printed.
 """
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +45,9 @@ class KafkaSettings(BaseModel):
     bootstrap_timeout_ms: int = Field(5_000, ge=100)
     fetch_max_wait_ms: int = Field(100, ge=0)
     producer_linger_ms: int = Field(5, ge=0)
+    # kafka-python's max_request_size; dead letters are cut to fit it, since one the producer refused
+    # would be retried forever. Raise it only with the brokers' message.max.bytes.
+    producer_max_request_bytes: int = Field(1_048_576, ge=16_384)
     delivery_timeout_s: float = Field(30.0, gt=0)
 
     def security_config(self) -> dict[str, Any]:
@@ -179,10 +184,9 @@ class Settings(BaseSettings):
     service: ServiceSettings = ServiceSettings()
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as plain JSON data, secrets shown as '**********'."""
-        data = json.loads(self.model_dump_json())
-        data["redis"]["url"] = mask_url_password(self.redis.url)
-        return data
+        """The effective settings as plain JSON data: SecretStr fields shown as '**********', and the
+        secrets of every URL-like value (the Redis URL, any other `scheme://...`) as '****'."""
+        return _mask_urls(json.loads(self.model_dump_json()))
 
 
 def describe_invalid_setting(error: ValidationError) -> str:
@@ -193,13 +197,44 @@ def describe_invalid_setting(error: ValidationError) -> str:
 
 
 def mask_url_password(url: str) -> str:
-    """`redis://user:secret@host` -> `redis://user:****@host`, so URLs can be logged."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """`url` with every secret it can carry replaced by `****`, so it can be printed and logged.
+
+    Secrets are the password of `user:password@`, a lone userinfo (`redis://token@host`: some services
+    hand out tokens that way), query parameters whose name says secret (redis-py takes `?password=`,
+    `?ssl_password=`, ... from the query) and a fragment (only an unescaped `#` in a password makes one).
+    Userinfo ends at the last `@`, since an unescaped `/`, `?` or `#` in a password would spill it into
+    the path: where the URL is ambiguous, more is masked, never less."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
         return url
-    userinfo = f"{parts.username or ''}:****"
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+    userinfo, at, location = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        userinfo = f"{user}:{_MASK}@" if colon else f"{_MASK}@"
+    location, hash_mark, _ = location.partition("#")
+    address, question_mark, query = location.partition("?")
+    query = "&".join(_mask_parameter(parameter) for parameter in query.split("&")) if query else ""
+    return f"{scheme}://{userinfo}{address}{question_mark}{query}{hash_mark and '#' + _MASK}"
+
+
+def _mask_parameter(parameter: str) -> str:
+    name, equals, _ = parameter.partition("=")
+    return f"{name}={_MASK}" if equals and _SECRET_NAME.search(unquote(name)) else parameter
+
+
+_MASK = "****"
+_SECRET_NAME = re.compile(r"pass|secret|token|auth|credential", re.IGNORECASE)
+
+
+def _mask_urls(data: Any) -> Any:
+    """Every URL-like string (`scheme://...`) in nested settings data, masked."""
+    if isinstance(data, dict):
+        return {key: _mask_urls(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_mask_urls(value) for value in data]
+    if isinstance(data, str) and "://" in data:
+        return mask_url_password(data)
+    return data
 
 
 def _reveal(secret: SecretStr | None) -> str | None:

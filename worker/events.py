@@ -40,7 +40,7 @@ class InvalidReason(StrEnum):
     MISSING_FEATURE = "missing_feature"
     AMBIGUOUS_VALUES = "ambiguous_values"
     SERIES_LIMIT = "series_limit"  # a new series beyond VRAE_WINDOW__MAX_SERIES (decided by the state store)
-    INTERNAL = "internal"  # handling the record raised; the detail names the exception (worker.loop)
+    INTERNAL = "internal"  # handling the record failed unexpectedly (a bug): the detail names the exception
 
 
 class SourceRecord(NamedTuple):
@@ -92,10 +92,13 @@ class EventParser:
     max_series_id_length: int = 256
 
     def parse(self, record: SourceRecord) -> Event | Invalid:
+        """An `Event`, or an `Invalid` for anything else: never raises, so one record cannot stop a partition."""
         try:
             return self._parse(record)
         except _Reject as reject:
             return Invalid(reject.reason, reject.detail, record)
+        except Exception as error:  # whatever we failed to foresee becomes a dead letter, not a crash loop
+            return Invalid(InvalidReason.INTERNAL, internal_detail(error), record)
 
     def _parse(self, record: SourceRecord) -> Event:
         payload = self._decode(record.value)
@@ -118,6 +121,9 @@ class EventParser:
             payload = _JSON.decode(text)
         except ValueError as error:
             raise _Reject(InvalidReason.NOT_JSON, f"not JSON: {error}") from None
+        except RecursionError:
+            # The decoder recurses once per nesting level: `[` x 5000 exhausts the interpreter's stack.
+            raise _Reject(InvalidReason.NOT_JSON, "not JSON: nested deeper than the decoder allows") from None
         if type(payload) is not dict:
             raise _Reject(InvalidReason.NOT_OBJECT, f"expected a JSON object, got {type(payload).__name__}")
         return payload
@@ -131,9 +137,16 @@ class EventParser:
         if len(series_id) > self.max_series_id_length:
             raise _Reject(InvalidReason.SERIES_ID_TOO_LONG,
                           f"series_id has {len(series_id)} chars > limit {self.max_series_id_length}")
+        try:
+            # JSON's `\ud800` escape gives a lone surrogate, which has no UTF-8 form: the Redis key, the
+            # record key and the alert id of such a series could never be written.
+            encoded = series_id.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise _Reject(InvalidReason.BAD_SERIES_ID,
+                          f"series_id is not encodable as UTF-8 (lone surrogate at char {error.start})") from None
         # The key picks the partition; a key other than the series id would split one series across
         # partitions and break per-series ordering, which the window store relies on.
-        if key is not None and key != series_id.encode("utf-8"):
+        if key is not None and key != encoded:
             raise _Reject(InvalidReason.KEY_MISMATCH, "Kafka key must equal series_id")
         return series_id
 
@@ -172,6 +185,15 @@ class EventParser:
         if missing:
             raise _Reject(InvalidReason.MISSING_FEATURE, f"missing feature(s): {', '.join(missing)}")
         return [features[name] for name in self.feature_names]
+
+
+def internal_detail(error: BaseException, limit: int = 200) -> str:
+    """One line naming an unexpected exception (its type first), for the `internal` dead-letter reason."""
+    try:
+        message = str(error)
+    except Exception:  # an exception whose own __str__ fails must not escape either
+        message = "(no message)"
+    return " ".join(f"{type(error).__name__}: {message}".split())[:limit]
 
 
 def parse_timestamp(raw: object) -> int:

@@ -46,11 +46,19 @@ def build_consumer(settings: KafkaSettings) -> KafkaConsumer:
 
 
 def build_producer(settings: KafkaSettings) -> KafkaProducer:
+    # A record the broker has not confirmed within delivery_timeout_s fails inside the client too (its
+    # own default is 2 minutes): no record of a failed batch lingers to be sent late, and close() finds
+    # nothing pending once a batch has failed.
+    delivery_timeout_ms = max(round(settings.delivery_timeout_s * 1000), settings.producer_linger_ms + 1)
     return KafkaProducer(
         bootstrap_servers=settings.bootstrap_servers.split(","),
         client_id=f"{settings.client_id}-producer",
         acks="all",
         linger_ms=settings.producer_linger_ms,
+        max_request_size=settings.producer_max_request_bytes,
+        delivery_timeout_ms=delivery_timeout_ms,
+        request_timeout_ms=min(30_000, delivery_timeout_ms - settings.producer_linger_ms),
+        max_block_ms=delivery_timeout_ms,
         bootstrap_timeout_ms=settings.bootstrap_timeout_ms,
         **settings.security_config(),
     )
@@ -59,10 +67,13 @@ def build_producer(settings: KafkaSettings) -> KafkaProducer:
 class KafkaSource:
     """Polls records, reports lag, commits only partitions still owned, rewinds a failed batch."""
 
-    def __init__(self, consumer: KafkaConsumer, metrics: Metrics, poll_timeout_ms: int = 500) -> None:
+    def __init__(self, consumer: KafkaConsumer, metrics: Metrics, poll_timeout_ms: int = 500,
+                 commit_timeout_ms: int = 30_000) -> None:
         self._consumer = consumer
         self._metrics = metrics
         self._poll_timeout_ms = poll_timeout_ms
+        # Without a bound a commit to a hung broker waits the consumer's request timeout (5 minutes).
+        self._commit_timeout_ms = commit_timeout_ms
 
     def poll(self) -> list[SourceRecord]:
         batches = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
@@ -102,7 +113,7 @@ class KafkaSource:
         if not to_commit:
             return True
         try:
-            self._consumer.commit(offsets=to_commit)
+            self._consumer.commit(offsets=to_commit, timeout_ms=self._commit_timeout_ms)
         except (CommitFailedError, KafkaError) as error:
             # Safe: the batch will be consumed again and the window store recognises the replay.
             self._metrics.commit_failures.inc()
@@ -145,8 +156,18 @@ class KafkaSink:
             raise DeliveryError(f"{len(messages)} messages not confirmed: {error!r}") from error
 
     def close(self, timeout_s: float = 5.0) -> None:
+        """Release the producer, always: pending messages get `timeout_s` to be delivered, then are dropped.
+
+        Only messages of uncommitted batches can be pending here: they are produced again on replay."""
         try:
             self._producer.close(timeout=timeout_s)
         except KafkaError as error:
-            # Only messages of uncommitted batches can be pending here: they are produced again on replay.
+            # close() flushes first and gives up on the flush's timeout before it stops the client's I/O
+            # thread: the thread would live on, and the producer's __del__ would raise later. Failing the
+            # pending records (the client's own force-close) lets close() finish.
             log.warning("producer closed with undelivered messages", extra={"error": repr(error)})
+            self._producer._sender.force_close()
+            try:
+                self._producer.close(timeout=timeout_s)
+            except KafkaError as still:  # its I/O thread did not stop in time: nothing more to do at exit
+                log.warning("producer did not close", extra={"error": repr(still)})

@@ -201,7 +201,13 @@ class Loop:
         self._metrics = metrics
         self._model = model
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event) -> bool:
+        """Runs until `stop`; True when the worker stopped with every batch it took committed.
+
+        False when the last batch could not be delivered or committed (say the broker hangs at shutdown):
+        its records are consumed again by the partition's next owner, and the caller should say so
+        (`vrae-worker run` exits 1)."""
+        committed = True
         try:
             while not stop.is_set():
                 self._heartbeat.beat()
@@ -210,21 +216,27 @@ class Loop:
                 try:
                     sealed = self._runner.run(batch, between=self._reload_model)
                 except BatchFailed as failure:
+                    committed = False
                     self._retry_later(failure.records, failure.error, stop)
                     continue
-                self._commit(sealed)
+                if sealed:
+                    committed = self._commit(sealed)
                 if poll_error is not None:
                     self._retry_later([], poll_error, stop)  # the batch in flight is committed first
                 elif sealed or not records:
                     self._backoff.reset()  # a batch went through, or the broker answered and nothing fails
         finally:
             try:
-                self._commit(self._runner.drain())  # a stop request finishes the batch in flight first
+                drained = self._runner.drain()  # a stop request finishes the batch in flight first
+                if drained:
+                    committed = self._commit(drained)
             except BatchFailed as failure:
+                committed = False
                 log.warning("the batch in flight failed at shutdown; it will be replayed",
                             extra={"error": repr(failure.error), "records": len(failure.records)})
             finally:
                 self._runner.close()
+        return committed
 
     def _poll(self) -> tuple[list[SourceRecord], Exception | None]:
         try:
@@ -234,9 +246,12 @@ class Loop:
                 raise
             return [], error
 
-    def _commit(self, sealed: list[SealedBatch]) -> None:
+    def _commit(self, sealed: list[SealedBatch]) -> bool:
+        """Commit each batch in order; False when the last commit failed (a later one covers earlier ones)."""
+        committed = True
         for batch in sealed:
-            self._checkpoint.commit(batch)
+            committed = self._checkpoint.commit(batch)
+        return committed
 
     def _reload_model(self) -> None:
         """Between batches: swap in a new model file if there is a valid one (see model_reload.py)."""

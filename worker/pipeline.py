@@ -19,13 +19,14 @@ import numpy as np
 
 from worker.detection.alerts import Alert, decide_alerts
 from worker.detection.detector import DetectionResult, Detector, DetectorState, IncidentEvent
-from worker.events import Event, EventParser, Invalid, InvalidReason, SourceRecord
+from worker.events import Event, EventParser, Invalid, InvalidReason, SourceRecord, internal_detail
 from worker.metrics import Metrics
-from worker.records import OutboundMessage, alert_message, dead_letter_message, detection_messages
+from worker.records import (DEFAULT_MAX_MESSAGE_BYTES, OutboundMessage, alert_message, dead_letter_message,
+                            detection_messages)
 from worker.scorer import ModelInfo, Scores
 from worker.state.codec import decode_detector_state, encode_detector_state
 from worker.state.interfaces import StateStore
-from worker.windows import ACCEPTED_OUTCOMES, DueWindow, Outcome, Peek
+from worker.windows import DueWindow, Peek
 
 
 class BatchScorer(Protocol):
@@ -38,6 +39,7 @@ class BatchScorer(Protocol):
 class Topics:
     alerts: str
     dead_letters: str
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # the producer's limit: larger dead letters are cut
 
 
 @dataclass
@@ -123,7 +125,8 @@ class Pipeline:
         states = {sid: decode_detector_state(raw) for sid, raw in peek.detector_states.items()}
         alerts, detection, messages = self._decide(windows, scores, model, states)
         invalid = batch.invalid + refused
-        messages += [dead_letter_message(item, self._topics.dead_letters) for item in invalid]
+        messages += [dead_letter_message(item, self._topics.dead_letters, self._topics.max_message_bytes)
+                     for item in invalid]
         written = {sid: encode_detector_state(state) for sid, state in detection.states.items()} if detection else {}
         self._count(peek, events, admitted, tracked, invalid, len(windows), len(alerts))
         report = BatchReport(records=len(batch.records), events=len(events), invalid=invalid,
@@ -136,13 +139,14 @@ class Pipeline:
     def quarantine(self, record: SourceRecord, error: Exception) -> ProcessedBatch:
         """One record whose processing raised: its dead letter (reason `internal`, naming the exception),
         and nothing else of it is written or scored."""
-        invalid = Invalid(InvalidReason.INTERNAL, f"{type(error).__name__}: {error}"[:500].replace("\n", " "), record)
+        invalid = Invalid(InvalidReason.INTERNAL, internal_detail(error), record)
         self._metrics.invalid.labels(invalid.reason.value).inc()
         report = BatchReport(records=1, invalid=[invalid], offsets=next_offsets([record]))
         nothing = StateWrite(self._store, [], {}, 0)
         no_scores = Scores(np.zeros(0, np.float32), np.zeros(0, np.float32),
                            np.zeros((0, self._store.spec.n_features), np.float32))
-        return ProcessedBatch([record], [dead_letter_message(invalid, self._topics.dead_letters)], nothing, None,
+        dead_letter = dead_letter_message(invalid, self._topics.dead_letters, self._topics.max_message_bytes)
+        return ProcessedBatch([record], [dead_letter], nothing, None,
                               no_scores, report, time.perf_counter())
 
     def _within_series_limit(self, events: list[Event], peek: Peek,

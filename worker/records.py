@@ -3,6 +3,7 @@ documents (schemas in worker/schemas) and dead letters. Rendering lives here onl
 shares one timestamp format, one way of writing non-finite numbers and one top-features ranking.
 """
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -122,17 +123,57 @@ def _finite(value: float, nan: float = FLOAT32_MAX) -> float:
     return min(max(value, -FLOAT32_MAX), FLOAT32_MAX)
 
 
-def dead_letter_message(invalid: Invalid, topic: str) -> OutboundMessage:
-    """The original key and value, untouched, with headers saying why and where from."""
+# kafka-python's default max_request_size: the largest record the producer accepts unless configured.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
+# What a record costs on top of its key, value and header bytes: the batch header (61 bytes) and the
+# record's varint lengths (a few bytes per field and header). A dead letter cut to the limit minus this
+# always fits, whatever the producer's own estimate adds.
+RECORD_OVERHEAD_BYTES = 1024
+# A dead letter's key picks its partition through kafka-python's pure-Python murmur2, about a second per
+# megabyte: a stream of 1 MB keys would cost a second each. No series id is this long at the default
+# limit (256 characters are at most 1 KiB of UTF-8), so a longer key matches none anyway.
+MAX_DEAD_LETTER_KEY_BYTES = 1024
+# Room for the headers a cut of the value adds: names, a size of up to 20 digits and a sha256 in hex.
+_CUT_HEADERS_BYTES = len("original_value_size") + 20 + len("original_value_sha256") + 64
+
+
+def dead_letter_message(invalid: Invalid, topic: str,
+                        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> OutboundMessage:
+    """The original key and value with headers saying why and where from, always in a form Kafka accepts.
+
+    A dead letter the producer refuses would be retried forever and stop its partition, so:
+    - a null value is sent empty, with the header `value_null: true` (Kafka refuses a record with
+      neither key nor value);
+    - a key over `MAX_DEAD_LETTER_KEY_BYTES`, and a value that would make the record larger than
+      `max_bytes` (the producer's max request size), are cut, with headers `original_<part>_size` and
+      `original_<part>_sha256` of the original bytes (`<part>` is `key` or `value`).
+    """
     record = invalid.record
-    headers = (
+    headers = [
         ("error", invalid.reason.value.encode("utf-8")),
         ("error_detail", invalid.detail.encode("utf-8", errors="replace")[:1024]),
         ("source_topic", record.topic.encode("utf-8")),
         ("source_partition", str(record.partition).encode("ascii")),
         ("source_offset", str(record.offset).encode("ascii")),
-    )
-    return OutboundMessage(topic=topic, key=record.key, value=record.value, headers=headers)
+    ]
+    value = record.value
+    if value is None:
+        value = b""
+        headers.append(("value_null", b"true"))
+    key = _cut("key", record.key, MAX_DEAD_LETTER_KEY_BYTES, headers)
+    room = (max_bytes - RECORD_OVERHEAD_BYTES - _CUT_HEADERS_BYTES - len(key or b"")
+            - sum(len(name) + len(data) for name, data in headers))
+    value = _cut("value", value, room, headers)
+    return OutboundMessage(topic=topic, key=key, value=value, headers=tuple(headers))
+
+
+def _cut(part: str, data: bytes | None, room: int, headers: list[tuple[str, bytes]]) -> bytes | None:
+    """`data` cut to `room` bytes; when cut, headers with the original's size and sha256 are appended."""
+    if data is None or len(data) <= room:
+        return data
+    headers.append((f"original_{part}_size", str(len(data)).encode("ascii")))
+    headers.append((f"original_{part}_sha256", hashlib.sha256(data).hexdigest().encode("ascii")))
+    return data[:max(room, 0)]
 
 
 def iso(moment: datetime) -> str:

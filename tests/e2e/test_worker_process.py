@@ -1,11 +1,13 @@
 """The worker as an operator runs it: `vrae-worker run` in a process, stopped by SIGTERM; Redis outages."""
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +41,18 @@ def wait_for(predicate, timeout_s: float) -> bool:
     return False
 
 
+def unread_bytes(port: int) -> int:
+    """Bytes sent to a local server on `port` that it has not read yet (Linux: /proc/net/tcp): with the
+    server stopped, a command the worker sent to it."""
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                total += int(fields[4].split(":")[1], 16)  # tx_queue:rx_queue
+    return total
+
+
 def test_sigterm_finishes_commits_and_exits_zero_with_json_logs(make_settings, kafka_tools) -> None:
     settings = make_settings()
     env = environment(settings)
@@ -64,6 +78,50 @@ def test_sigterm_finishes_commits_and_exits_zero_with_json_logs(make_settings, k
     assert not heartbeat.exists()
     unhealthy = subprocess.run([sys.executable, "-m", "worker", "check"], env=env, capture_output=True, text=True)
     assert unhealthy.returncode == 1
+
+
+def test_sigterm_while_the_broker_hangs_exits_non_zero_and_says_the_last_batch_was_not_committed(
+        make_settings, kafka_tools, tmp_path) -> None:
+    """A batch is taken, then the broker hangs (SIGSTOP) before the batch's alerts are confirmed: SIGTERM
+    cannot commit it, so the process must not report a clean stop (exit 0), though nothing is lost."""
+    broker = local_services.start_tansu(log_dir=tmp_path)
+    redis = local_services.start_redis(log_dir=tmp_path)
+    bootstrap = local_services.bootstrap(broker)
+    settings = make_settings(create=False, delivery_timeout_s=3.0)
+    settings.kafka.bootstrap_servers = bootstrap
+    local_services.create_topics(bootstrap, [settings.kafka.input_topic, settings.kafka.alert_topic,
+                                             settings.kafka.dlq_topic])
+    # Redis waits out its stall below (no client timeout); the hard exit must not be what fails the run.
+    settings.redis = RedisSettings(url=local_services.redis_url(redis), socket_timeout_s=60)
+    settings.service.shutdown_timeout_s = 90
+    settings.model.threshold = 0.0  # every window alerts: the batch has records to deliver
+    tools = dataclasses.replace(kafka_tools, bootstrap=bootstrap)  # this test's own broker
+    process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=environment(settings),
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        first = tools.produce_events(settings.kafka.input_topic, events("pump-3", 20))
+        assert wait_for(lambda: tools.committed(settings.kafka.group_id).get(
+            (settings.kafka.input_topic, 0)) == first, 60), "the worker never committed its first batch"
+        redis.process.send_signal(signal.SIGSTOP)  # holds the next batch between poll and delivery
+        tools.produce_events(settings.kafka.input_topic, events("pump-3", 10, start_ms=1_763_942_500_000))
+        assert wait_for(lambda: unread_bytes(redis.port) > 0, 30), "the worker never polled the second batch"
+        broker.process.send_signal(signal.SIGSTOP)
+        redis.process.send_signal(signal.SIGCONT)  # the batch's alerts now go to a broker that never answers
+        time.sleep(1)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for service in (broker, redis):
+            service.process.send_signal(signal.SIGCONT)
+            service.stop()
+    stderr = process.stderr.read()
+    assert code == 1, stderr[-3000:]
+    messages = [json.loads(line)["msg"] for line in stderr.splitlines()]  # JSON lines only: no traceback
+    assert "the last batch could not be committed; its records will be consumed again" in messages
+    assert "shutdown exceeded its time limit; exiting without commit" not in messages
 
 
 def test_worker_backs_off_while_redis_is_down_and_resumes(make_settings, kafka_tools, tiny_model, tmp_path) -> None:

@@ -1,5 +1,7 @@
 """The Kafka wrappers against the real (Tansu) broker."""
 
+import gc
+import threading
 import time
 
 import pytest
@@ -25,10 +27,11 @@ def test_sink_returns_only_after_the_broker_confirmed_every_message(make_setting
     assert list(records[0].headers) == list(headers)
 
 
-def test_sink_raises_when_delivery_is_not_confirmed(tmp_path) -> None:
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_sink_raises_when_delivery_is_not_confirmed_and_close_still_releases_the_producer(tmp_path) -> None:
     with local_services.start_tansu(log_dir=tmp_path) as broker:
-        producer = KafkaProducer(bootstrap_servers=local_services.bootstrap(broker), request_timeout_ms=1000,
-                                 max_block_ms=1000, retries=0)
+        producer = KafkaProducer(bootstrap_servers=local_services.bootstrap(broker), client_id="unconfirmed",
+                                 request_timeout_ms=1000, max_block_ms=1000, retries=0)
         local_services.create_topics(local_services.bootstrap(broker), ["alerts"])
         sink = KafkaSink(producer, timeout_s=1)
         sink.send([OutboundMessage("alerts", b"k", b"v")])
@@ -36,6 +39,25 @@ def test_sink_raises_when_delivery_is_not_confirmed(tmp_path) -> None:
         with pytest.raises(DeliveryError):
             sink.send([OutboundMessage("alerts", b"k", b"v")])
         sink.close(timeout_s=1)
+    # The undelivered record made kafka-python's close() give up before it stopped its I/O thread; the
+    # thread lived on and the producer's __del__ raised when it was collected.
+    assert "unconfirmed-network-thread" not in {thread.name for thread in threading.enumerate()}
+    del sink, producer
+    gc.collect()
+
+
+def test_producer_built_from_settings_expires_what_it_could_not_deliver(make_settings) -> None:
+    """The client gives up on a record when the worker does (VRAE_KAFKA__DELIVERY_TIMEOUT_S), not 2 minutes
+    later: nothing of a failed batch is sent late, and max_request_size is the dead letters' limit."""
+    settings = make_settings(with_model=False, delivery_timeout_s=4.0, producer_max_request_bytes=500_000)
+    producer = build_producer(settings.kafka)
+    try:
+        assert producer.config["delivery_timeout_ms"] == 4000
+        assert producer.config["request_timeout_ms"] + producer.config["linger_ms"] <= 4000
+        assert producer.config["max_block_ms"] == 4000
+        assert producer.config["max_request_size"] == 500_000
+    finally:
+        producer.close()
 
 
 def test_source_reports_lag_and_commits_only_partitions_it_owns(make_settings, kafka_tools) -> None:

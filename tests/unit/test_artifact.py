@@ -108,7 +108,7 @@ def test_module_calibration_matches_numpy_calibration() -> None:
     assert np.allclose(surprise.numpy(), surprises(calibration, probe), atol=1e-9)
 
 
-def test_surprise_keeps_ranking_where_the_anomaly_score_saturates() -> None:
+def test_surprise_keeps_ranking_where_the_anomaly_score_saturates(tmp_path: Path) -> None:
     """Far past the calibration's range anomaly_score is exactly 1.0 in float32; the surprise still orders."""
     from vrae_model.calibration import anomaly_scores, surprises
 
@@ -117,9 +117,9 @@ def test_surprise_keeps_ranking_where_the_anomaly_score_saturates() -> None:
     assert (anomaly_scores(calibration, far).astype(np.float32) == 1.0).all()
     assert np.all(np.diff(surprises(calibration, far)) > 0) and np.isfinite(surprises(calibration, far)).all()
     module, _ = make_module()
-    scripted = torch.jit.script(ScoringModule(module.model, Scaler(module.mean.numpy(), module.std.numpy()),
-                                              calibration))
-    _, surprise = scripted._calibrate(torch.from_numpy(far))
+    module = ScoringModule(module.model, Scaler(module.mean.numpy(), module.std.numpy()), calibration)
+    save_artifact(module, metadata_for(module), tmp_path / "m.pt")
+    _, surprise = load_artifact(tmp_path / "m.pt").module._calibrate(torch.from_numpy(far))
     assert np.all(np.diff(surprise.numpy()) > 0)
 
 

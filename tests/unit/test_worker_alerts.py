@@ -1,14 +1,19 @@
+import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 import jsonschema
 import numpy as np
+import pytest
+from kafka.record.default_records import DefaultRecordBatchBuilder
+from poison_records import FEATURES, POISON, Poison
 
 import worker
 from worker.detection.alerts import alert_id, decide_alerts, top_features
-from worker.events import Event, Invalid, InvalidReason, SourceRecord
-from worker.records import alert_message, dead_letter_message
+from worker.events import Event, EventParser, Invalid, InvalidReason, SourceRecord
+from worker.records import (DEFAULT_MAX_MESSAGE_BYTES, MAX_DEAD_LETTER_KEY_BYTES, OutboundMessage, alert_message,
+                            dead_letter_message)
 from worker.scorer import ModelInfo, Scores
 from worker.windows import DueWindow
 
@@ -60,6 +65,57 @@ def test_dead_letter_keeps_original_bytes_and_says_why_and_where() -> None:
     assert (message.topic, message.key, message.value) == ("dlq", b"k\xff", b"\x00garbage")
     assert dict(message.headers) == {"error": b"not_utf8", "error_detail": b"invalid UTF-8 at byte 1",
                                      "source_topic": b"events", "source_partition": b"3", "source_offset": b"42"}
+
+
+def accepted_by_the_producer(message: OutboundMessage, max_request_size: int) -> bool:
+    """What kafka-python's send() checks before it takes a record: a key or a value, within the size limit."""
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(message.key, message.value, list(message.headers))
+    return (message.key is not None or message.value is not None) and size <= max_request_size
+
+
+def test_dead_letter_of_a_record_without_key_and_value_has_an_empty_value_and_says_so() -> None:
+    record = SourceRecord("events", 0, 9, None, None)
+    message = dead_letter_message(Invalid(InvalidReason.EMPTY, "record value is empty", record), "dlq")
+    assert (message.key, message.value) == (None, b"")
+    assert dict(message.headers)["value_null"] == b"true"
+    assert dict(message.headers)["error"] == b"empty"
+    assert accepted_by_the_producer(message, DEFAULT_MAX_MESSAGE_BYTES)
+
+
+@pytest.mark.parametrize("key_bytes, value_bytes, max_bytes", [
+    (0, 2_000_000, DEFAULT_MAX_MESSAGE_BYTES),
+    (6, 1_048_576, DEFAULT_MAX_MESSAGE_BYTES),
+    (2_000_000, 100, DEFAULT_MAX_MESSAGE_BYTES),
+    (700_000, 700_000, DEFAULT_MAX_MESSAGE_BYTES),
+    (6, 50_000, 20_000),
+    (1025, 0, DEFAULT_MAX_MESSAGE_BYTES),
+])
+def test_dead_letter_too_large_for_the_producer_is_cut_with_its_original_size_and_sha256(
+        key_bytes: int, value_bytes: int, max_bytes: int) -> None:
+    key = (b"k" * key_bytes) or None
+    value = bytes(range(256)) * (value_bytes // 256) + b"v" * (value_bytes % 256)
+    record = SourceRecord("events", 1, 77, key, value)
+    message = dead_letter_message(Invalid(InvalidReason.OVERSIZED, "too big", record), "dlq", max_bytes=max_bytes)
+    assert accepted_by_the_producer(message, max_bytes)
+    headers = dict(message.headers)
+    for part, original, cut, room in (("key", key, message.key, MAX_DEAD_LETTER_KEY_BYTES),
+                                      ("value", value, message.value, max_bytes - 4096)):
+        if original is not None and len(cut) < len(original):
+            assert original.startswith(cut) and len(cut) >= room
+            assert headers[f"original_{part}_size"] == str(len(original)).encode()
+            assert headers[f"original_{part}_sha256"] == hashlib.sha256(original).hexdigest().encode()
+        else:
+            assert cut == original and f"original_{part}_size" not in headers
+    assert headers["error"] == b"oversized" and headers["source_offset"] == b"77"
+
+
+@pytest.mark.parametrize("poison", [pytest.param(poison, id=poison.name) for poison in POISON])
+def test_every_poison_record_gets_a_dead_letter_the_producer_accepts(poison: Poison) -> None:
+    invalid = EventParser(feature_names=FEATURES).parse(SourceRecord("events", 0, 3, poison.key, poison.value))
+    assert isinstance(invalid, Invalid)
+    message = dead_letter_message(invalid, "dlq")
+    assert accepted_by_the_producer(message, DEFAULT_MAX_MESSAGE_BYTES)
+    assert dict(message.headers)["error"] == poison.reason.value.encode()
 
 
 def test_example_event_matches_the_event_schema() -> None:

@@ -1,6 +1,7 @@
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,73 @@ def test_check_fails_without_a_fresh_heartbeat(monkeypatch: pytest.MonkeyPatch, 
     assert main(["check"]) == 0
     path.write_text("1.0\n")  # 1970: stale
     assert main(["check"]) == 1
+
+
+@pytest.mark.parametrize("url, secret, shown", [
+    ("redis://cache:6379/0?password=s3cret", "s3cret", "redis://cache:6379/0?password=****"),
+    ("rediss://cache:6380/0?db=2&password=s3cret&ssl_password=k3y", "s3cret",
+     "rediss://cache:6380/0?db=2&password=****&ssl_password=****"),
+    ("rediss://worker:s3cret@cache:6380/1", "s3cret", "rediss://worker:****@cache:6380/1"),
+    ("redis://:s3cret@cache:6379", "s3cret", "redis://:****@cache:6379"),
+    ("redis://s3cret@cache:6379", "s3cret", "redis://****@cache:6379"),
+    ("redis://worker:s3/cr?et@cache:6379/0", "cr?et", "redis://worker:****@cache:6379/0"),
+    ("redis://worker:s3cr#et@cache:6379/0", "#et", "redis://worker:****@cache:6379/0"),
+    ("unix://:s3cret@/run/redis.sock?db=0", "s3cret", "unix://:****@/run/redis.sock?db=0"),
+])
+def test_config_masks_every_password_a_redis_url_can_carry(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                           url: str, secret: str, shown: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VRAE_REDIS__URL", url)
+    assert main(["config"]) == 0
+    output = capsys.readouterr().out
+    assert secret not in output
+    assert json.loads(output)["redis"]["url"] == shown
+
+
+def test_config_masks_kafka_secrets_and_any_url_like_setting(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VRAE_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("VRAE_KAFKA__SSL_PASSWORD", "keypass")
+    monkeypatch.setenv("VRAE_REDIS__PASSWORD", "redispass")
+    monkeypatch.setenv("VRAE_KAFKA__BOOTSTRAP_SERVERS", "SASL_SSL://svc:brokerpass@k1:9093")
+    assert main(["config"]) == 0
+    output = capsys.readouterr().out
+    assert not [secret for secret in ("hunter2", "keypass", "redispass", "brokerpass") if secret in output]
+    printed = json.loads(output)
+    assert printed["kafka"]["ssl_password"] == printed["redis"]["password"] == "**********"
+    assert printed["kafka"]["bootstrap_servers"] == "SASL_SSL://svc:****@k1:9093"
+
+
+@pytest.mark.parametrize("content, fragment", [
+    pytest.param(f"{time.time() + 3600:.3f}\n", "in the future", id="an-hour-ahead"),
+    ("nan\n", "not a time"),
+    ("inf\n", "not a time"),
+    ("-inf\n", "not a time"),
+    ("garbage\n", "not a time"),
+    ("", "not a time"),
+])
+def test_check_refuses_a_heartbeat_from_the_future_or_not_a_time(monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                                  content: str, fragment: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "hb"
+    monkeypatch.setenv("VRAE_SERVICE__HEARTBEAT_FILE", str(path))
+    path.write_text(content)
+    assert main(["check"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("unhealthy: ") and fragment in error and error.count("\n") == 1
+
+
+def test_check_allows_a_heartbeat_slightly_ahead_of_the_clock(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "hb"
+    monkeypatch.setenv("VRAE_SERVICE__HEARTBEAT_FILE", str(path))
+    path.write_text(f"{time.time() + 2:.3f}\n")  # another clock a little ahead: within the allowance
+    assert main(["check"]) == 0
 
 
 def test_run_refuses_a_missing_model_with_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch,

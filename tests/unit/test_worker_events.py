@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from poison_records import FEATURES, POISON, Poison
 
 from worker.events import Event, EventParser, Invalid, InvalidReason, SourceRecord
 
@@ -132,3 +133,32 @@ def test_a_record_whose_handling_raised_becomes_an_internal_dead_letter_naming_t
     assert message.value == poison.value and dict(message.headers)["error"] == b"internal"
     assert dict(message.headers)["error_detail"].startswith(b"UnicodeEncodeError:")
     assert quarantined.report.offsets == {("events", 0): 6} and not quarantined.state.events
+
+
+ROOMY = EventParser(feature_names=FEATURES)  # the default size limit: deeply nested JSON fits in it
+
+
+@pytest.mark.parametrize("poison", [pytest.param(poison, id=poison.name) for poison in POISON])
+def test_poison_records_become_invalid_instead_of_raising(poison: Poison) -> None:
+    parsed = ROOMY.parse(record(poison.value, key=poison.key))
+    assert isinstance(parsed, Invalid)
+    assert parsed.reason == poison.reason
+    assert parsed.detail and "\n" not in parsed.detail
+
+
+def test_an_unexpected_error_while_parsing_is_an_internal_invalid_naming_the_exception(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: EventParser, payload: dict) -> np.ndarray:
+        raise ZeroDivisionError("a bug\nover two lines")
+
+    monkeypatch.setattr(EventParser, "_values", broken)
+    parsed = PARSER.parse(record({"series_id": "pump-7", "ts": 1, "values": [1, 2]}))
+    assert isinstance(parsed, Invalid)
+    assert parsed.reason == InvalidReason.INTERNAL
+    assert parsed.detail == "ZeroDivisionError: a bug over two lines"
+
+
+def test_a_record_of_an_unexpected_type_is_internal_not_a_crash() -> None:
+    parsed = PARSER.parse(SourceRecord(topic="events", partition=0, offset=5, key=None, value=12345))  # type: ignore[arg-type]
+    assert isinstance(parsed, Invalid) and parsed.reason == InvalidReason.INTERNAL
+    assert parsed.detail.startswith("TypeError: ")

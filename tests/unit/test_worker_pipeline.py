@@ -133,6 +133,43 @@ def test_overlap_stop_finishes_and_commits_the_batch_in_flight(tmp_path) -> None
     assert [json.loads(m.value)["window_end"] for m in sink.sent] == [3000, 4000]
 
 
+class FailingCommits(ListSource):
+    """A source whose commits fail, as they do when the broker hangs."""
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("broken, committed", [(None, True), ("delivery", False), ("commit", False)])
+def test_loop_reports_whether_its_last_batch_was_committed(tmp_path, overlap: bool, broken: str | None,
+                                                          committed: bool) -> None:
+    """What `vrae-worker run` turns into its exit code: a stop with the last batch undelivered (the broker
+    hangs) or its offsets uncommitted is not a clean stop, though the batch is consumed again."""
+    stop = threading.Event()
+    metrics = Metrics()
+    sink = ListSink(failures=10**9 if broken == "delivery" else 0)
+    source = (FailingCommits if broken == "commit" else ListSource)([records([1, 2, 50])], stop)
+    timer = threading.Timer(0.5, stop.set)  # the delivery never succeeds: stop while it is being retried
+    timer.start()
+    try:
+        result = memory_loop(source, pipeline(metrics), sink, metrics, Heartbeat(tmp_path / "hb", interval_s=0),
+                             Backoff(0.001, 0.002), overlap=overlap).run(stop)
+    finally:
+        timer.cancel()
+    assert result is committed
+
+
+def test_dead_letters_are_cut_to_the_producers_max_request_size() -> None:
+    sink, metrics = ListSink(), Metrics()
+    limited = Pipeline(EventParser(("value",)), MemoryStateStore(WindowSpec(window=WINDOW, n_features=1)),
+                       SpikeScorer(), metrics, Topics(alerts="alerts", dead_letters="dlq", max_message_bytes=20_000))
+    big = SourceRecord("events", 0, 0, b"s", b"x" * 50_000)  # under the event size limit: it is `not_json`
+    run_batch(limited, Checkpoint(sink, ListSource([]), metrics), [big])
+    [dead] = sink.on("dlq")
+    assert len(dead.value) < 20_000 and dict(dead.headers)["original_value_size"] == b"50000"
+
+
 def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
     backoff = Backoff(initial_s=0.5, max_s=2.0)
     assert [backoff.next() for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
