@@ -75,8 +75,11 @@ def run_window(stack: Stack, opts: options.BenchOptions, window: int, rate: floa
     # Warm-up events carry the harness' fixed past origin, so every live `ts` (wall clock) is later.
     warm_total = preload(stack.bootstrap, topics.events, opts.series, window - 1, opts.features)
     metrics_port = local_services.free_port()
+    # Windows mode: every alert is one window's latency. No gap rule: the warm-up's fixed past origin is
+    # days before the live timestamps, which would start every series afresh.
+    overrides = {"VRAE_DETECTION__MODE": "windows", "VRAE_WINDOW__GAP_FACTOR": "0", **opts.worker_env}
     env = worker_env(stack, topics, model, metrics_port=metrics_port, heartbeat=workdir / f"latency-w{window}.hb",
-                     key_prefix=f"latency-w{window}", threshold=opts.latency_threshold, overrides=opts.worker_env)
+                     key_prefix=f"latency-w{window}", threshold=opts.latency_threshold, overrides=overrides)
     samples_path = workdir / f"latency-w{window}.npy"
     profile_path = workdir / f"profile-latency-w{window}.txt" if opts.profile else None
     with WorkerProcess(env, metrics_port, workdir / f"worker-latency-w{window}.log", profile_path) as worker:

@@ -18,8 +18,8 @@ import redis
 from fixtures import make_tiny_model
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from worker.config import (EventSettings, KafkaSettings, ModelSettings, RedisSettings, ServiceSettings, Settings,
-                           WindowSettings)
+from worker.config import (DetectionSettings, EventSettings, KafkaSettings, ModelSettings, RedisSettings,
+                           ServiceSettings, Settings, WindowSettings)
 from worker.tools import local_services
 
 # kafka-python settings that join a consumer group in ~3 s on Tansu (the defaults take ~23 s).
@@ -149,7 +149,7 @@ def make_settings(request: pytest.FixtureRequest, tmp_path: Path, bootstrap_serv
     The tiny model is trained on first use only, so Kafka-only tests do not pay for it.
     """
 
-    def make(*, stride: int = 1, create: bool = True, with_model: bool = True,
+    def make(*, stride: int = 1, mode: str | None = None, create: bool = True, with_model: bool = True,
              **kafka: object) -> Settings:
         suffix = f"{next(_unique)}-{uuid.uuid4().hex[:6]}"
         kafka_settings = KafkaSettings(
@@ -164,6 +164,7 @@ def make_settings(request: pytest.FixtureRequest, tmp_path: Path, bootstrap_serv
             redis=RedisSettings(url=redis_url),
             model=_model_settings(request) if with_model else ModelSettings(),
             window=WindowSettings(stride=stride),
+            detection=DetectionSettings(mode=mode) if mode else DetectionSettings(),
             events=EventSettings(),
             service=ServiceSettings(metrics_port=0, heartbeat_file=tmp_path / f"heartbeat-{suffix}",
                                     backoff_initial_s=0.1, backoff_max_s=1.0),

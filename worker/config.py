@@ -128,8 +128,8 @@ class DetectionSettings(BaseModel):
     """How scored windows become alerts (see worker/detection/: calibration.py and incidents.py)."""
 
     mode: Literal["windows", "incidents"] = Field(
-        "windows", description="windows: one alert per window over the model's threshold; incidents: per-series "
-                               "online calibration and opened/closed incident records")
+        "incidents", description="incidents: per-series online calibration and opened/closed incident records; "
+                                 "windows: one alert per window over the model's threshold")
     long_halflife: float = Field(1000.0, gt=1, description="windows; a series' memory of normal")
     short_halflife: float = Field(6.0, gt=0, description="windows; the recent average compared against it")
     warmup: float = Field(300.0, ge=0, description="windows until a series' own history has half its final say")

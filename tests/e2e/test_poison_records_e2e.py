@@ -43,7 +43,7 @@ def event(series: str, i: int) -> tuple[bytes, bytes]:
 
 def test_every_poison_record_is_dead_lettered_and_the_partition_moves_past_it(make_settings, kafka_tools,
                                                                                 tiny_model) -> None:
-    settings = make_settings()
+    settings = make_settings(mode="windows")
     settings.model.threshold = 0.0  # every due window alerts: the events after the poison show up as alerts
     before = [event("pump-1", i) for i in range(tiny_model.window)]  # the first window is due at the last one
     after = [event("pump-1", i) for i in range(tiny_model.window, tiny_model.window + 10)]

@@ -50,7 +50,7 @@ def expected_scores(model_path: Path, data, stride: int) -> dict[str, float]:
 
 
 def test_worker_streams_alerts_and_dead_letters_then_commits(make_settings, kafka_tools, tiny_model) -> None:
-    settings = make_settings()
+    settings = make_settings(mode="windows")
     data, events = synthetic_events(tiny_model.features)
     bad = [(b"pump-x", b"{not json"), (b"pump-x", json.dumps({"series_id": "pump-x", "ts": 1,
                                                                 "features": {"rpm": 1.0}}).encode())]
@@ -98,7 +98,7 @@ def test_crash_before_commit_replays_to_the_same_window_state_and_alert_ids(make
     """The worker dies after delivering a batch, before (or after) writing its state, before its offsets
     are committed. The next worker replays the batch: before the write it delivers the same alert ids
     again; after it, nothing (they are out). Either way the state ends as a fault-free run leaves it."""
-    settings = make_settings()
+    settings = make_settings(mode="windows")
     settings.model.threshold = 0.0  # every scored window alerts: the replay must reproduce all of them
     _, events = synthetic_events(tiny_model.features, length=40)
     produced = kafka_tools.produce_events(settings.kafka.input_topic, events)
@@ -126,7 +126,7 @@ def test_crash_before_commit_replays_to_the_same_window_state_and_alert_ids(make
         replayed = restarted.service.metrics.registry.get_sample_value("vrae_events_total", {"outcome": "replayed"})
     state = state_snapshot(client)
     client.flushall()
-    reference = make_settings()
+    reference = make_settings(mode="windows")
     kafka_tools.produce_events(reference.kafka.input_topic, events)
     with BackgroundWorker(build_service(reference)):
         local_services.wait_until(lambda: kafka_tools.committed(reference.kafka.group_id).get(
@@ -142,7 +142,7 @@ def test_crash_before_commit_replays_to_the_same_window_state_and_alert_ids(make
 def test_vrae_score_and_the_worker_score_the_same_windows(make_settings, kafka_tools, tiny_model,
                                                           tmp_path: Path) -> None:
     stride = 3
-    settings = make_settings(stride=stride)
+    settings = make_settings(stride=stride, mode="windows")
     settings.model.threshold = 0.0  # publish every scored window
     data, events = synthetic_events(tiny_model.features, length=50, seed=11)
     csv_path = write_csv(data, tmp_path / "stream.csv")

@@ -87,7 +87,7 @@ def test_sigterm_while_the_broker_hangs_exits_non_zero_and_says_the_last_batch_w
     broker = local_services.start_tansu(log_dir=tmp_path)
     redis = local_services.start_redis(log_dir=tmp_path)
     bootstrap = local_services.bootstrap(broker)
-    settings = make_settings(create=False, delivery_timeout_s=3.0)
+    settings = make_settings(create=False, mode="windows", delivery_timeout_s=3.0)
     settings.kafka.bootstrap_servers = bootstrap
     local_services.create_topics(bootstrap, [settings.kafka.input_topic, settings.kafka.alert_topic,
                                              settings.kafka.dlq_topic])
@@ -127,7 +127,7 @@ def test_sigterm_while_the_broker_hangs_exits_non_zero_and_says_the_last_batch_w
 def test_worker_backs_off_while_redis_is_down_and_resumes(make_settings, kafka_tools, tiny_model, tmp_path) -> None:
     redis = local_services.start_redis(log_dir=tmp_path)
     port = redis.port
-    settings = make_settings()
+    settings = make_settings(mode="windows")
     settings.redis = RedisSettings(url=local_services.redis_url(redis), socket_timeout_s=0.5)
     settings.model.threshold = 0.0
     try:

@@ -62,6 +62,7 @@ def worker_env(bootstrap_servers: str, topics: dict[str, str], redis_url: str, t
         "VRAE_MODEL__PATH": str(tiny_model.path),
         "VRAE_MODEL__SHA256": tiny_model.sha256,
         "VRAE_MODEL__THRESHOLD": "0",
+        "VRAE_DETECTION__MODE": "windows",
         "VRAE_WINDOW__STRIDE": str(STRIDE),
         **extra,
     }
