@@ -47,7 +47,8 @@ class NaiveWorker:
     def warm_up(self, records: list[SourceRecord]) -> None:
         """Fill the series' windows in one batched call, so the timed part is all steady state."""
         events = [item for item in (self._parser.parse(r) for r in records) if isinstance(item, Event)]
-        self._store.write(events, {}, int(time.time() * 1000))
+        now_ms = int(time.time() * 1000)
+        self._store.write(self._store.peek(events, detector=False, now_ms=now_ms).pending, {}, now_ms)
 
     def handle(self, record: SourceRecord) -> tuple[int, int]:
         """One event end to end; returns (windows scored, alerts sent)."""
@@ -58,13 +59,13 @@ class NaiveWorker:
         now_ms = int(time.time() * 1000)
         peek = self._store.peek([item], detector=False, now_ms=now_ms)  # one pipeline, one EVALSHA: a round trip
         if not peek.windows:
-            self._store.write([item], {}, now_ms)
+            self._store.write(peek.pending, {}, now_ms)
             return 0, 0
         window = peek.windows[0]
         scores = self._scorer.score(window.values[None])  # (1, T, F): one forward pass
         alerts = decide_alerts(peek.windows, scores, self._scorer.info, top_k=3, now=datetime.now(timezone.utc))
         self._sink.send([alert_message(alert, self._alert_topic) for alert in alerts])
-        self._store.write([item], {}, now_ms)  # after delivery, as the worker does: a second round trip
+        self._store.write(peek.pending, {}, now_ms)  # after delivery, as the worker does: a second round trip
         return 1, len(alerts)
 
 

@@ -72,7 +72,7 @@ def apply(store: RedisStateStore, events: list) -> Peek:
     """The store's two round trips of a batch: the peek before scoring, the write after delivery."""
     now_ms = int(time.time() * 1000)
     peek = store.peek(events, detector=False, now_ms=now_ms)
-    store.write(events, {}, now_ms)
+    store.write(peek.pending, {}, now_ms)
     return peek
 
 

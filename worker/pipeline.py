@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -70,12 +70,12 @@ class StateWrite:
     """What a batch changes in the state store, written only once its records are delivered."""
 
     store: StateStore
-    events: Sequence[Event]
+    windows: dict[str, Any]  # the window states the peek computed, in the store's own form
     detector_states: dict[str, bytes]
     now_ms: int
 
     def apply(self) -> None:
-        self.store.write(self.events, self.detector_states, self.now_ms)
+        self.store.write(self.windows, self.detector_states, self.now_ms)
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,8 @@ class Pipeline:
                              windows=len(windows), alerts=alerts,
                              incidents=detection.events if detection is not None else [],
                              offsets=next_offsets(batch.records))
-        return ProcessedBatch(batch.records, messages, StateWrite(self._store, events, written, now_ms), detection,
+        pending = {sid: state for sid, state in peek.pending.items() if sid in admitted or sid not in peek.new_series}
+        return ProcessedBatch(batch.records, messages, StateWrite(self._store, pending, written, now_ms), detection,
                               scores, report, batch.started)
 
     def quarantine(self, record: SourceRecord, error: Exception) -> ProcessedBatch:
@@ -142,7 +143,7 @@ class Pipeline:
         invalid = Invalid(InvalidReason.INTERNAL, internal_detail(error), record)
         self._metrics.invalid.labels(invalid.reason.value).inc()
         report = BatchReport(records=1, invalid=[invalid], offsets=next_offsets([record]))
-        nothing = StateWrite(self._store, [], {}, 0)
+        nothing = StateWrite(self._store, {}, {}, 0)
         no_scores = Scores(np.zeros(0, np.float32), np.zeros(0, np.float32),
                            np.zeros((0, self._store.spec.n_features), np.float32))
         dead_letter = dead_letter_message(invalid, self._topics.dead_letters, self._topics.max_message_bytes)

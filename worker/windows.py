@@ -13,12 +13,15 @@
   It changes nothing and ends no window: the state is written only after the batch's records were
   delivered (worker/checkpoint.py), so its windows' records are out already. Nothing to size: the
   state keeps only the `window - 1` events the next window needs.
+- A store peeks at a batch (outcomes, due windows, and the window states the batch leads to) and
+  writes those states later, each only if it is not older than the stored one: a series' window state
+  is a function of its events up to its last applied offset, so the newest is right whoever made it.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -76,6 +79,7 @@ class Peek:
     new_series: list[str] = field(default_factory=list)  # series without state yet
     refresh: list[str] = field(default_factory=list)  # series whose registration is due for a refresh
     detector_states: dict[str, bytes] = field(default_factory=dict)  # raw, for the series that have one
+    pending: dict[str, Any] = field(default_factory=dict)  # the window states to write, in the store's own form
 
 
 def group_by_series(events: Sequence[Event]) -> dict[str, list[int]]:

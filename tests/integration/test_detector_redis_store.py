@@ -27,7 +27,7 @@ def run(store: RedisStateStore | MemoryStateStore, series: str, first: int, scor
     raw = store.peek(events, detector=True, now_ms=NOW_MS).detector_states
     result = detect(windows, scored, {sid: decode_detector_state(r) for sid, r in raw.items()}, MODEL,
                     DetectorSettings())
-    store.write([], {sid: encode_detector_state(state) for sid, state in result.states.items()}, NOW_MS)
+    store.write({}, {sid: encode_detector_state(state) for sid, state in result.states.items()}, NOW_MS)
     return result
 
 
@@ -66,6 +66,6 @@ def test_an_older_state_never_overwrites_a_newer_one(redis_url: str) -> None:
     older = run(MemoryStateStore(SPEC), "s", 1, [0.1] * 10).states["s"]
     run(store, "s", 1, [0.1] * 20)
     newer = client.get(detector_key("o", "s"))
-    store.write([], {"s": encode_detector_state(older)}, NOW_MS)
+    store.write({}, {"s": encode_detector_state(older)}, NOW_MS)
     assert client.get(detector_key("o", "s")) == newer
     assert decode_detector_state(newer).history.last_end_ms == 20_000

@@ -38,7 +38,7 @@ def random_stream(rng: random.Random, n: int, n_features: int) -> list[Event]:
 def apply(store: RedisStateStore | MemoryStateStore, events: list[Event], detector: dict[str, bytes] | None = None,
           now_ms: int = NOW_MS) -> Peek:
     peek = store.peek(events, detector=True, now_ms=now_ms)
-    store.write(events, detector or {}, now_ms)
+    store.write(peek.pending, detector or {}, now_ms)
     return peek
 
 
@@ -92,8 +92,7 @@ def test_a_write_that_timed_out_and_ran_later_is_just_a_replay(redis_url: str) -
     store = RedisStateStore(client, spec)
     events = [Event("s", 1000 * (i + 1), np.array([i], np.float32), SourceRecord("e", 0, i, None, b""))
               for i in range(600)]  # one series, hundreds of events in one batch
-    store.peek(events, detector=False, now_ms=NOW_MS)
-    store.write(events, {}, NOW_MS)  # the write the client never saw confirmed
+    store.write(store.peek(events, detector=False, now_ms=NOW_MS).pending, {}, NOW_MS)  # never confirmed
     state = client.get(window_key("vrae", "s"))
     retry = apply(store, events)
     assert retry.outcomes == [Outcome.REPLAYED] * 600 and retry.windows == []
@@ -106,7 +105,7 @@ def test_detector_states_are_read_by_the_peek_and_written_newer_wins(redis_url: 
     one = [Event("s", 1000, np.zeros(1, np.float32), SourceRecord("e", 0, 0, None, b""))]
     newer, older = (20_000).to_bytes(8, "little") + b"new", (10_000).to_bytes(8, "little") + b"old"
     apply(store, one, {"s": newer})
-    store.write([], {"s": older}, NOW_MS)
+    store.write({}, {"s": older}, NOW_MS)
     assert client.get(detector_key("vrae", "s")) == newer
     assert store.peek(one, detector=True, now_ms=NOW_MS).detector_states == {"s": newer}
     assert store.peek(one, detector=False, now_ms=NOW_MS).detector_states == {}
@@ -133,13 +132,13 @@ def test_the_registry_caps_the_series_and_renews_active_ones(redis_url: str) -> 
     peek = store.peek(events, detector=False, now_ms=NOW_MS)
     assert peek.new_series == ["a", "b", "c"]
     assert store.admit(peek.new_series, peek.refresh, NOW_MS) == ({"a", "b"}, 2)
-    store.write(events[:2], {}, NOW_MS)
+    store.write({sid: state for sid, state in peek.pending.items() if sid != "c"}, {}, NOW_MS)
     later = NOW_MS + 40_000  # past half the TTL: a and b are due for a refresh
     more = [Event(s, 2000, np.zeros(1, np.float32), SourceRecord("e", 0, 3 + i, None, b"")) for i, s in enumerate("ab")]
     peek = store.peek(more, detector=False, now_ms=later)
     assert peek.new_series == [] and sorted(peek.refresh) == ["a", "b"]
     assert store.admit([], peek.refresh, later) == (set(), 2)
-    store.write(more, {}, later)
+    store.write(peek.pending, {}, later)
     assert store.admit(["c"], [], NOW_MS + 70_000) == (set(), 2)  # renewed: a and b still count
     assert store.admit(["c"], [], later + 61_000) == ({"c"}, 1)
     assert client.zcard(registry_key("vrae")) == 1

@@ -119,7 +119,7 @@ class Stored:
         return detector.detect(windows, batch, MODEL, {sid: decode_detector_state(r) for sid, r in raw.items()})
 
     def save(self, result: DetectionResult) -> None:
-        self.store.write([], {sid: encode_detector_state(state) for sid, state in result.states.items()}, 0)
+        self.store.write({}, {sid: encode_detector_state(state) for sid, state in result.states.items()}, 0)
 
     def raw(self, series_id: str) -> bytes | None:
         return self.store.detector_raw(series_id)

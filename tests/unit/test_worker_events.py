@@ -132,7 +132,7 @@ def test_a_record_whose_handling_raised_becomes_an_internal_dead_letter_naming_t
     (message,) = quarantined.messages
     assert message.value == poison.value and dict(message.headers)["error"] == b"internal"
     assert dict(message.headers)["error_detail"].startswith(b"UnicodeEncodeError:")
-    assert quarantined.report.offsets == {("events", 0): 6} and not quarantined.state.events
+    assert quarantined.report.offsets == {("events", 0): 6} and not quarantined.state.windows
 
 
 ROOMY = EventParser(feature_names=FEATURES)  # the default size limit: deeply nested JSON fits in it

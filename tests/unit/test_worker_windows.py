@@ -23,7 +23,7 @@ def stream(n: int, series: str = "s", start_offset: int = 0, step_ms: int = 1000
 def apply(store: MemoryStateStore, events: list[Event]) -> Peek:
     """What the pipeline and the checkpoint do with a batch: peek, then (after delivery) write."""
     peek = store.peek(events, detector=False, now_ms=NOW_MS)
-    store.write(events, {}, NOW_MS)
+    store.write(peek.pending, {}, NOW_MS)
     return peek
 
 
@@ -81,10 +81,14 @@ def test_replayed_events_after_the_write_change_nothing_however_many_per_series(
 def test_a_write_repeated_after_a_timeout_changes_nothing() -> None:
     store = MemoryStateStore(WindowSpec(window=3, n_features=1))
     events = stream(10)
-    store.write(events, {}, NOW_MS)
-    store.write(events, {}, NOW_MS)  # the client timed out; the first write ran on the server anyway
+    pending = store.peek(events, detector=False, now_ms=NOW_MS).pending
+    store.write(pending, {}, NOW_MS)
+    apply(store, stream(12)[10:])  # the stream moved on ...
+    store.write(pending, {}, NOW_MS)  # ... when the first write, which timed out on the client, ran late
     peek = store.peek([event(11_000, 10)], detector=False, now_ms=NOW_MS)
-    assert [w.values[:, 0].tolist() for w in peek.windows] == [[9000, 10_000, 11_000]]
+    assert peek.outcomes == [Outcome.REPLAYED] and peek.windows == []
+    after = store.peek([event(13_000, 12)], detector=False, now_ms=NOW_MS)
+    assert [w.values[:, 0].tolist() for w in after.windows] == [[11_000, 12_000, 13_000]]
 
 
 def test_capacity_is_what_the_next_window_needs() -> None:

@@ -7,7 +7,7 @@ other (tests/integration/test_worker_redis_store.py).
 """
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from worker.events import Event
 from worker.windows import Peek, WindowSpec
@@ -17,8 +17,9 @@ class StateStore(Protocol):
     spec: WindowSpec
 
     def peek(self, events: Sequence[Event], *, detector: bool, now_ms: int) -> Peek:
-        """Outcomes and due windows of a batch (any order across series, offset order within one), and
-        with `detector` each series' stored detector state, all read without writing anything."""
+        """Outcomes and due windows of a batch (any order across series, offset order within one), the
+        window states it leads to (`Peek.pending`), and with `detector` each series' stored detector
+        state, all read without writing anything."""
         ...
 
     def admit(self, new: Sequence[str], refresh: Sequence[str], now_ms: int) -> tuple[set[str], int | None]:
@@ -26,7 +27,7 @@ class StateStore(Protocol):
         series tracked (None without a cap); `refresh` renews the registration of tracked series."""
         ...
 
-    def write(self, events: Sequence[Event], detector_states: dict[str, bytes], now_ms: int) -> None:
-        """Apply the batch for good, atomically per series; detector states only replace older ones.
-        Idempotent: events at or below a series' last applied offset are skipped."""
+    def write(self, windows: dict[str, Any], detector_states: dict[str, bytes], now_ms: int) -> None:
+        """Store the window states a peek computed and the detector states, atomically per series, each
+        only if it is not older than the stored one; so writing twice, or late, changes nothing."""
         ...

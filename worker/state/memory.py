@@ -7,6 +7,7 @@ exactly the same rules, which tests/integration pins event for event.
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,13 @@ class MemoryStateStore:
                 result.new_series.append(series_id)
             elif self._refresh_due(state, now_ms):
                 result.refresh.append(series_id)
-            self._advance(series_id, state.copy() if state else self._new(), events, indices, result)
+            pending = state.copy() if state else self._new()
+            changed = self._advance(series_id, pending, events, indices, result)
+            if self._refresh_due(pending, now_ms):
+                pending.registered_until = now_ms + self.spec.ttl_s * 1000
+                changed = True
+            if changed:
+                result.pending[series_id] = pending
             if detector and series_id in self._detector:
                 result.detector_states[series_id] = self._detector[series_id]
         return result
@@ -71,13 +78,11 @@ class MemoryStateStore:
                 admitted.add(series_id)
         return admitted, len(self._registry)
 
-    def write(self, events: Sequence[Event], detector_states: dict[str, bytes], now_ms: int) -> None:
-        for series_id, indices in group_by_series(events).items():
-            state = self._series.get(series_id) or self._new()
-            self._advance(series_id, state, events, indices, None)
-            if self._refresh_due(state, now_ms):
-                state.registered_until = now_ms + self.spec.ttl_s * 1000
-            self._series[series_id] = state
+    def write(self, windows: dict[str, Any], detector_states: dict[str, bytes], now_ms: int) -> None:
+        for series_id, pending in windows.items():
+            stored = self._series.get(series_id)
+            if stored is None or stored.last_offset <= pending.last_offset:
+                self._series[series_id] = pending.copy()
         for series_id, raw in detector_states.items():
             old = self._detector.get(series_id)
             if old is None or last_end_ms(old) < last_end_ms(raw):
@@ -90,9 +95,11 @@ class MemoryStateStore:
         return bool(self._max_series) and state.registered_until < now_ms + self.spec.ttl_s * 1000 / 2
 
     def _advance(self, series_id: str, state: _Series, events: Sequence[Event], indices: list[int],
-                 into: Peek | None) -> None:
-        """Apply one series' events to `state` in place; with `into`, record outcomes and due windows."""
+                 into: Peek) -> bool:
+        """Apply one series' events to `state` in place, recording outcomes and due windows in `into`;
+        whether the state changed."""
         spec = self.spec
+        changed = False
         for index in indices:
             event = events[index]
             offset, ts = event.record.offset, event.ts_ms
@@ -101,7 +108,9 @@ class MemoryStateStore:
             elif state.n > 0 and ts <= state.last_ts:
                 outcome = Outcome.LATE if ts < state.last_ts else Outcome.DUPLICATE
                 state.last_offset = offset
+                changed = True
             else:
+                changed = True
                 outcome = Outcome.ACCEPTED
                 if state.n > 0:
                     step = ts - state.last_ts
@@ -115,13 +124,12 @@ class MemoryStateStore:
                 state.values.append(event.values)
                 state.n += 1
                 state.last_ts, state.last_offset = ts, offset
-                if into is not None:
-                    self._window(series_id, state, event, into)
+                self._window(series_id, state, event, into)
                 while len(state.timestamps) > spec.capacity:
                     state.timestamps.popleft()
                     state.values.popleft()
-            if into is not None:
-                into.outcomes[index] = outcome
+            into.outcomes[index] = outcome
+        return changed
 
     def _window(self, series_id: str, state: _Series, event: Event, into: Peek) -> None:
         """The window the event just appended ends, if it is due."""

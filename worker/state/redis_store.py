@@ -16,7 +16,7 @@ from redis.cluster import RedisCluster
 
 from worker.config import RedisSettings
 from worker.events import Event
-from worker.state.scripts import ADMIT, STATE
+from worker.state.scripts import ADMIT, PEEK, WRITE
 from worker.windows import DueWindow, Outcome, Peek, WindowSpec, group_by_series
 
 _OUTCOME_BY_LETTER = {
@@ -105,7 +105,7 @@ def registry_key(prefix: str) -> str:
 
 
 class RedisStateStore:
-    """Each series' window and detector state in Redis, read and written by the STATE script."""
+    """Each series' window and detector state in Redis, read by the PEEK script and stored by WRITE."""
 
     def __init__(self, client: RedisClient, spec: WindowSpec, key_prefix: str = "vrae", *,
                  max_series: int = 0) -> None:
@@ -113,7 +113,8 @@ class RedisStateStore:
         self._client = client
         self._prefix = key_prefix
         self._max_series = max_series
-        self._state = LoadedScript(client, STATE)
+        self._peek = LoadedScript(client, PEEK)
+        self._write = LoadedScript(client, WRITE)
         self._admit = LoadedScript(client, ADMIT)
         self._value_bytes = 4 * spec.n_features
 
@@ -129,7 +130,7 @@ class RedisStateStore:
         if not groups:
             return result
         # Repeated after a lost script: peeking twice reads twice.
-        replies = self._state.run(lambda sha: self._call(sha, "peek", events, groups, {}, now_ms, detector))
+        replies = self._peek.run(lambda sha: self._call(sha, events, groups, now_ms, detector))
         due: list[tuple[str, Event, int, bytes]] = []
         for (series_id, indices), reply in zip(groups.items(), replies):
             self._collect(series_id, indices, events, reply, result, due)
@@ -146,21 +147,32 @@ class RedisStateStore:
             *refresh, *new))
         return {raw.decode("utf-8") for raw in reply[:-1]}, int(reply[-1])
 
-    def write(self, events: Sequence[Event], detector_states: dict[str, bytes], now_ms: int) -> None:
-        groups = group_by_series(events)
-        for series_id in detector_states:
-            groups.setdefault(series_id, [])
-        if groups:
-            # Repeated after a lost script: the write skips what it applied the first time.
-            self._state.run(lambda sha: self._call(sha, "write", events, groups, detector_states, now_ms, False))
+    def write(self, windows: dict[str, Any], detector_states: dict[str, bytes], now_ms: int) -> None:
+        series = list(dict.fromkeys([*windows, *detector_states]))
+        if not series:
+            return
+        # Repeated after a lost script: a state already stored is not replaced by an equal or older one.
+        self._write.run(lambda sha: self._store(sha, series, windows, detector_states))
 
-    def _call(self, sha: str, mode: str, events: Sequence[Event], groups: dict[str, list[int]],
-              detector_states: dict[str, bytes], now_ms: int, detector: bool) -> list[Any]:
-        """One reply per series, in `groups` order (peek), or the chunks' counts (write)."""
+    def _store(self, sha: str, series: list[str], windows: dict[str, Any], detector_states: dict[str, bytes]) -> None:
+        """One WRITE call per chunk of series, all in one pipeline."""
+        pipe = self._client.pipeline(transaction=False)
+        for chunk in chunks_by_slot(self._client, series, self.key):
+            keys: list[str] = []
+            args: list[Any] = [self.spec.ttl_s * 1000]
+            for series_id in chunk:
+                keys += [self.key(series_id), detector_key(self._prefix, series_id)]
+                args += [windows.get(series_id, b""), detector_states.get(series_id, b"")]
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        pipe.execute()
+
+    def _call(self, sha: str, events: Sequence[Event], groups: dict[str, list[int]], now_ms: int,
+              detector: bool) -> list[Any]:
+        """One PEEK reply per series, in `groups` order."""
         spec = self.spec
         registry_ms = spec.ttl_s * 1000 if self._max_series else 0
-        head = (mode, spec.window, spec.stride, self._value_bytes, spec.ttl_s * 1000, repr(float(spec.gaps.factor)),
-                spec.gaps.interval_ms, now_ms, registry_ms, 1 if detector else 0)
+        head = (spec.window, spec.stride, self._value_bytes, repr(float(spec.gaps.factor)), spec.gaps.interval_ms,
+                now_ms, registry_ms, 1 if detector else 0)
         chunks = chunks_by_slot(self._client, list(groups), self.key)
         pipe = self._client.pipeline(transaction=False)
         pack = _EVENT_HEAD.pack
@@ -172,13 +184,8 @@ class RedisStateStore:
                 args.append(b"".join([pack(event.record.offset, event.ts_ms)
                                       + event.values.astype("<f4", copy=False).tobytes()
                                       for event in map(events.__getitem__, groups[series_id])]))
-                if mode == "write":
-                    args.append(detector_states.get(series_id, b""))
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        replies = pipe.execute()
-        if mode == "write":
-            return replies
-        by_series = {series_id: reply for chunk, chunk_replies in zip(chunks, replies)
+        by_series = {series_id: reply for chunk, chunk_replies in zip(chunks, pipe.execute())
                      for series_id, reply in zip(chunk, chunk_replies)}
         return [by_series[series_id] for series_id in groups]
 
@@ -186,7 +193,7 @@ class RedisStateStore:
                  result: Peek, due: list[tuple[str, Event, int, bytes]]) -> None:
         """Outcomes, flags and the detector state into `result`; each due window as (series, ending event,
         start ms, raw values)."""
-        statuses, flags, detector = reply[0].decode("ascii"), reply[1], reply[2]
+        statuses, flags, detector, window = reply[0].decode("ascii"), reply[1], reply[2], reply[3]
         for index, letter in zip(indices, statuses):
             result.outcomes[index] = _OUTCOME_BY_LETTER[letter]
         if flags == b"n":
@@ -195,7 +202,9 @@ class RedisStateStore:
             result.refresh.append(series_id)
         if detector:
             result.detector_states[series_id] = detector
-        for position, values, start_ms in zip(reply[3::3], reply[4::3], reply[5::3]):
+        if window:
+            result.pending[series_id] = window
+        for position, values, start_ms in zip(reply[4::3], reply[5::3], reply[6::3]):
             due.append((series_id, events[indices[position]], int(start_ms), values))
 
     def _add_windows(self, due: list[tuple[str, Event, int, bytes]], result: Peek) -> None:

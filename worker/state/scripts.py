@@ -1,7 +1,8 @@
 """Every Lua script the worker runs in Redis, in one place, registered once per client.
 
 Per series two keys share one hash tag, so Redis Cluster keeps them (and each script call over a chunk
-of series of one slot) on one slot:
+of series of one slot) on one slot. PEEK reads them and computes what a batch changes; WRITE, once the
+batch's records are delivered, stores that (worker/checkpoint.py):
 
     <prefix>:win:{<series_id>}   window state: one string (a hash whose field exceeds
                                  `hash-max-listpack-value`, 64 bytes by default, leaves the compact
@@ -31,39 +32,29 @@ from typing import Final
 WINDOW_HEADER_BYTES: Final = 47
 REGISTERED_BYTES: Final = slice(38, 44)  # the header's `registered`: the one field that depends on the clock
 
-# Two modes of one script, so both run exactly the same policy:
-#   peek   read only: each event's outcome and every window that comes due, plus the detector states
-#   write  the same events applied for good, with the batch's detector states (newer-wins), atomically
-#          per series; events at or below the series' last applied offset are skipped, so writing a
-#          batch twice (a retry, a client timeout whose script ran later, a slower worker after a
-#          rebalance) changes nothing.
-# KEYS: per series, in order, its window key and its detector key.
-# ARGV: mode, window, stride, value_bytes, ttl_ms, gap_factor, interval_ms (a new series' starting
-# interval), now_ms, registry_ms (0: no series registry), load_detector (1/0), then per series ONE
-# string of its events in offset order, each (offset int64 LE, ts_ms int64 LE, value bytes), and in
-# write mode also its detector state ('' for none).
-# peek returns, per series: {statuses, flags, detector state or false, then per due window: event
-# position (0-based), values, start ts}. Status letters: a accepted, g accepted after a gap (a fresh
-# segment), d duplicate, l late, r replayed (applied before). Flags: n the series has no state yet,
-# f its registration is due for a refresh.
-# write returns the number of series whose window state changed.
-STATE: Final = r"""
+# PEEK, read only: each event's outcome, every window that comes due, the series' detector state, and
+# the window state the batch leads to, which WRITE stores later. KEYS: per series, in order, its window
+# key and its detector key.
+# ARGV: window, stride, value_bytes, gap_factor, interval_ms (a new series' starting interval),
+# now_ms, registry_ms (0: no series registry), load_detector (1/0), then per series ONE string of its
+# events in offset order, each (offset int64 LE, ts_ms int64 LE, value bytes).
+# Returns, per series: {statuses, flags, detector state or false, new window state or false (nothing to
+# write), then per due window: event position (0-based), values, start ts}. Status letters: a accepted,
+# g accepted after a gap (a fresh segment), d duplicate, l late, r replayed (applied before). Flags: n
+# the series has no state yet, f its registration is due for a refresh.
+PEEK: Final = r"""
 local HEADER = '<i6i8i6i6i6i6i6HB'
 local HEADER_BYTES = 47
-local mode = ARGV[1]
-local T = tonumber(ARGV[2])
-local stride = tonumber(ARGV[3])
-local vb = tonumber(ARGV[4])
-local ttl_ms = tonumber(ARGV[5])
-local gap_factor = tonumber(ARGV[6])
-local interval0 = tonumber(ARGV[7])
-local now_ms = tonumber(ARGV[8])
-local registry_ms = tonumber(ARGV[9])
-local load_detector = ARGV[10] == '1'
-local FIRST = 10
+local T = tonumber(ARGV[1])
+local stride = tonumber(ARGV[2])
+local vb = tonumber(ARGV[3])
+local gap_factor = tonumber(ARGV[4])
+local interval0 = tonumber(ARGV[5])
+local now_ms = tonumber(ARGV[6])
+local registry_ms = tonumber(ARGV[7])
+local load_detector = ARGV[8] == '1'
+local FIRST = 8
 local capacity = math.max(T - 1, 1)
-local peek = mode == 'peek'
-local per_series = peek and 1 or 2
 local EVENT_BYTES = 16 + vb
 
 local function read_varint(s, p)
@@ -100,7 +91,7 @@ local function refresh_due(registered)
   return registry_ms > 0 and registered < now_ms + registry_ms / 2
 end
 
-local function apply_series(wkey, dkey, events, detector)
+local function peek_series(wkey, dkey, events)
   local n, last_off, last_ts, base_ts, seg, interval, registered, count, features, vals, deltas
   local raw = redis.call('GET', wkey)
   if raw then
@@ -126,7 +117,7 @@ local function apply_series(wkey, dkey, events, detector)
   end
 
   local statuses = {}
-  local out = {'', '', false}
+  local out = {'', '', false, false}
   local changed = false
   for e = 0, #events / EVENT_BYTES - 1 do
     local at = e * EVENT_BYTES + 1
@@ -157,7 +148,7 @@ local function apply_series(wkey, dkey, events, detector)
       changed = true
       local k = n - 1 - seg - (T - 1)
       -- count >= T: a longer window than the state was built for (new model) waits for enough events
-      if peek and k >= 0 and k % stride == 0 and count >= T then
+      if k >= 0 and k % stride == 0 and count >= T then
         out[#out + 1] = e
         out[#out + 1] = string.sub(vals, (count - T) * vb + 1, count * vb)
         out[#out + 1] = ts_at(count - T)
@@ -173,26 +164,56 @@ local function apply_series(wkey, dkey, events, detector)
     statuses[#statuses + 1] = status
   end
 
-  if peek then
-    out[1] = table.concat(statuses)
-    if not raw then
-      out[2] = 'n'
-    elseif refresh_due(registered) then
-      out[2] = 'f'
-    end
-    if load_detector then out[3] = redis.call('GET', dkey) end
-    return out
+  out[1] = table.concat(statuses)
+  if not raw then
+    out[2] = 'n'
+  elseif refresh_due(registered) then
+    out[2] = 'f'
   end
-
   if refresh_due(registered) then
     registered = now_ms + registry_ms
     changed = true
   end
   if changed then
-    redis.call('SET', wkey, struct.pack(HEADER, n, last_off, last_ts, base_ts, seg, interval, registered, count,
-                                        vb / 4) .. vals .. deltas, 'PX', ttl_ms)
-  elseif raw then
-    redis.call('PEXPIRE', wkey, ttl_ms)
+    out[4] = struct.pack(HEADER, n, last_off, last_ts, base_ts, seg, interval, registered, count, vb / 4) .. vals
+             .. deltas
+  end
+  if load_detector then out[3] = redis.call('GET', dkey) end
+  return out
+end
+
+local replies = {}
+for s = 1, #KEYS / 2 do
+  replies[s] = peek_series(KEYS[2 * s - 1], KEYS[2 * s], ARGV[FIRST + s])
+end
+return replies
+"""
+
+# WRITE, after the batch's records are delivered: the window states PEEK computed and the batch's detector
+# states, each stored only if it is not older than the stored one (a window state by its last applied
+# offset, a detector state by last_end_ms), so a repeated write (a retry, a client timeout whose script
+# ran later, a slower worker after a rebalance) never rolls a series back. The window state is a
+# deterministic function of the events up to its last offset, so the newest one is right whoever
+# computed it. KEYS: per series its window key and its detector key. ARGV: ttl_ms, then per series its
+# new window state ('' for none) and its detector state ('' for none). Returns the window states stored.
+WRITE: Final = r"""
+local ttl_ms = tonumber(ARGV[1])
+local written = 0
+for s = 1, #KEYS / 2 do
+  local wkey, dkey = KEYS[2 * s - 1], KEYS[2 * s]
+  local window, detector = ARGV[2 * s], ARGV[2 * s + 1]
+  if window ~= '' then
+    local old = redis.call('GET', wkey)
+    local _, new_off = struct.unpack('<i6i8', window)
+    local newer = not old or #old < 47
+    if not newer then
+      local _, old_off = struct.unpack('<i6i8', old)
+      newer = new_off >= old_off or string.byte(old, 47) ~= string.byte(window, 47)
+    end
+    if newer then
+      redis.call('SET', wkey, window, 'PX', ttl_ms)
+      written = written + 1
+    end
   end
   if detector ~= '' then
     local old = redis.call('GET', dkey)
@@ -200,20 +221,7 @@ local function apply_series(wkey, dkey, events, detector)
       redis.call('SET', dkey, detector, 'PX', ttl_ms)
     end
   end
-  if changed then return 1 end
-  return 0
 end
-
-local replies = {}
-local written = 0
-for s = 1, #KEYS / 2 do
-  local arg = FIRST + (s - 1) * per_series + 1
-  local detector = ''
-  if not peek then detector = ARGV[arg + 1] end
-  local reply = apply_series(KEYS[2 * s - 1], KEYS[2 * s], ARGV[arg], detector)
-  if peek then replies[s] = reply else written = written + reply end
-end
-if peek then return replies end
 return written
 """
 
