@@ -142,17 +142,26 @@ def _key(windows: np.ndarray, extra: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_outputs(stream: Stream, cache: Path, log=print) -> Stream:
-    """Train (or reuse) the stream's model and score (or reuse) every window; fills the output fields."""
+def cache_paths(stream: Stream, cache: Path, overrides: dict | None = None) -> tuple[Path, Path]:
+    """(model, outputs) files of a stream's model: keyed by its training windows and the training settings."""
+    import torch
+
+    features = [f"f{i}" for i in range(stream.values.shape[1])]
+    key = _key(training_windows(stream),
+               json.dumps([features, torch.__version__, "default"] + ([overrides] if overrides else [])))
+    safe = stream.name.replace("/", "__")
+    return cache / "models" / f"{safe}-{key}.pt", cache / "outputs" / f"{safe}-{key}.npz"
+
+
+def model_outputs(stream: Stream, cache: Path, log=print, overrides: dict | None = None) -> Stream:
+    """Train (or reuse) the stream's model and score (or reuse) every window; fills the output fields.
+    `overrides` (e.g. {"window_level": "keep"}) train a variant of the default preset, cached apart."""
     import torch
 
     torch.set_num_threads(1)
     train = training_windows(stream)
     features = [f"f{i}" for i in range(stream.values.shape[1])]
-    key = _key(train, json.dumps([features, torch.__version__, "default"]))
-    safe = stream.name.replace("/", "__")
-    model_path = cache / "models" / f"{safe}-{key}.pt"
-    outputs_path = cache / "outputs" / f"{safe}-{key}.npz"
+    model_path, outputs_path = cache_paths(stream, cache, overrides)
     if not outputs_path.exists():
         if not model_path.exists():
             from vrae_model.data import WindowSet
@@ -161,7 +170,7 @@ def model_outputs(stream: Stream, cache: Path, log=print) -> Stream:
             started = time.perf_counter()
             model_path.parent.mkdir(parents=True, exist_ok=True)
             windows = WindowSet(train, features, series_ids=np.zeros(len(train), str), stride=1)
-            train_model(windows, "default", out=model_path, progress_bar=False)
+            train_model(windows, "default", out=model_path, progress_bar=False, overrides=overrides)
             log(f"  trained {stream.name} on {len(train)} windows in {time.perf_counter() - started:.0f} s")
         from vrae_model.artifact import load_artifact
         from vrae_model.scoring import score_arrays
@@ -180,7 +189,8 @@ def model_outputs(stream: Stream, cache: Path, log=print) -> Stream:
     return stream
 
 
-def load(kinds: list[str], seeds: list[int], n_series: int, cache: Path, skab: bool, log=print) -> list[Stream]:
+def load(kinds: list[str], seeds: list[int], n_series: int, cache: Path, skab: bool, log=print,
+         overrides: dict | None = None) -> list[Stream]:
     streams: list[Stream] = []
     for seed in seeds:
         for kind in kinds:
@@ -188,7 +198,7 @@ def load(kinds: list[str], seeds: list[int], n_series: int, cache: Path, skab: b
     if skab:
         streams += skab_streams()
     for stream in streams:
-        model_outputs(stream, cache, log)
+        model_outputs(stream, cache, log, overrides)
     return streams
 
 
@@ -208,10 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path(".cache/streams"))
     parser.add_argument("--skab", action="store_true", help="also the SKAB valve1 files")
     parser.add_argument("--no-synthetic", action="store_true")
+    parser.add_argument("--window-level", choices=("keep", "remove"),
+                        help="train with this window_level instead of the preset's auto (a model-side variant)")
     args = parser.parse_args(argv)
     kinds = [] if args.no_synthetic else args.kinds.split(",")
+    overrides = {"window_level": args.window_level} if args.window_level else None
     streams = load(kinds, parse_seeds(args.seeds), args.series, args.cache, args.skab,
-                   log=lambda line: print(line, flush=True))
+                   log=lambda line: print(line, flush=True), overrides=overrides)
     print(f"{len(streams)} streams ready in {args.cache}")
     return 0
 

@@ -199,11 +199,55 @@ def worker_current(stream: Stream) -> Run:
 
 
 def v2(streams: Sequence[Stream], settings=None) -> list[Run]:
-    """The new calibration and incident policy, all streams of a set judged together (vectorised over
-    series, as the worker judges a batch), window by window."""
-    from worker.calibration_v2 import replay_streams
+    """worker.calibration_v2 with its defaults: the streams of a set with the same feature count judged
+    together, one window per series per round (as the worker would judge a batch), window by window."""
+    from worker import calibration_v2 as c2
 
-    return replay_streams(streams, settings)
+    settings = settings or c2.Settings()
+    runs: list[Run | None] = [None] * len(streams)
+    by_width: dict[int, list[int]] = {}
+    for i, s in enumerate(streams):
+        by_width.setdefault(s.values.shape[1], []).append(i)
+    for f, members in by_width.items():
+        group = [streams[i] for i in members]
+        refs = [c2.Reference.from_metadata(s.model) for s in group]
+        lengths = np.array([len(s.due) for s in group])
+        width = int(lengths.max())
+        n = len(group)
+        score = np.zeros((n, width))
+        shares = np.full((n, width, f), 1.0 / f)
+        start, end = np.zeros((n, width), np.int64), np.zeros((n, width), np.int64)
+        level = np.zeros((n, width, f))
+        removes = np.array([r.removes_level for r in refs])
+        for j, (s, r) in enumerate(zip(group, refs)):
+            m = lengths[j]
+            score[j, :m], shares[j, :m] = s.score, s.feature_scores
+            start[j, :m], end[j, :m] = s.start_ms, s.end_ms
+            view = np.lib.stride_tricks.sliding_window_view(s.values, WINDOW, axis=0).transpose(0, 2, 1)
+            level[j, :m] = c2.window_level(view, r, settings)
+        # one Reference per series: stack theirs (the step takes per-series arrays through broadcasting)
+        reference = c2.Reference(np.stack([r.median for r in refs]), np.stack([r.scale for r in refs]),
+                                 np.stack([r.mean for r in refs]), np.stack([r.std for r in refs]),
+                                 bool(removes.any()), WINDOW, min(r.train_windows for r in refs))
+        batch = c2.Batch.fresh(n, f, settings)
+        surprise = np.full((n, width), np.nan)
+        is_open = np.zeros((n, width), bool)
+        openings: list[list[int]] = [[] for _ in range(n)]
+        closings: list[list[tuple[int, str]]] = [[] for _ in range(n)]
+        for t in range(width):
+            active = t < lengths
+            lv = np.where(removes[:, None], level[:, t], 0.0) if removes.any() else None
+            out = c2.step(batch, active, score[:, t], shares[:, t], start[:, t], end[:, t], lv, reference, settings)
+            surprise[:, t] = out.surprise
+            is_open[:, t] = out.open
+            for j in np.flatnonzero(out.opened):
+                openings[j].append(t)
+            for j in np.flatnonzero(out.closed):
+                closings[j].append((t, c2.Close(out.closed[j]).name.lower()))
+        for j, i in enumerate(members):
+            m = lengths[j]
+            runs[i] = Run(surprise[j, :m], is_open[j, :m], openings[j], closings[j])
+    return runs
 
 
 BASELINES: dict[str, Callable[[Stream], np.ndarray]] = {

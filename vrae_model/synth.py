@@ -578,14 +578,13 @@ def _sawtooth(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) 
     skip: set[int] = set()
     for kind, start in zip(kinds, _slots(config, rng, [2 * day] * len(kinds)), strict=True):
         reset = int(resets[np.searchsorted(resets, start)])
+        nxt = int(resets[np.searchsorted(resets, reset + 1)])
         if kind == "cleanup_missed":
             skip.add(reset)
-            nxt = int(resets[np.searchsorted(resets, reset + 1)])
-            spans.append((reset, nxt, kind, 0))
         else:
-            stop = min(reset + day // 2, len(real))
-            rate[reset:stop] *= rng.uniform(2.0, 3.0)
-            spans.append((reset, stop, kind, 0))
+            rate[reset:min(reset + day // 2, len(real))] *= rng.uniform(2.0, 3.0)
+        # up to and including the next cleanup, whose drop the fault made larger than usual
+        spans.append((reset, nxt + 1, kind, 0))
     values = np.empty(len(real))
     level = base + rise * phase[0]
     for i in range(len(real)):
