@@ -10,7 +10,7 @@ an incident OPENING (open at surprise 3, close after 5 windows below 2: the work
 detector's surprise comes from the same label-free rule, a tail probability:
 
     VRAE v2 (new default)   worker.calibration_v2: per-series decayed histograms of the model-standardised
-                            error, with the incident policy of worker.incidents_v2
+                            error (and of the window level the model removes), and its incident policy
     VRAE worker (current)   worker.adaptive + worker.incidents with their defaults: the worker today
     VRAE static             -log10 of the model's own calibrated tail probability of the window's score
                             (float64, from the artifact's calibration: no float32 saturation)
@@ -198,7 +198,7 @@ def worker_current(stream: Stream) -> Run:
     return Run(surprise, is_open, openings, [(i, "normal") for i in closings])
 
 
-def v2(streams: Sequence[Stream], settings=None) -> list[Run]:
+def v2(streams: Sequence[Stream], settings=None, with_level: bool = True) -> list[Run]:
     """worker.calibration_v2 with its defaults: the streams of a set with the same feature count judged
     together, one window per series per round (as the worker would judge a batch), window by window."""
     from worker import calibration_v2 as c2
@@ -218,7 +218,7 @@ def v2(streams: Sequence[Stream], settings=None) -> list[Run]:
         shares = np.full((n, width, f), 1.0 / f)
         start, end = np.zeros((n, width), np.int64), np.zeros((n, width), np.int64)
         level = np.zeros((n, width, f))
-        removes = np.array([r.removes_level for r in refs])
+        removes = np.array([r.removes_level and with_level for r in refs])
         for j, (s, r) in enumerate(zip(group, refs)):
             m = lengths[j]
             score[j, :m], shares[j, :m] = s.score, s.feature_scores
@@ -228,7 +228,7 @@ def v2(streams: Sequence[Stream], settings=None) -> list[Run]:
         # one Reference per series: stack theirs (the step takes per-series arrays through broadcasting)
         reference = c2.Reference(np.stack([r.median for r in refs]), np.stack([r.scale for r in refs]),
                                  np.stack([r.mean for r in refs]), np.stack([r.std for r in refs]),
-                                 bool(removes.any()), WINDOW, min(r.train_windows for r in refs))
+                                 removes, WINDOW, np.array([r.train_windows for r in refs]))
         batch = c2.Batch.fresh(n, f, settings)
         surprise = np.full((n, width), np.nan)
         is_open = np.zeros((n, width), bool)
@@ -414,9 +414,31 @@ def evaluate(streams: Sequence[Stream], only: set[str] | None = None, settings=N
                 pooled[name][0].extend(group)
                 pooled[name][1].extend(rs)
             result[kind][name] = card
-    if pooled:
-        result["all synthetic"] = {name: event_card(g, r) for name, (g, r) in pooled.items()}
+    if pooled:  # detectors that judged every synthetic stream (row PCA only judges multivariate ones)
+        n_synthetic = sum(len(group) for kind, group in by_kind.items() if kind != "skab-valve1")
+        result["all synthetic"] = {name: event_card(g, r) for name, (g, r) in pooled.items() if len(g) == n_synthetic}
     return result
+
+
+def summary(result: dict[str, dict[str, Card]], seeds: str) -> str:
+    """One row per stream type: v2, the current worker and the best untuned baseline (by NAB std)."""
+    lines = [f"| stream type (seeds {seeds}) | v2: NAB std / low-FP / F1 / false per 10k | current worker | "
+             "best baseline (by NAB std) |", "|---|---|---|---|"]
+
+    def cell(c: Card) -> str:
+        return f"{c.nab['standard']:.1f} / {c.nab['low_fp']:.1f} / {c.f1:.2f} / {c.false_per_10k:.1f}"
+
+    for kind in [*STREAM_KINDS, "all synthetic", "skab-valve1"]:
+        if kind not in result or "VRAE v2" not in result[kind]:
+            continue
+        cards = result[kind]
+        baselines = {n: c for n, c in cards.items() if n not in ("VRAE v2", "VRAE worker")}
+        best = max(baselines, key=lambda n: cards[n].nab["standard"]) if baselines else None
+        extra = f" (SKAB F1 {cards['VRAE v2'].skab['f1']:.2f})" if cards["VRAE v2"].skab else ""
+        lines.append(f"| {kind} | {cell(cards['VRAE v2'])}{extra} | "
+                     f"{cell(cards['VRAE worker']) if 'VRAE worker' in cards else ''} | "
+                     f"{best}: {cell(cards[best]) if best else ''} |")
+    return "\n".join(lines)
 
 
 def report(result: dict[str, dict[str, Card]], seeds: str) -> str:
@@ -428,6 +450,42 @@ def report(result: dict[str, dict[str, Card]], seeds: str) -> str:
     return "\n\n".join(parts)
 
 
+def ablations(streams: Sequence[Stream]) -> str:
+    """The default against one change at a time (VRAE v2 only), pooled synthetic and SKAB."""
+    from dataclasses import replace
+
+    from worker.calibration_v2 import Settings
+
+    base = Settings()
+    variants = {
+        "default": (base, True),
+        "no level column": (base, False),
+        "no quarantine (teach at once)": (replace(base, quarantine=1), True),
+        "learning period 300, not the model's size": (replace(base, max_learning_windows=300), True),
+        "no learning period": (replace(base, learning_windows=0, max_learning_windows=0), True),
+        "tail floor 0.35 (steeper tail)": (replace(base, tail_floor=0.35), True),
+        "tail floor 0.75": (replace(base, tail_floor=0.75), True),
+        "prior weight 30": (replace(base, prior_weight=30.0), True),
+        "open after 2 windows": (replace(base, open_after=2), True),
+        "settle after 4 days": (replace(base, settle_ms=4 * 86_400_000), True),
+    }
+    synthetic = [s for s in streams if s.kind != "skab-valve1"]
+    skab = [s for s in streams if s.kind == "skab-valve1"]
+    lines = ["| v2 variant | NAB std | NAB low-FP | F1 | false / 10k | worst type false / 10k | SKAB F1 | FAR % | MAR % |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, (settings, level) in variants.items():
+        runs = v2(synthetic, settings, level) if synthetic else []
+        card = event_card(synthetic, runs) if synthetic else None
+        worst = max((event_card([s for s in synthetic if s.kind == k], [r for s, r in zip(synthetic, runs) if s.kind == k])
+                     .false_per_10k for k in {s.kind for s in synthetic}), default=math.nan)
+        k = skab_card(skab, v2(skab, settings, level)) if skab else {"f1": math.nan, "far": math.nan, "mar": math.nan}
+        lines.append(f"| {name} | {card.nab['standard'] if card else math.nan:.1f} "
+                     f"| {card.nab['low_fp'] if card else math.nan:.1f} | {card.f1 if card else math.nan:.2f} "
+                     f"| {card.false_per_10k if card else math.nan:.1f} | {worst:.1f} | {k['f1']:.2f} | {k['far']:.1f} "
+                     f"| {k['mar']:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0-2")
@@ -437,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skab", action="store_true")
     parser.add_argument("--no-synthetic", action="store_true")
     parser.add_argument("--only", help="comma-separated detector names")
+    parser.add_argument("--ablations", action="store_true", help="also the v2 default against one change at a time")
     args = parser.parse_args(argv)
     from pathlib import Path
 
@@ -444,7 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     kinds = [] if args.no_synthetic else args.kinds.split(",")
     streams = load(kinds, parse_seeds(args.seeds), args.series, Path(args.cache), args.skab)
     only = set(args.only.split(",")) if args.only else None
-    print(report(evaluate(streams, only), args.seeds))
+    result = evaluate(streams, only)
+    print(summary(result, args.seeds) + "\n\n" + report(result, args.seeds))
+    if args.ablations:
+        print(f"\n#### Ablations (seeds {args.seeds}{', SKAB' if args.skab else ''})\n\n{ablations(streams)}")
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
 

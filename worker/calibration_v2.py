@@ -120,6 +120,7 @@ class Settings:
     open_surprise: float = 3.0
     close_surprise: float = 2.0
     close_after: int = 5
+    open_after: int = 1  # windows in a row at or above open_surprise that open an incident
     settle_ms: int = 86_400_000  # an incident this long closes as "settled into a new normal"
 
     def __post_init__(self) -> None:
@@ -154,9 +155,9 @@ class Reference:
     scale: np.ndarray  # (F,) robust scales of the same
     mean: np.ndarray  # (F,) the scaler's
     std: np.ndarray  # (F,)
-    removes_level: bool
+    removes_level: bool | np.ndarray  # the model was trained with window_level=remove (one per series, in a bench)
     window: int
-    train_windows: int = 0  # how many windows trained the model (0: unknown)
+    train_windows: int | np.ndarray = 0  # how many windows trained the model (0: unknown)
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "Reference":
@@ -172,11 +173,11 @@ class Reference:
                    np.asarray(metadata["scaler"]["std"], np.float64),
                    metadata["model_config"].get("window_level") == "remove", int(metadata["window"]), train_windows)
 
-    def learning_windows(self, settings: "Settings") -> int:
+    def learning_windows(self, settings: "Settings") -> int | np.ndarray:
         """A series opens nothing before it has streamed as many windows as trained the model (the windows
         a per-series model was trained on are replayed first, and their errors are in-sample), within
         [learning_windows, max_learning_windows]."""
-        return int(min(max(self.train_windows, settings.learning_windows), settings.max_learning_windows))
+        return np.minimum(np.maximum(self.train_windows, settings.learning_windows), settings.max_learning_windows)
 
 
 def prior(n_features: int, settings: Settings) -> np.ndarray:
@@ -201,6 +202,7 @@ _SCALARS = (
     ("span", np.float64), ("previous", np.float64), ("recent", np.float64), ("slow", np.float64),
     ("level_n", np.float64), ("pending_n", np.int64), ("pending_incident", np.int64),
     ("open", np.int64), ("normal_run", np.int64), ("open_windows", np.int64), ("opened_ms", np.int64),
+    ("above_run", np.int64),
 )
 _HEAD = struct.Struct("<" + "".join("q" if kind is np.int64 else "d" for _, kind in _SCALARS))
 
@@ -228,7 +230,9 @@ class Batch:
     normal_run: np.ndarray  # (S,)
     open_windows: np.ndarray  # (S,)
     opened_ms: np.ndarray  # (S,) end of the window that opened the incident
-    hist: np.ndarray  # (S, COLUMNS, BINS) float64
+    above_run: np.ndarray  # (S,) windows in a row at or above open_surprise, while closed
+    above: np.ndarray  # (S, COLUMNS, BINS) float64: each column's histogram mass in bins >= j ...
+    moment: np.ndarray  # ... and the same mass times the bin centres: tail sums in O(1) (tail_probability)
     pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
     pending_level: np.ndarray  # (S, quarantine, F) their levels
     centre: np.ndarray  # (S, F) the series' level centre
@@ -240,7 +244,8 @@ class Batch:
         scalars = {name: np.zeros(s, kind) for name, kind in _SCALARS}
         scalars["last_end_ms"][:] = -1
         scalars["model_key"][:] = model_key
-        return cls(**scalars, hist=np.tile(prior(n_features, settings), (s, 1, 1)),
+        above, moment = cumulative(np.tile(prior(n_features, settings), (s, 1, 1)))
+        return cls(**scalars, above=above, moment=moment,
                    pending=np.zeros((s, d, COLUMNS)), pending_level=np.zeros((s, d, n_features)),
                    centre=np.zeros((s, n_features)), spread=np.ones((s, n_features)))
 
@@ -260,7 +265,7 @@ class Batch:
         """Series i's state: fixed size for a feature count (state_bytes); it starts with last_end_ms as
         an int64, so a store can refuse to overwrite a newer state with an older one."""
         head = _HEAD.pack(*(getattr(self, name)[i].item() for name, _ in _SCALARS))
-        arrays = (self.hist[i], self.pending[i], self.pending_level[i], self.centre[i], self.spread[i])
+        arrays = (histogram(self.above[i]), self.pending[i], self.pending_level[i], self.centre[i], self.spread[i])
         return head + b"".join(np.ascontiguousarray(a, dtype="<f4").tobytes() for a in arrays)
 
     @classmethod
@@ -268,7 +273,7 @@ class Batch:
         batch = cls.fresh(len(raws), n_features, settings)
         d = settings.quarantine
         shapes = ((COLUMNS, BINS), (d, COLUMNS), (d, n_features), (n_features,), (n_features,))
-        names = ("hist", "pending", "pending_level", "centre", "spread")
+        names = ("above", "pending", "pending_level", "centre", "spread")
         for i, raw in enumerate(raws):
             if len(raw) != state_bytes(n_features, settings):
                 raise ValueError(f"a calibration state of {len(raw)} bytes does not fit {n_features} features")
@@ -279,7 +284,20 @@ class Batch:
                 count = int(np.prod(shape))
                 getattr(batch, name)[i] = np.frombuffer(raw, "<f4", count, offset).reshape(shape)
                 offset += 4 * count
+        batch.above, batch.moment = cumulative(batch.above)  # stored as the histograms themselves
         return batch
+
+
+def cumulative(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(above, moment) of histograms (..., BINS): mass in bins >= j, and that mass times the centres."""
+    above = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]
+    moment = np.cumsum((hist * CENTRES)[..., ::-1], axis=-1)[..., ::-1]
+    return above, moment
+
+
+def histogram(above: np.ndarray) -> np.ndarray:
+    """The histograms (..., BINS) behind their `above` sums."""
+    return above - np.concatenate([above[..., 1:], np.zeros_like(above[..., :1])], axis=-1)
 
 
 def state_bytes(n_features: int, settings: Settings = Settings()) -> int:
@@ -315,43 +333,45 @@ def window_level(values: np.ndarray, reference: Reference, settings: Settings) -
 # ------------------------------------------------------------------------------------------ the tail
 
 
-def tail_probability(hist: np.ndarray, w: np.ndarray, floor: float, settings: Settings) -> np.ndarray:
-    """(S,) P(column >= w) from (S, BINS) histograms: empirical up to the alpha level, exponential
-    beyond it with scale max(mean excess, floor) (module docstring)."""
-    s = hist.shape[0]
-    rows = np.arange(s)
-    total = np.maximum(hist.sum(axis=1), 1e-12)
-    above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # above[:, j]: mass in bins >= j
-    above_next = np.concatenate([above[:, 1:], np.zeros((s, 1))], axis=1)
+def tail_probability(above: np.ndarray, moment: np.ndarray, w: np.ndarray, floor: float | np.ndarray,
+                     settings: Settings) -> np.ndarray:
+    """(R,) P(column >= w) from (R, BINS) cumulative histograms (`cumulative`): empirical up to the alpha
+    level, exponential beyond it with scale max(mean excess, floor) (module docstring)."""
+    r = above.shape[0]
+    rows = np.arange(r)
+    nxt = np.concatenate([above[:, 1:], np.zeros((r, 1))], axis=1)  # mass in bins > j
+    nxt_moment = np.concatenate([moment[:, 1:], np.zeros((r, 1))], axis=1)
+    total = np.maximum(above[:, 0], 1e-12)
     pos = np.clip((w - LO) / STEP, 0.0, BINS - 1e-9)
     j = pos.astype(np.int64)
-    mass_w = above_next[rows, j] + ((j + 1) - pos) * hist[rows, j]
+    mass_w = nxt[rows, j] + ((j + 1) - pos) * (above[rows, j] - nxt[rows, j])
     alpha = np.maximum(settings.tail_mass, settings.tail_count / total)
     target = alpha * total
-    jq = np.clip(np.sum(above >= target[:, None], axis=1) - 1, 0, BINS - 1)
-    hq = hist[rows, jq]
-    inside = np.clip((target - above_next[rows, jq]) / np.where(hq > 0, hq, 1.0), 0.0, 1.0) * (hq > 0)
+    jq = np.clip(np.sum(above >= target[:, None], axis=1) - 1, 0, BINS - 1)  # last bin with enough above
+    hq = above[rows, jq] - nxt[rows, jq]
+    inside = np.clip((target - nxt[rows, jq]) / np.where(hq > 0, hq, 1.0), 0.0, 1.0) * (hq > 0)
     q = LO + STEP * (jq + 1 - inside)  # `inside` of bin jq's mass lies above q
-    beyond = np.arange(BINS)[None, :] > jq[:, None]
-    excess = np.sum(hist * beyond * (CENTRES[None, :] - q[:, None]), axis=1) + inside * hq * STEP * inside / 2.0
+    excess = nxt_moment[rows, jq] - q * nxt[rows, jq] + inside * hq * STEP * inside / 2.0
     sigma = np.maximum(excess / target, floor)
     empirical = mass_w / total
     extrapolated = np.maximum(alpha * np.exp(-(w - q) / sigma), empirical)
     return np.clip(np.where(w > q, extrapolated, empirical), MIN_PROBABILITY, 1.0)
 
 
-def _teach(hist: np.ndarray, values: np.ndarray, weight: np.ndarray, settings: Settings) -> None:
-    """Fold (S, COLUMNS) values into (S, COLUMNS, BINS) histograms, in place, at weight (S,) each
-    (split linearly between the two nearest bin centres); the histograms decay by decay ** weight."""
+def _teach(batch: "Batch", values: np.ndarray, weight: np.ndarray, settings: Settings) -> None:
+    """Fold (S, COLUMNS) values into the histograms, in place, at weight (S,) each (split linearly between
+    the two nearest bin centres); the histograms decay by decay ** weight first."""
     pos = np.clip((values - LO) / STEP - 0.5, 0.0, BINS - 1.0)
     j0 = np.floor(pos).astype(np.int64)
-    j1 = np.minimum(j0 + 1, BINS - 1)
     upper = pos - j0
-    hist *= (settings.decay ** weight)[:, None, None]
-    rows = np.arange(hist.shape[0])[:, None]
-    cols = np.arange(COLUMNS)[None, :]
-    np.add.at(hist, (rows, cols, j0), weight[:, None] * (1.0 - upper))
-    np.add.at(hist, (rows, cols, j1), weight[:, None] * upper)
+    j1 = np.minimum(j0 + 1, BINS - 1)
+    decay = (settings.decay ** weight)[:, None, None]
+    bins = np.arange(BINS)
+    w0 = (weight[:, None] * (1.0 - upper))[:, :, None]
+    w1 = (weight[:, None] * upper)[:, :, None]
+    below0, below1 = bins <= j0[:, :, None], bins <= j1[:, :, None]  # bins whose `above` sums gain
+    batch.above = batch.above * decay + w0 * below0 + w1 * below1
+    batch.moment = batch.moment * decay + w0 * CENTRES[j0][:, :, None] * below0 + w1 * CENTRES[j1][:, :, None] * below1
 
 
 # --------------------------------------------------------------------------------------------- a step
@@ -396,25 +416,32 @@ def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray
     # lags below the recent one anyway), and an incident closes once the stream is back, not a few slow
     # half-lives later
     judged[:, SLOW] = np.minimum(slow, judged[:, RECENT])
-    with_level = reference.removes_level and level is not None
-    if with_level:
+    # the level column, for the series whose model removes levels (a bool, or one per series)
+    with_level = np.broadcast_to(np.asarray(reference.removes_level, bool), (n,)) & (level is not None)
+    if with_level.any():
         spread = np.maximum(batch.spread, settings.level_spread_floor)
-        judged[:, LEVEL] = np.max(np.abs(level - batch.centre) / spread, axis=1)
+        judged[:, LEVEL] = np.where(with_level, np.max(np.abs(level - batch.centre) / spread, axis=1), 0.0)
     judged = np.clip(judged, LO, HI - 1e-9)
 
-    columns = COLUMNS if with_level else LEVEL
+    used = COLUMNS if with_level.any() else LEVEL  # judge every column of every series in one call
+    floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor])[:used]
     p = np.ones((n, COLUMNS))
-    for c in range(columns):
-        floor = settings.level_tail_floor if c == LEVEL else settings.tail_floor
-        p[:, c] = tail_probability(batch.hist[:, c, :], judged[:, c], floor, settings)
-    surprise = -np.log10(np.clip(columns * p[:, :columns].min(axis=1), MIN_PROBABILITY, 1.0))
+    p[:, :used] = tail_probability(batch.above[:, :used, :].reshape(n * used, BINS),
+                                   batch.moment[:, :used, :].reshape(n * used, BINS), judged[:, :used].reshape(-1),
+                                   np.tile(floors, n), settings).reshape(n, used)
+    p[:, LEVEL] = np.where(with_level, p[:, LEVEL], 1.0)
+    columns = np.where(with_level, COLUMNS, LEVEL)  # Bonferroni over the columns asked
+    surprise = -np.log10(np.clip(columns * p.min(axis=1), MIN_PROBABILITY, 1.0))
 
     # incidents
     # the first learning period (never settled: seen == since_reset) follows the model's training size
     learning = batch.since_reset < np.where(batch.seen == batch.since_reset, reference.learning_windows(settings),
                                             settings.learning_windows)
     was_open = batch.open.astype(bool)
-    opened = active & ~gapped & ~learning & ~was_open & (surprise >= settings.open_surprise)
+    candidate = active & ~gapped & ~learning & ~was_open
+    batch.above_run = np.where(candidate, np.where(surprise >= settings.open_surprise, batch.above_run + 1, 0),
+                               np.where(active & ~gapped, 0, batch.above_run))
+    opened = candidate & (batch.above_run >= settings.open_after)
     going = active & ~gapped & was_open
     batch.normal_run = np.where(going, np.where(surprise < settings.close_surprise, batch.normal_run + 1, 0),
                                 batch.normal_run)
@@ -429,10 +456,11 @@ def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray
     batch.open_windows = np.where(opened, 1, np.where(recovered | settled, 0, batch.open_windows))
     batch.opened_ms = np.where(opened, end_ms, batch.opened_ms)
 
-    _learn(batch, active & ~gapped, judged, level if with_level else None, opened, now_open, settings)
+    _learn(batch, active & ~gapped, judged, level if with_level.any() else None, with_level, opened, now_open,
+           settings)
     restart = settled
     if restart.any():  # a new normal: the histograms start again from the prior, and the series relearns
-        batch.hist[restart] = prior(batch.centre.shape[1], settings)
+        batch.above[restart], batch.moment[restart] = cumulative(prior(batch.centre.shape[1], settings))
         batch.pending_n[restart] = 0
         batch.pending_incident[restart] = 0
 
@@ -448,8 +476,8 @@ def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray
                    gapped, learning)
 
 
-def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, opened: np.ndarray,
-           now_open: np.ndarray, settings: Settings) -> None:
+def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, with_level: np.ndarray,
+           opened: np.ndarray, now_open: np.ndarray, settings: Settings) -> None:
     """Push this window into the quarantine and teach the one leaving it (module docstring: Learning)."""
     d = settings.quarantine
     full_mask = (1 << d) - 1
@@ -471,15 +499,15 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     batch.pending_n = np.where(taught, np.minimum(batch.pending_n + 1, d), batch.pending_n)
 
     teach = ready & ~leaving_incident
-    _teach(batch.hist, leaving, teach.astype(np.float64), settings)
+    _teach(batch, leaving, teach.astype(np.float64), settings)
     batch.taught = batch.taught + teach
     if level is not None:
+        learn = (teach & with_level)[:, None]
         a = np.maximum(1.0 / (batch.level_n + 1.0 + settings.level_prior), 1.0 - settings.decay)[:, None]
         deviation = leaving_level - batch.centre
-        batch.centre = np.where(teach[:, None], batch.centre + a * deviation, batch.centre)
-        batch.spread = np.where(teach[:, None], batch.spread + a * (1.2533 * np.abs(deviation) - batch.spread),
-                                batch.spread)
-        batch.level_n = batch.level_n + teach
+        batch.centre = np.where(learn, batch.centre + a * deviation, batch.centre)
+        batch.spread = np.where(learn, batch.spread + a * (1.2533 * np.abs(deviation) - batch.spread), batch.spread)
+        batch.level_n = batch.level_n + learn[:, 0]
 
 
 def rounds(series_ids: Sequence[str]) -> list[np.ndarray]:
