@@ -88,14 +88,14 @@ def _remap(spans: list[tuple[int, int, str]], kept: np.ndarray) -> list[tuple[in
     return out
 
 
-def synthetic_streams(kind: str, seed: int, n_series: int) -> list[Stream]:
-    data = generate_streams(StreamConfig(kind=kind, n_series=n_series, seed=seed))
+def synthetic_streams(kind: str, seed: int, n_series: int, clean: bool = False) -> list[Stream]:
+    data = generate_streams(StreamConfig(kind=kind, n_series=n_series, seed=seed, clean=clean))
     streams = []
     for one in data.series:
         kept = accepted_events(one.timestamps)
         train_rows = int(TRAIN_FRACTION * len(one.timestamps))
         streams.append(Stream(
-            name=f"{kind}/seed{seed}/{one.series_id}", kind=kind, seed=seed,
+            name=f"{kind}/seed{seed}{'-clean' if clean else ''}/{one.series_id}", kind=kind, seed=seed,
             timestamps=one.timestamps[kept], values=one.values[kept], labels=one.labels[kept],
             train_events=int(np.searchsorted(kept, train_rows)),
             benign=_remap(one.benign, kept),
@@ -190,11 +190,11 @@ def model_outputs(stream: Stream, cache: Path, log=print, overrides: dict | None
 
 
 def load(kinds: list[str], seeds: list[int], n_series: int, cache: Path, skab: bool, log=print,
-         overrides: dict | None = None) -> list[Stream]:
+         overrides: dict | None = None, clean: bool = False) -> list[Stream]:
     streams: list[Stream] = []
     for seed in seeds:
         for kind in kinds:
-            streams += synthetic_streams(kind, seed, n_series)
+            streams += synthetic_streams(kind, seed, n_series, clean)
     if skab:
         streams += skab_streams()
     for stream in streams:
@@ -218,13 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path(".cache/streams"))
     parser.add_argument("--skab", action="store_true", help="also the SKAB valve1 files")
     parser.add_argument("--no-synthetic", action="store_true")
+    parser.add_argument("--clean", action="store_true", help="the stream types without labelled anomalies")
     parser.add_argument("--window-level", choices=("keep", "remove"),
                         help="train with this window_level instead of the preset's auto (a model-side variant)")
     args = parser.parse_args(argv)
     kinds = [] if args.no_synthetic else args.kinds.split(",")
     overrides = {"window_level": args.window_level} if args.window_level else None
     streams = load(kinds, parse_seeds(args.seeds), args.series, args.cache, args.skab,
-                   log=lambda line: print(line, flush=True), overrides=overrides)
+                   log=lambda line: print(line, flush=True), overrides=overrides, clean=args.clean)
     print(f"{len(streams)} streams ready in {args.cache}")
     return 0
 

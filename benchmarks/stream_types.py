@@ -496,12 +496,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-synthetic", action="store_true")
     parser.add_argument("--only", help="comma-separated detector names")
     parser.add_argument("--ablations", action="store_true", help="also the v2 default against one change at a time")
+    parser.add_argument("--clean", action="store_true",
+                        help="the stream types without labelled anomalies: every opening is false")
     args = parser.parse_args(argv)
     from pathlib import Path
 
     started = time.perf_counter()
     kinds = [] if args.no_synthetic else args.kinds.split(",")
-    streams = load(kinds, parse_seeds(args.seeds), args.series, Path(args.cache), args.skab)
+    streams = load(kinds, parse_seeds(args.seeds), args.series, Path(args.cache), args.skab, clean=args.clean)
     only = set(args.only.split(",")) if args.only else None
     result = evaluate(streams, only)
     print(summary(result, args.seeds) + "\n\n" + report(result, args.seeds))

@@ -46,10 +46,13 @@ Learning (per window, after judging)
 
 Incidents
 
-    open   when surprise >= open_surprise (3), unless the series is in its learning period (its first
-           `learning_windows` = 300 windows, or 300 after a settle) or the window spans a gap;
+    open   when surprise >= open_surprise (3) (`open_after` windows in a row, default 1), unless the
+           series is in its learning period or the window spans a gap. The learning period: as many
+           windows as trained the model (a per-series model's own training part is replayed first, and
+           its errors there are in-sample), within [300, 1000]; 300 after a settle;
     close  "recovered" after close_after (5) windows in a row below close_surprise (2): since the
-           baseline was frozen, below 2 means back inside the series' pre-incident normal;
+           baseline was frozen, below 2 means back inside the series' pre-incident normal (the slow
+           column counts only where the recent one agrees, so this happens once the stream is back);
     close  "settled" when the incident has lasted settle_ms (24 h of the series' time, and at least two
            quarantines): the process settled into a new normal. The histograms restart from the prior
            and the series relearns (a learning period).
@@ -61,7 +64,9 @@ reported) but it cannot open an incident, does not advance an open one, and teac
 Replays: a window ending at or before the series' `last_end_ms` changes nothing (the caller skips it).
 
 State: per series (fixed size, `state_bytes(F)`): 4 x 96 float32 bins, a quarantine of 32 x (4 + F)
-float32, a few scalars; about 2.1 KB + 128 F bytes. Serialised with `to_bytes` / `from_bytes`.
+float32, 17 scalars: 2,184 + 136 F bytes (2.3 KB for one feature, 3.3 KB for eight). In memory the
+histograms are kept as cumulative sums (`cumulative`), so a tail probability costs O(1) lookups and one
+comparison per bin; `to_bytes` / `from_bytes` store the histograms themselves.
 
 Batches: `Batch` holds S series side by side; `step` judges one window per series (the r-th due window
 of each series in a batch, round by round: `rounds`), so the worker judges all due windows of a batch
@@ -463,6 +468,7 @@ def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray
         batch.above[restart], batch.moment[restart] = cumulative(prior(batch.centre.shape[1], settings))
         batch.pending_n[restart] = 0
         batch.pending_incident[restart] = 0
+        batch.level_n[restart] = 0  # the level centre and spread keep their values but learn fast again
 
     batch.previous = np.where(active & ~gapped, v, batch.previous)
     batch.recent = np.where(active & ~gapped, judged[:, RECENT], batch.recent)
