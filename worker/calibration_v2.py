@@ -293,6 +293,25 @@ class Batch:
         return batch
 
 
+def load(raws: Sequence[bytes | None], model_key: int, n_features: int, settings: Settings) -> Batch:
+    """The states of a batch's series under the model tagged `model_key` (None: a new series). Rule on a
+    model swap, as today: errors of two models live on different scales, so a state kept for another
+    model, or of another layout, restarts fresh, keeping its replay mark (last_end_ms)."""
+    batch = Batch.fresh(len(raws), n_features, settings, model_key)
+    size = state_bytes(n_features, settings)
+    usable = [i for i, raw in enumerate(raws) if raw is not None and len(raw) == size]
+    if usable:
+        loaded = Batch.from_bytes([raws[i] for i in usable], n_features, settings)
+        same = loaded.model_key == model_key
+        index = np.asarray(usable)
+        batch.put(index[same], loaded.take(np.flatnonzero(same)))
+        batch.last_end_ms[index] = loaded.last_end_ms
+    for i, raw in enumerate(raws):
+        if raw is not None and len(raw) >= 8 and i not in usable:
+            batch.last_end_ms[i] = struct.unpack_from("<q", raw)[0]
+    return batch
+
+
 def cumulative(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(above, moment) of histograms (..., BINS): mass in bins >= j, and that mass times the centres."""
     above = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]

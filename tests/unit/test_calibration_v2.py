@@ -184,6 +184,20 @@ def test_state_round_trips_through_bytes_and_has_a_fixed_size() -> None:
     assert int.from_bytes(raws[0][:8], "little", signed=True) == batch.last_end_ms[0]  # the replay mark first
 
 
+def test_a_state_of_another_model_or_layout_restarts_fresh_keeping_its_replay_mark() -> None:
+    settings = c2.Settings()
+    batch = c2.Batch.fresh(1, 1, settings, model_key=7)
+    for i in range(50):
+        c2.step(batch, np.array([True]), np.array([0.01]), np.ones((1, 1)), np.array([i * MINUTE]),
+                np.array([(i + T) * MINUTE]), None, reference(), settings)
+    raw = batch.to_bytes(0)
+    loaded = c2.load([raw, raw[:100], None], model_key=7, n_features=1, settings=settings)
+    assert loaded.seen.tolist() == [50, 0, 0]  # an older layout (another size) restarts too
+    assert loaded.last_end_ms.tolist() == [batch.last_end_ms[0]] * 2 + [-1]
+    swapped = c2.load([raw], model_key=8, n_features=1, settings=settings)
+    assert swapped.seen[0] == 0 and swapped.model_key[0] == 8 and swapped.last_end_ms[0] == batch.last_end_ms[0]
+
+
 def test_a_batch_judges_each_series_as_if_it_were_alone() -> None:
     """Vectorised over series: three series stepped together give what each gives alone."""
     settings = c2.Settings()
