@@ -21,6 +21,7 @@ import numpy as np
 
 from vrae_model import __version__
 from vrae_model.exceptions import DataError, VraeError
+from vrae_model.synth import STREAM_KINDS
 from vrae_model.windowing import DEFAULT_GAP_FACTOR
 
 if TYPE_CHECKING:
@@ -151,22 +152,24 @@ def _labelled_summary(is_anomaly: np.ndarray, truth: np.ndarray | None) -> str:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    _require_suffix(args.out, "--out", (".csv",))
+    if args.kind != "machines":
+        return _synth_stream_type(args)
     from vrae_model.synth import ANOMALY_KINDS, SynthConfig, feature_names_for, generate, write_csv
 
-    _require_suffix(args.out, "--out", (".csv",))
     if args.clean and (args.anomalies is not None or args.anomaly_rate is not None or args.kinds is not None):
         raise UsageError("--clean makes data without anomalies: drop --anomalies/--anomaly-rate/--kinds or --clean")
-    if args.features.isdigit():
-        features = feature_names_for(int(args.features))
+    if args.features is None or args.features.isdigit():
+        features = feature_names_for(3 if args.features is None else int(args.features))
     else:
         features = tuple(_parse_features(args.features) or ())
     kinds = tuple(_parse_features(args.kinds)) if args.kinds is not None else ANOMALY_KINDS
     try:
         config = SynthConfig(
             n_series=args.series,
-            length=args.length,
+            length=2000 if args.length is None else args.length,
             features=features,
-            interval_ms=args.interval_ms,
+            interval_ms=60_000 if args.interval_ms is None else args.interval_ms,
             anomaly_rate=0.001 if args.anomaly_rate is None else args.anomaly_rate,
             anomalies_per_series=args.anomalies,
             kinds=kinds,
@@ -179,14 +182,53 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     data = generate(config)
     write_csv(data, args.out)
-    n_anomalies = sum(len(s.anomalies) for s in data.series)
-    labelled = sum(int(s.labels.sum()) for s in data.series)
-    events = config.n_series * config.length
+    _print_synth_summary(data.series, config.n_series, config.length, features, args.out)
+    return 0
+
+
+def _synth_stream_type(args: argparse.Namespace) -> int:
+    """`vrae synth --kind <stream type>`: one of the operations stream types (vrae_model.synth)."""
+    from vrae_model.synth import STREAM_INTERVAL_MS, STREAM_LENGTH, StreamConfig, generate_streams, write_csv
+
+    unsupported = [flag for flag, value in (("--anomaly-rate", args.anomaly_rate), ("--kinds", args.kinds))
+                   if value is not None] + (["--regime-changes"] if args.regime_changes else [])
+    if unsupported:
+        raise UsageError(f"{', '.join(unsupported)} apply to --kind machines only; stream types choose their own "
+                         "anomalies (use --anomalies N or --clean)")
+    if args.clean and args.anomalies is not None:
+        raise UsageError("--clean makes data without anomalies: drop --anomalies or --clean")
+    if args.features is not None and not args.features.isdigit():
+        raise UsageError("stream types name their own features: give --features as a count (multivariate types)")
+    try:
+        config = StreamConfig(
+            kind=args.kind,
+            n_series=args.series,
+            length=STREAM_LENGTH if args.length is None else args.length,
+            interval_ms=STREAM_INTERVAL_MS if args.interval_ms is None else args.interval_ms,
+            anomalies_per_series=3 if args.anomalies is None else args.anomalies,
+            n_features=4 if args.features is None else int(args.features),
+            clean=args.clean,
+            seed=args.seed,
+            start_ms=_to_epoch_ms(args.start),
+        )
+        data = generate_streams(config)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    write_csv(data, args.out)  # type: ignore[arg-type]
+    _print_synth_summary(data.series, config.n_series, config.length, config.features, args.out)
+    benign = sum(len(s.benign) for s in data.series)
+    print(f"{args.kind}: {benign} unlabelled benign events (normal behaviour that must not page)")
+    return 0
+
+
+def _print_synth_summary(series: list, n_series: int, length: int, features: tuple[str, ...], out: Path) -> None:
+    n_anomalies = sum(len(s.anomalies) for s in series)
+    labelled = sum(int(s.labels.sum()) for s in series)
+    events = sum(len(s.labels) for s in series)
     print(
-        f"wrote {events} events ({config.n_series} series x {config.length}, features {', '.join(features)}) to {args.out}: "
+        f"wrote {events} events ({n_series} series x {length}, features {', '.join(features)}) to {out}: "
         f"{n_anomalies} anomalies, {labelled} labelled events ({labelled / events:.1%})"
     )
-    return 0
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -482,9 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth = command("synth", cmd_synth, "write labelled synthetic multivariate sensor data as a long CSV")
     synth.add_argument("--out", type=Path, required=True, help="CSV to write")
     synth.add_argument("--series", type=int, default=10, help="number of series (default 10)")
-    synth.add_argument("--length", type=int, default=2000, help="events per series (default 2000)")
-    synth.add_argument("--features", default="3", help="a count (3 = temp,pressure,vibration) or names a,b,c")
-    synth.add_argument("--interval-ms", type=int, default=60_000, help="time between events (default 60000)")
+    synth.add_argument("--kind", default="machines", choices=("machines", *STREAM_KINDS),
+                       help="machines (default): drifting multi-sensor machines; or an operations stream type "
+                            "(README: vrae synth)")
+    synth.add_argument("--length", type=int, help="events per series (default 2000; stream types 4032: 14 days)")
+    synth.add_argument("--features", help="a count (default 3 = temp,pressure,vibration) or names a,b,c; "
+                                          "multivariate stream types: a count (default 4)")
+    synth.add_argument("--interval-ms", type=int,
+                       help="time between events (default 60000; stream types 300000: 5 min)")
     rate = synth.add_mutually_exclusive_group()
     rate.add_argument("--anomaly-rate", type=float, help="anomalies started per event (default 0.001)")
     rate.add_argument("--anomalies", type=int, help="anomalies per series instead of a rate")

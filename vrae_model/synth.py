@@ -118,6 +118,7 @@ class SynthSeries:
     kinds: np.ndarray  # (n,) str
     anomalies: list[tuple[int, int, str, str]] = field(default_factory=list)  # (start, stop, kind, feature or "*")
     regime_changes: list[tuple[int, str]] = field(default_factory=list)  # (position, kind), unlabelled
+    benign: list[tuple[int, int, str]] = field(default_factory=list)  # (start, stop, kind): unlabelled, normal
 
 
 @dataclass
@@ -332,7 +333,7 @@ def iter_events(data: SynthData) -> Iterator[tuple[str, int, np.ndarray, int, st
         yield one.series_id, int(one.timestamps[n]), one.values[n], int(one.labels[n]), str(one.kinds[n])
 
 
-def write_csv(data: SynthData, path: str | Path) -> Path:
+def write_csv(data: "SynthData | StreamData", path: str | Path) -> Path:
     """Write the long CSV `series_id,timestamp,<features...>,label,anomaly_kind`, grouped by series."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -344,3 +345,481 @@ def write_csv(data: SynthData, path: str | Path) -> Path:
             for row in zip(one.timestamps.astype(str), *columns, one.labels.astype(str), one.kinds, strict=True):
                 out.write(f"{one.series_id}," + ",".join(row) + "\n")
     return path
+
+
+# ------------------------------------------------------------------------------------- stream types
+#
+# What operations data looks like, one generator per stream type (`vrae synth --kind ...`). The machines
+# above are smooth sensors with Gaussian noise and a regular clock; real operations streams also have
+# noise-free periodic signals with sharp edges, flat lines, counts, outages, jittered and repeated
+# timestamps. Each type labels the events an operator would want to be paged about and leaves the
+# events that must not page unlabelled (`SynthSeries.benign`), decided type by type below.
+#
+# Conventions, shared by every type:
+# - One event every `interval_ms` (default 5 min: a day is 288 events, the default 14 days 4,032) in
+#   real time; types with clock trouble or outages change the timestamps, never the real-time signal.
+# - Nothing is labelled and no benign event happens in the first `quiet_fraction` (15 %) of a stream
+#   plus a window: that part trains the model.
+# - A labelled span covers the events the fault changed. A change that stays (a permanent step) is
+#   labelled on its first `_ONSET_EVENTS` events: the change is what pages; the new level is normal
+#   afterwards, and a detector should close its incident there ("settled into a new normal").
+# - Deterministic: (seed, kind, series index) decide everything; `start_ms` only moves the clock.
+
+STREAM_KINDS: tuple[str, ...] = (
+    "periodic-edges",
+    "sawtooth",
+    "flat-steps",
+    "counts-bursts",
+    "slow-drift",
+    "level-shift",
+    "gaps-irregular",
+    "duplicate-timestamps",
+    "stuck-sensor",
+)
+# Labelled anomaly kinds per stream type (placed round-robin, so each shows up).
+STREAM_ANOMALIES: dict[str, tuple[str, ...]] = {
+    "periodic-edges": ("pulse_higher", "pulse_missing", "spike", "pulse_lower"),
+    "sawtooth": ("cleanup_missed", "fast_growth"),
+    "flat-steps": ("transient_step", "permanent_step", "glitch"),
+    "counts-bursts": ("burst", "dropout"),
+    "slow-drift": ("drift",),
+    "level-shift": ("level_shift", "permanent_shift"),
+    "gaps-irregular": ("level_shift", "spike"),
+    "duplicate-timestamps": ("level_shift", "spike"),
+    "stuck-sensor": ("stuck", "spike", "drift"),
+}
+# Unlabelled events that must not page, per stream type (on top of each type's normal behaviour).
+STREAM_BENIGN: dict[str, tuple[str, ...]] = {
+    "periodic-edges": (),  # the daily edges themselves
+    "sawtooth": (),  # the daily cleanup drop
+    "flat-steps": (),
+    "counts-bursts": ("natural_burst",),
+    "slow-drift": (),
+    "level-shift": ("benign_spike",),
+    "gaps-irregular": ("gap",),
+    "duplicate-timestamps": ("clock_repeat", "clock_step_back", "duplicate_event"),
+    "stuck-sensor": (),
+}
+MULTIVARIATE_KINDS: frozenset[str] = frozenset({"stuck-sensor"})
+STREAM_INTERVAL_MS = 300_000
+STREAM_LENGTH = 4032  # 14 days at 5 min
+_ONSET_EVENTS = 24
+_STREAM_GAP_EVENTS = 48  # clean events between two labelled spans
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One stream type's data set; equal configs give identical data."""
+
+    kind: str
+    n_series: int = 4
+    length: int = STREAM_LENGTH
+    interval_ms: int = STREAM_INTERVAL_MS
+    anomalies_per_series: int = 3
+    n_features: int = 4  # multivariate types only; the others have one feature, `value`
+    clean: bool = False  # no labelled anomalies (benign events stay: they are normal behaviour)
+    quiet_fraction: float = 0.15  # no anomaly or benign event here: the part a model trains on
+    seed: int = 0
+    start_ms: int = DEFAULT_START_MS
+
+    def __post_init__(self) -> None:
+        if self.kind not in STREAM_KINDS:
+            raise ValueError(f"stream kind must be one of {', '.join(STREAM_KINDS)}; got {self.kind!r}")
+        if self.n_series < 1:
+            raise ValueError("n_series must be at least 1")
+        if self.length < 288:
+            raise ValueError("stream types need at least 288 events per series (a day at 5 min)")
+        if self.interval_ms < 1:
+            raise ValueError("interval_ms must be at least 1")
+        if self.anomalies_per_series < 0:
+            raise ValueError("anomalies_per_series must be 0 or more")
+        if self.n_features < 2 and self.kind in MULTIVARIATE_KINDS:
+            raise ValueError(f"{self.kind} is multivariate: n_features must be at least 2")
+        if not 0.0 <= self.quiet_fraction < 0.9:
+            raise ValueError("quiet_fraction must be within [0, 0.9)")
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        if self.kind in MULTIVARIATE_KINDS:
+            return tuple(f"sensor_{i}" for i in range(self.n_features))
+        return ("value",)
+
+    @property
+    def day_events(self) -> int:
+        return max(int(round(DAY_MS / self.interval_ms)), 1)
+
+
+@dataclass(frozen=True)
+class StreamData:
+    feature_names: list[str]
+    series: list[SynthSeries]
+    config: StreamConfig
+
+
+def generate_streams(config: StreamConfig | None = None, **overrides: object) -> StreamData:
+    """Generate every series of one stream type (fields may also be passed as keyword overrides)."""
+    if config is None:
+        config = StreamConfig(**overrides)  # type: ignore[arg-type]
+    elif overrides:
+        config = StreamConfig(**{**config.__dict__, **overrides})  # type: ignore[arg-type]
+    series = [_stream_series(config, index) for index in range(config.n_series)]
+    return StreamData(feature_names=list(config.features), series=series, config=config)
+
+
+@dataclass
+class _Stream:
+    """A stream under construction, in real time: event i happened at start + i * interval."""
+
+    values: np.ndarray  # (n, F) float64
+    spans: list[tuple[int, int, str, int]]  # labelled (start, stop, kind, feature)
+    benign: list[tuple[int, int, str]]
+    timestamps: np.ndarray  # (n,) int64, possibly changed by clock trouble
+    decimals: int = 3
+
+
+def _stream_series(config: StreamConfig, index: int) -> SynthSeries:
+    rng = np.random.default_rng([config.seed, STREAM_KINDS.index(config.kind), index, 17])
+    n = config.length
+    real = config.start_ms + np.arange(n, dtype=np.int64) * config.interval_ms
+    stream = _BUILDERS[config.kind](config, rng, real)
+    labels = np.zeros(len(stream.values), dtype=np.int8)
+    kinds = np.full(len(stream.values), "", dtype="<U16")
+    for start, stop, kind, _ in stream.spans:
+        labels[start:stop] = 1
+        kinds[start:stop] = kind
+    names = config.features
+    values = np.round(stream.values, stream.decimals).astype(np.float32)
+    return SynthSeries(
+        series_id=f"{config.kind}-{index:03d}",
+        timestamps=stream.timestamps,
+        values=values,
+        labels=labels,
+        kinds=kinds,
+        anomalies=[(a, b, kind, names[f] if f >= 0 else "*") for a, b, kind, f in stream.spans],
+        benign=list(stream.benign),
+    )
+
+
+def _slots(config: StreamConfig, rng: np.random.Generator, spans: list[int],
+           margin_after: int = 0) -> list[int]:
+    """Start positions for spans of the given lengths, one per equal segment of the stream after its
+    quiet part, each at least `_STREAM_GAP_EVENTS` from the segment's ends (so never overlapping)."""
+    first = int(config.quiet_fraction * config.length) + 64
+    usable = config.length - first - margin_after
+    if not spans:
+        return []
+    segment = usable // len(spans)
+    starts = []
+    for j, span in enumerate(spans):
+        low = first + j * segment + _STREAM_GAP_EVENTS
+        high = first + (j + 1) * segment - _STREAM_GAP_EVENTS - span
+        if high < low:
+            raise ValueError(f"{config.kind}: {len(spans)} anomalies do not fit in {config.length} events; "
+                             "use fewer anomalies or a longer stream")
+        starts.append(int(rng.integers(low, high + 1)))
+    return starts
+
+
+def _kinds_for(config: StreamConfig, index_offset: int = 0) -> list[str]:
+    if config.clean:
+        return []
+    kinds = STREAM_ANOMALIES[config.kind]
+    return [kinds[(index_offset + j) % len(kinds)] for j in range(config.anomalies_per_series)]
+
+
+def _day_phase(config: StreamConfig, real: np.ndarray) -> np.ndarray:
+    """(n,) time of day in [0, 1) from the real clock (UTC)."""
+    return (real % DAY_MS) / DAY_MS
+
+
+def _periodic_edges(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """A noise-free daily pulse with sharp edges (a batch job's load, business hours): low, then high
+    from `on` to `off` each day. Labelled: one day's pulse higher or lower than usual, missing
+    altogether, or a one-event spike. The two daily edges are normal: they must not page."""
+    low, high = rng.uniform(10, 30), rng.uniform(50, 90)
+    on = rng.uniform(0.25, 0.4)
+    off = on + rng.uniform(0.25, 0.4)
+    phase = _day_phase(config, real)
+    pulse = (phase >= on) & (phase < off)
+    values = np.where(pulse, high, low)
+    day = config.day_events
+    spans: list[tuple[int, int, str, int]] = []
+    kinds = _kinds_for(config, index_offset=int(rng.integers(4)))
+    lengths = [1 if kind == "spike" else day for kind in kinds]
+    for kind, start in zip(kinds, _slots(config, rng, lengths), strict=True):
+        if kind == "spike":
+            values[start] += rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * (high - low)
+            spans.append((start, start + 1, kind, 0))
+            continue
+        days_pulse = np.flatnonzero(pulse[start:start + day]) + start  # that day's pulse (a day from start)
+        a, b = int(days_pulse[0]), int(days_pulse[-1]) + 1
+        if kind == "pulse_higher":
+            values[a:b] = high + rng.uniform(0.3, 0.6) * (high - low)
+        elif kind == "pulse_lower":
+            values[a:b] = high - rng.uniform(0.35, 0.6) * (high - low)
+        else:  # pulse_missing
+            values[a:b] = low
+        spans.append((a, b, kind, 0))
+    return _Stream(values[:, None], sorted(spans), [], real.copy(), decimals=2)
+
+
+def _sawtooth(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """Disk usage that a daily cleanup job resets: grows linearly over the day, drops at the cleanup
+    time (a sharp daily edge, normal). Labelled: a cleanup that does not run, so usage keeps growing
+    past its normal range until the next day's cleanup, and a day whose growth runs 2-3x faster."""
+    base, rise = rng.uniform(20, 40), rng.uniform(15, 30)
+    cleanup = rng.uniform(0.0, 1.0)
+    phase = (_day_phase(config, real) - cleanup) % 1.0  # 0 at each cleanup
+    rate = np.full(len(real), rise / config.day_events)
+    day = config.day_events
+    kinds = _kinds_for(config)
+    spans: list[tuple[int, int, str, int]] = []
+    resets = np.flatnonzero(np.diff(phase) < 0) + 1  # first event after each cleanup
+    skip: set[int] = set()
+    for kind, start in zip(kinds, _slots(config, rng, [2 * day] * len(kinds)), strict=True):
+        reset = int(resets[np.searchsorted(resets, start)])
+        nxt = int(resets[np.searchsorted(resets, reset + 1)])
+        if kind == "cleanup_missed":
+            skip.add(reset)
+        else:
+            rate[reset:min(reset + day // 2, len(real))] *= rng.uniform(2.0, 3.0)
+        # up to and including the next cleanup, whose drop the fault made larger than usual
+        spans.append((reset, nxt + 1, kind, 0))
+    values = np.empty(len(real))
+    level = base + rise * phase[0]
+    for i in range(len(real)):
+        if i > 0 and phase[i] < phase[i - 1] and i not in skip:
+            level = base
+        elif i > 0:
+            level += rate[i]
+        values[i] = level
+    return _Stream(values[:, None], sorted(spans), [], real.copy(), decimals=3)
+
+
+def _flat_steps(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """A flat line (a configured limit, a replica count, a queue at rest): constant, no noise.
+    Labelled: a step away and back hours later, a step that stays (labelled on its onset), a one-event
+    glitch. After a permanent step the new level is normal: an incident should close, saying so."""
+    level = float(rng.choice([0.0, 1.0, 4.0, 100.0, 250.0]))
+    unit = max(abs(level), 1.0)
+    values = np.full(len(real), level)
+    kinds = _kinds_for(config)
+    lengths = {"transient_step": int(rng.integers(12, 145)), "permanent_step": _ONSET_EVENTS, "glitch": 1}
+    spans: list[tuple[int, int, str, int]] = []
+    for kind, start in zip(kinds, _slots(config, rng, [lengths[k] for k in kinds]), strict=True):
+        step = rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.5) * unit
+        if kind == "permanent_step":
+            values[start:] += step
+        else:
+            values[start:start + lengths[kind]] += step
+        spans.append((start, start + lengths[kind], kind, 0))
+    return _Stream(values[:, None], sorted(spans), [], real.copy(), decimals=3)
+
+
+def _counts_bursts(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """Requests or messages per interval: Poisson counts around a daily and weekly rhythm, with an
+    overdispersed rate (AR(1) in log space) and short natural bursts (x1.5-2 for 1-4 intervals, a few a
+    day: unlabelled, normal). Labelled: a burst of 3-6x for 30 min to 3 h, and a dropout to 2-10 % of
+    the usual rate for 1-6 h (the producer or the counting pipeline broke)."""
+    n = len(real)
+    base = rng.uniform(5, 200)
+    phase = _day_phase(config, real)
+    week = ((real // DAY_MS) % 7 >= 5).astype(np.float64)  # weekends quieter
+    rhythm = 1.0 + 0.6 * np.sin(2 * np.pi * (phase - rng.uniform(0, 1))) - 0.25 * week
+    log_noise = np.zeros(n)
+    eps = rng.standard_normal(n) * 0.12
+    for i in range(1, n):
+        log_noise[i] = 0.9 * log_noise[i - 1] + eps[i]
+    rate = base * np.maximum(rhythm, 0.05) * np.exp(log_noise)
+    benign: list[tuple[int, int, str]] = []
+    quiet = int(config.quiet_fraction * n) + 64
+    # natural bursts everywhere (training data included: they are normal), about 3 a day
+    for start in np.flatnonzero(rng.random(n) < 3.0 / config.day_events):
+        stop = min(int(start) + int(rng.integers(1, 5)), n)
+        rate[start:stop] *= rng.uniform(1.5, 2.0)
+        if start >= quiet:
+            benign.append((int(start), stop, "natural_burst"))
+    kinds = _kinds_for(config)
+    lengths = [int(rng.integers(6, 37)) if k == "burst" else int(rng.integers(12, 73)) for k in kinds]
+    spans: list[tuple[int, int, str, int]] = []
+    for kind, start, span in zip(kinds, _slots(config, rng, lengths), lengths, strict=True):
+        rate[start:start + span] *= rng.uniform(3.0, 6.0) if kind == "burst" else rng.uniform(0.02, 0.1)
+        spans.append((start, start + span, kind, 0))
+    labelled = np.zeros(n, bool)
+    for a, b, _, _ in spans:
+        labelled[a:b] = True
+    benign = [(a, b, k) for a, b, k in benign if not labelled[a:b].any()]
+    values = rng.poisson(rate).astype(np.float64)
+    return _Stream(values[:, None], spans, benign, real.copy(), decimals=0)
+
+
+def _smooth_daily(config: StreamConfig, rng: np.random.Generator, real: np.ndarray, *, amplitude: float,
+                  ar: float, ar_sd: float) -> np.ndarray:
+    """(n,) a daily sinusoid plus AR(1) wander: a temperature, an occupancy, a latency."""
+    n = len(real)
+    wander = np.zeros(n)
+    eps = rng.standard_normal(n) * ar_sd
+    for i in range(1, n):
+        wander[i] = ar * wander[i - 1] + eps[i]
+    return amplitude * np.sin(2 * np.pi * (_day_phase(config, real) - rng.uniform(0, 1))) + wander
+
+
+def _slow_drift(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """A machine temperature: a daily swing plus smooth wander and sensor noise. Labelled: a slow drift
+    (12-48 h) away from the normal range, 4-8 normal standard deviations by its end, then a repair
+    that snaps it back: the fault an operator wants caught well before it peaks."""
+    signal = _smooth_daily(config, rng, real, amplitude=1.0, ar=0.98, ar_sd=0.1)
+    signal += 0.15 * rng.standard_normal(len(real))
+    spread = float(np.std(signal))
+    kinds = _kinds_for(config)
+    lengths = [int(rng.integers(config.day_events // 2, 2 * config.day_events + 1)) for _ in kinds]
+    spans: list[tuple[int, int, str, int]] = []
+    for kind, start, span in zip(kinds, _slots(config, rng, lengths), lengths, strict=True):
+        size = rng.choice([-1.0, 1.0]) * rng.uniform(4.0, 8.0) * spread
+        signal[start:start + span] += np.linspace(0.0, size, span)
+        spans.append((start, start + span, kind, 0))
+    return _Stream((rng.uniform(40, 80) + rng.uniform(2, 5) * signal)[:, None], spans, [], real.copy(), decimals=3)
+
+
+def _level_shift(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """A cloud CPU utilisation: a noisy level with heavy-tailed noise (Student t, 3 degrees of freedom)
+    and rare lone spikes (unlabelled: a cron job). Labelled: a level shift of 4-8 noise scales for 2-24 h
+    that comes back, and one that stays (labelled on its onset)."""
+    n = len(real)
+    scale = rng.uniform(0.5, 3.0)
+    level = rng.uniform(10, 60)
+    values = level + scale * rng.standard_t(3, size=n) * 0.6
+    benign: list[tuple[int, int, str]] = []
+    quiet = int(config.quiet_fraction * n) + 64
+    for start in np.flatnonzero(rng.random(n) < 1.0 / config.day_events):
+        values[start] += rng.uniform(4, 8) * scale
+        if start >= quiet:
+            benign.append((int(start), int(start) + 1, "benign_spike"))
+    kinds = _kinds_for(config)
+    lengths = [int(rng.integers(24, config.day_events + 1)) if k == "level_shift" else _ONSET_EVENTS for k in kinds]
+    spans: list[tuple[int, int, str, int]] = []
+    for kind, start, span in zip(kinds, _slots(config, rng, lengths), lengths, strict=True):
+        shift = rng.choice([-1.0, 1.0]) * rng.uniform(4.0, 8.0) * scale
+        if kind == "permanent_shift":
+            values[start:] += shift
+        else:
+            values[start:start + span] += shift
+        spans.append((start, start + span, kind, 0))
+    labelled = np.zeros(n, bool)
+    for a, b, _, _ in spans:
+        labelled[a:b] = True
+    benign = [(a, b, k) for a, b, k in benign if not labelled[a:b].any()]
+    return _Stream(np.maximum(values, 0.0)[:, None], spans, benign, real.copy(), decimals=2)
+
+
+def _spikes_and_shifts(config: StreamConfig, rng: np.random.Generator, signal: np.ndarray,
+                       spread: float, margin_after: int = 0) -> list[tuple[int, int, str, int]]:
+    """Labelled level shifts (3-6 spreads for 1-6 h) and spikes (1-2 events, 5-8 spreads), in place."""
+    kinds = _kinds_for(config)
+    lengths = [int(rng.integers(12, 73)) if k == "level_shift" else int(rng.integers(1, 3)) for k in kinds]
+    spans: list[tuple[int, int, str, int]] = []
+    for kind, start, span in zip(kinds, _slots(config, rng, lengths, margin_after), lengths, strict=True):
+        size = rng.uniform(3.0, 6.0) if kind == "level_shift" else rng.uniform(5.0, 8.0)
+        signal[start:start + span] += rng.choice([-1.0, 1.0]) * size * spread
+        spans.append((start, start + span, kind, 0))
+    return spans
+
+
+def _gaps_irregular(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """A road sensor's occupancy: a daily pattern with noise, sampled at jittered intervals (0.5-1.5x
+    the nominal one) and with outages of 10-300 intervals (no events at all; unlabelled: the data after
+    an outage is normal and must not page). Labelled: level shifts and spikes."""
+    n = len(real)
+    signal = _smooth_daily(config, rng, real, amplitude=1.0, ar=0.9, ar_sd=0.15)
+    signal += 0.2 * rng.standard_normal(n)
+    spread = float(np.std(signal))
+    spans = _spikes_and_shifts(config, rng, signal, spread)
+    steps = (config.interval_ms * rng.uniform(0.5, 1.5, size=n)).astype(np.int64)
+    steps[0] = 0
+    labelled = np.zeros(n, bool)
+    for a, b, _, _ in spans:
+        labelled[max(a - 64, 0):b + 64] = True
+    quiet = int(config.quiet_fraction * n) + 64
+    benign: list[tuple[int, int, str]] = []
+    candidates = np.flatnonzero(~labelled[quiet:]) + quiet
+    for at in np.sort(rng.choice(candidates, size=min(3, len(candidates)), replace=False)):
+        steps[at] += int(rng.integers(10, 301)) * config.interval_ms
+        benign.append((int(at), int(at) + 1, "gap"))  # the first event after the outage
+    timestamps = real[0] + np.cumsum(steps)
+    return _Stream((50.0 + 12.0 * signal)[:, None], spans, benign, timestamps, decimals=2)
+
+
+def _duplicate_timestamps(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """Web traffic (a daily pattern with noise) stamped by a clock with trouble, all unlabelled: a
+    DST-like repeat (the clock goes back an hour, so an hour of timestamps repeats), a small backward
+    step (a clock correction of 1-3 intervals), and events sent twice (same timestamp, same values).
+    Labelled: level shifts and spikes. A stream stamped like this must judge the same as a clean one."""
+    n = len(real)
+    signal = _smooth_daily(config, rng, real, amplitude=1.0, ar=0.8, ar_sd=0.1)
+    signal += 0.25 * rng.standard_normal(n)
+    spans = _spikes_and_shifts(config, rng, signal, float(np.std(signal)))
+    labelled = np.zeros(n, bool)
+    for a, b, _, _ in spans:
+        labelled[max(a - 64, 0):b + 64] = True
+    quiet = int(config.quiet_fraction * n) + 64
+    free = np.flatnonzero(~labelled[quiet:n - 64]) + quiet
+    timestamps = real.copy()
+    hour_events = max(int(round(3_600_000 / config.interval_ms)), 1)
+    repeat_at, step_at = (int(x) for x in np.sort(rng.choice(free, size=2, replace=False)))
+    timestamps[repeat_at:] -= 3_600_000
+    timestamps[step_at:] -= int(rng.integers(1, 4)) * config.interval_ms
+    benign = [(repeat_at, repeat_at + hour_events, "clock_repeat"), (step_at, step_at + 1, "clock_step_back")]
+    values = 200.0 + 40.0 * signal
+    twice = np.sort(rng.choice(free, size=5, replace=False))
+    counts = np.ones(n, np.int64)
+    counts[twice] = 2
+    shift = np.concatenate([[0], np.cumsum(counts - 1)])  # events inserted before each original index
+
+    def moved(i: int) -> int:
+        return int(i + shift[min(i, n)])
+
+    spans = [(moved(a), moved(b - 1) + 1, kind, f) for a, b, kind, f in spans]
+    benign = [(moved(a), moved(b - 1) + 1, kind) for a, b, kind in benign]
+    benign += [(moved(int(i)) + 1, moved(int(i)) + 2, "duplicate_event") for i in twice]
+    return _Stream(np.repeat(values, counts)[:, None], spans, sorted(benign), np.repeat(timestamps, counts),
+                   decimals=2)
+
+
+def _stuck_sensor(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """A machine's F sensors driven by one shared load (daily rhythm + wander), each with its own gain,
+    offset and noise. Labelled: one sensor stuck at its last value (the noise stops: a flat line in a
+    noisy stream), a spike in one sensor, a slow drift of one sensor away from the others."""
+    n, f = len(real), config.n_features
+    load = _smooth_daily(config, rng, real, amplitude=1.0, ar=0.95, ar_sd=0.1)
+    gains = rng.uniform(0.5, 1.5, size=f) * rng.choice([-1.0, 1.0], size=f)
+    noise = rng.uniform(0.1, 0.3, size=f)
+    signal = load[:, None] * gains + noise * rng.standard_normal((n, f))
+    kinds = _kinds_for(config)
+    lengths = {"stuck": int(rng.integers(24, 145)), "spike": int(rng.integers(1, 3)),
+               "drift": int(rng.integers(72, 289))}
+    spans: list[tuple[int, int, str, int]] = []
+    for kind, start in zip(kinds, _slots(config, rng, [lengths[k] for k in kinds]), strict=True):
+        feature, span = int(rng.integers(f)), lengths[kind]
+        spread = float(np.std(signal[:start, feature]))
+        if kind == "stuck":
+            signal[start:start + span, feature] = signal[start - 1, feature]
+        elif kind == "spike":
+            signal[start:start + span, feature] += rng.choice([-1.0, 1.0]) * rng.uniform(4.0, 6.0) * spread
+        else:
+            signal[start:start + span, feature] += rng.choice([-1.0, 1.0]) * np.linspace(0, 3.0, span) * spread
+        spans.append((start, start + span, kind, feature))
+    values = rng.uniform(10, 100, size=f) + rng.uniform(1, 10, size=f) * signal
+    return _Stream(values, sorted(spans), [], real.copy(), decimals=3)
+
+
+_BUILDERS = {
+    "periodic-edges": _periodic_edges,
+    "sawtooth": _sawtooth,
+    "flat-steps": _flat_steps,
+    "counts-bursts": _counts_bursts,
+    "slow-drift": _slow_drift,
+    "level-shift": _level_shift,
+    "gaps-irregular": _gaps_irregular,
+    "duplicate-timestamps": _duplicate_timestamps,
+    "stuck-sensor": _stuck_sensor,
+}

@@ -116,6 +116,33 @@ def test_synth_bad_flags_are_one_line_errors(capsys, tmp_path: Path, extra: list
     assert_user_error(run(capsys, "synth", "--out", tmp_path / "x.csv", *extra), fragment)
 
 
+def test_synth_kind_writes_an_operations_stream_type(capsys, tmp_path: Path) -> None:
+    out = tmp_path / "edges.csv"
+    code, printed, _ = run(capsys, "synth", "--kind", "periodic-edges", "--series", 2, "--seed", 3, "--out", out)
+    assert code == 0 and "benign" in printed
+    rows = read_rows(out)
+    assert list(rows[0]) == ["series_id", "timestamp", "value", "label", "anomaly_kind"]
+    assert len(rows) == 2 * 4032
+    assert int(rows[1]["timestamp"]) - int(rows[0]["timestamp"]) == 300_000
+    assert {r["anomaly_kind"] for r in rows if r["label"] == "1"} <= {"pulse_higher", "pulse_lower", "pulse_missing",
+                                                                      "spike"}
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--kinds", "spike"], "--kind machines only"),
+        (["--regime-changes", "2"], "--kind machines only"),
+        (["--features", "a,b"], "count"),
+        (["--clean", "--anomalies", "2"], "--clean"),
+        (["--kind", "meteor-shower"], "invalid choice"),
+    ],
+)
+def test_synth_kind_bad_flags_are_one_line_errors(capsys, tmp_path: Path, extra: list[str], fragment: str) -> None:
+    kind = [] if "--kind" in extra else ["--kind", "counts-bursts"]
+    assert_user_error(run(capsys, "synth", *kind, "--out", tmp_path / "x.csv", *extra), fragment)
+
+
 # ---------------------------------------------------------------- score
 
 

@@ -128,3 +128,115 @@ def test_iter_events_is_in_timestamp_order_across_series() -> None:
 def test_invalid_config_is_rejected(overrides: dict) -> None:
     with pytest.raises(ValueError):
         SynthConfig(**overrides)
+
+
+# ------------------------------------------------------------------------------------- stream types
+
+from vrae_model.synth import (MULTIVARIATE_KINDS, STREAM_ANOMALIES, STREAM_KINDS, StreamConfig,  # noqa: E402
+                              generate_streams)
+
+
+def _stream(kind: str, **overrides: object):
+    return generate_streams(StreamConfig(kind=kind, **{"n_series": 3, "seed": 11, **overrides}))
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_stream_type_is_deterministic_for_a_seed(kind: str) -> None:
+    first, second, other = _stream(kind), _stream(kind), _stream(kind, seed=12)
+    for a, b in zip(first.series, second.series, strict=True):
+        np.testing.assert_array_equal(a.values, b.values)
+        np.testing.assert_array_equal(a.timestamps, b.timestamps)
+        assert a.anomalies == b.anomalies and a.benign == b.benign
+    assert not np.array_equal(first.series[0].values, other.series[0].values)
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_stream_type_labels_exactly_its_anomaly_spans_after_the_training_part(kind: str) -> None:
+    data = _stream(kind)
+    quiet = int(0.15 * data.config.length) + 32
+    seen = set()
+    for one in data.series:
+        expected = np.zeros(len(one.labels), np.int8)
+        for start, stop, anomaly, _ in one.anomalies:
+            assert start >= quiet and anomaly in STREAM_ANOMALIES[kind]
+            expected[start:stop] = 1
+            seen.add(anomaly)
+        np.testing.assert_array_equal(one.labels, expected)
+        assert all(start >= quiet and not one.labels[start:stop].any() for start, stop, _ in one.benign)
+        assert one.values.shape[1] == (4 if kind in MULTIVARIATE_KINDS else 1)
+        assert np.isfinite(one.values).all()
+    assert seen == set(STREAM_ANOMALIES[kind][:3]) or seen == set(STREAM_ANOMALIES[kind])
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_clean_stream_type_has_no_labels(kind: str) -> None:
+    assert all(not one.labels.any() for one in _stream(kind, clean=True).series)
+
+
+def test_periodic_edges_are_noise_free_and_repeat_every_day_outside_anomalies() -> None:
+    for one in _stream("periodic-edges").series:
+        day = 288
+        normal = one.labels == 0
+        values = one.values[:, 0]
+        assert len(np.unique(values[normal])) == 2  # low and high: sharp edges, no noise
+        both = normal[:-day] & normal[day:]
+        np.testing.assert_array_equal(values[:-day][both], values[day:][both])
+
+
+def test_flat_steps_are_constant_between_steps_and_a_permanent_step_stays() -> None:
+    for one in _stream("flat-steps").series:
+        values = one.values[:, 0]
+        assert np.count_nonzero(np.diff(values)) <= 2 * len(one.anomalies)
+        for start, stop, anomaly, _ in one.anomalies:
+            if anomaly == "permanent_step":
+                assert values[-1] == values[stop] != values[start - 1]
+
+
+def test_counts_are_non_negative_integers_with_unlabelled_natural_bursts() -> None:
+    data = _stream("counts-bursts")
+    for one in data.series:
+        assert (one.values >= 0).all() and (one.values == np.round(one.values)).all()
+    assert sum(len(one.benign) for one in data.series) > 10
+
+
+def test_gaps_and_irregular_sampling_are_unlabelled() -> None:
+    for one in _stream("gaps-irregular").series:
+        steps = np.diff(one.timestamps) / 300_000
+        gaps = {start for start, _, kind in one.benign if kind == "gap"}
+        assert len(gaps) == 3 and all(steps[i - 1] >= 10 for i in gaps)
+        usual = np.delete(steps, [i - 1 for i in gaps])
+        assert usual.min() >= 0.5 and usual.max() <= 1.5 and usual.std() > 0.2
+
+
+def test_duplicate_timestamps_repeat_an_hour_step_back_and_resend_events() -> None:
+    for one in _stream("duplicate-timestamps").series:
+        steps = np.diff(one.timestamps)
+        kinds = [kind for _, _, kind in one.benign]
+        assert kinds.count("duplicate_event") == 5 and "clock_repeat" in kinds and "clock_step_back" in kinds
+        assert (steps == 0).sum() >= 5 and steps.min() <= -3_600_000 + 300_000  # a step back by one interval is 0 too
+        for start, _, kind in one.benign:
+            if kind == "duplicate_event":  # the same event sent twice
+                np.testing.assert_array_equal(one.values[start], one.values[start - 1])
+        for start, stop, anomaly, _ in one.anomalies:  # spans still point at the changed values
+            inside = one.values[start:stop, 0]
+            around = np.r_[one.values[start - 30:start - 5, 0], one.values[stop + 5:stop + 30, 0]]
+            assert np.abs(inside.mean() - around.mean()) > 2 * around.std()
+
+
+def test_stuck_sensor_flat_lines_one_sensor_of_a_noisy_machine() -> None:
+    data = _stream("stuck-sensor", n_features=3)
+    assert data.feature_names == ["sensor_0", "sensor_1", "sensor_2"]
+    for one in data.series:
+        for start, stop, anomaly, feature in one.anomalies:
+            column = one.values[:, data.feature_names.index(feature)]
+            if anomaly == "stuck":
+                assert np.ptp(column[start:stop]) == 0.0 and np.ptp(column[start - 20:start]) > 0.0
+
+
+def test_stream_config_rejects_what_cannot_be_generated() -> None:
+    with pytest.raises(ValueError, match="stream kind"):
+        StreamConfig(kind="nope")
+    with pytest.raises(ValueError, match="multivariate"):
+        StreamConfig(kind="stuck-sensor", n_features=1)
+    with pytest.raises(ValueError, match="do not fit"):
+        generate_streams(StreamConfig(kind="sawtooth", anomalies_per_series=12))

@@ -1,0 +1,232 @@
+"""The per-series calibration and incident policy v2 (worker.calibration_v2): each property the issue asks
+for, pinned on model outputs built to show it."""
+
+import math
+
+import numpy as np
+import pytest
+
+from worker import calibration_v2 as c2
+
+MINUTE = 60_000
+T = 32  # window length in events
+
+
+def reference(removes_level: bool = False, n_features: int = 1, train_windows: int = 0) -> c2.Reference:
+    return c2.Reference(median=np.full(n_features, math.log(0.01)), scale=np.full(n_features, 0.5),
+                        mean=np.zeros(n_features), std=np.ones(n_features), removes_level=removes_level, window=T,
+                        train_windows=train_windows)
+
+
+def replay(errors: np.ndarray, *, levels: np.ndarray | None = None, stamps: np.ndarray | None = None,
+           ref: c2.Reference | None = None, settings: c2.Settings = c2.Settings()) -> list[c2.Verdict]:
+    """One series, one window per event after the first T - 1 (stride 1): errors (W,) are the windows'
+    mean squared errors; stamps (W + T - 1,) the events' timestamps (default: one a minute)."""
+    ref = ref or reference(removes_level=levels is not None)
+    n = len(errors)
+    stamps = np.arange(n + T - 1, dtype=np.int64) * MINUTE if stamps is None else stamps
+    batch = c2.Batch.fresh(1, 1, settings)
+    out = []
+    for i in range(n):
+        level = None if levels is None else np.array([[levels[i]]])
+        out.append(c2.step(batch, np.array([True]), np.array([errors[i]]), np.ones((1, 1)),
+                           np.array([stamps[i]]), np.array([stamps[i + T - 1]]), level, ref, settings))
+    return out
+
+
+def noisy(n: int, seed: int = 0, sd: float = 0.5) -> np.ndarray:
+    """Log-normal window errors around the model's median (0.01), smoothed like overlapping windows are."""
+    x = np.random.default_rng(seed).standard_normal(n + T)
+    x = np.convolve(x, np.ones(8) / math.sqrt(8), mode="valid")[:n]
+    return 0.01 * np.exp(sd * x)
+
+
+def openings(verdicts: list[c2.Verdict]) -> list[int]:
+    return [i for i, v in enumerate(verdicts) if v.opened[0]]
+
+
+def closings(verdicts: list[c2.Verdict]) -> list[tuple[int, c2.Close]]:
+    return [(i, c2.Close(int(v.closed[0]))) for i, v in enumerate(verdicts) if v.closed[0]]
+
+
+def surprise(verdicts: list[c2.Verdict]) -> np.ndarray:
+    return np.array([float(v.surprise[0]) for v in verdicts])
+
+
+# ------------------------------------------------------------------------------- recurring errors
+
+
+def test_periodic_stream_opens_nothing_after_second_period() -> None:
+    """A noise-free daily pulse: the model renders its flat parts perfectly and both edges badly, the same
+    way every day (each edge sits in T windows). The edges are a fifth of the windows: normal."""
+    day = 288
+    one_day = np.full(day, 1e-9)
+    one_day[60:60 + T] = 0.3  # the rising edge passes through T windows
+    one_day[160:160 + T] = 0.2  # the falling edge
+    verdicts = replay(np.tile(one_day, 14))
+    assert [i for i in openings(verdicts) if i >= 2 * day] == []
+    assert surprise(verdicts)[3 * day:].max() < 2.0  # not even close to opening on day 3 and after
+
+
+def test_errors_near_zero_keep_the_surprise_bounded_and_quiet() -> None:
+    """A series the model renders almost perfectly: float noise in a tiny error is not an anomaly (the
+    error floor), and a history of identical errors does not make the next one infinitely surprising."""
+    errors = 1e-9 * np.exp(np.random.default_rng(1).normal(0, 2.0, 5000))
+    verdicts = replay(errors)
+    assert openings(verdicts) == []
+    assert np.nanmax(surprise(verdicts)) < 1.0
+
+
+def test_surprise_stays_finite_and_ranks_far_beyond_the_history() -> None:
+    """Beyond anything the series has seen, a larger error is a larger surprise (a user sweeping a level
+    gets a curve), up to the top of the scale, where a non-finite error (an overflow) lands."""
+    errors = noisy(2000)
+
+    def last(value: float) -> float:  # two windows in a row: consecutive windows confirm each other
+        return float(replay(np.r_[errors, [value, value]])[-1].surprise[0])
+
+    assert 3.0 < last(1.0) < last(100.0) < last(1e8) <= last(np.inf) < 300.0
+
+
+def test_one_window_alone_is_not_confirmed() -> None:
+    """An error that jumps in ONE of two overlapping windows is the model rendering that window badly."""
+    assert replay(np.r_[noisy(2000), [1.0]])[-1].surprise[0] < 3.0
+
+
+# ------------------------------------------------------------------------------------ faults
+
+
+def test_long_fault_opens_within_a_few_windows_and_stays_open_until_it_ends() -> None:
+    errors = noisy(3000)
+    errors[1500:1900] *= 20.0  # a fault: the error jumps 20x for 400 windows
+    verdicts = replay(errors)
+    assert openings(verdicts)[0] - 1500 in range(0, 4)
+    assert all(v.open[0] for v in verdicts[1505:1900])  # the baseline is frozen: not learnt as normal
+    (closed_at, reason), = closings(verdicts)
+    assert reason is c2.Close.RECOVERED and 1900 <= closed_at <= 1900 + T + 10
+
+
+def test_slow_drift_opens_before_it_peaks() -> None:
+    """The error creeps up by a factor of 20 over 600 windows (about three model scales): no single window
+    stands out from the one before, and the quarantine keeps the ramp out of the history."""
+    errors = noisy(3000)
+    errors[1500:2100] *= np.exp(np.linspace(0.0, math.log(20.0), 600))
+    found = [i for i in openings(replay(errors)) if i >= 1500]
+    assert found and found[0] < 2100
+
+
+def test_level_shift_opens_through_the_level_when_the_model_removes_it() -> None:
+    """A model that removes window levels renders a shifted window perfectly: the level column sees it."""
+    errors = noisy(3000)
+    levels = 0.3 * np.random.default_rng(2).standard_normal(3000)
+    levels[2000:] += 4.0
+    found = [i for i in openings(replay(errors, levels=levels)) if i >= 2000]
+    assert found and found[0] < 2005
+
+
+def test_nothing_opens_on_the_windows_that_trained_the_model() -> None:
+    """A per-series model is replayed over its own training part first: however its (in-sample) errors
+    look, the series opens nothing before it has streamed as many windows as trained the model."""
+    errors = noisy(2000)
+    errors[400:420] *= 1000.0
+    verdicts = replay(errors, ref=reference(train_windows=574))
+    assert [i for i in openings(verdicts) if i < 574] == []
+    assert all(v.learning[0] for v in verdicts[:574]) and not verdicts[600].learning[0]
+
+
+# --------------------------------------------------------------------------------------- gaps
+
+
+def test_first_window_after_a_gap_of_ten_intervals_opens_nothing() -> None:
+    """A sensor drops out for ten intervals and comes back: the windows holding the outage render badly
+    (they join two unrelated stretches) but they are judged as gapped and cannot page."""
+    n = 2000
+    stamps = np.arange(n + T - 1, dtype=np.int64) * MINUTE
+    stamps[1200:] += 10 * MINUTE
+    errors = noisy(n)
+    errors[1200 - T + 1:1200] *= 1000.0  # every window that holds the outage
+    verdicts = replay(errors, stamps=stamps)
+    assert all(v.gapped[0] for v in verdicts[1200 - T + 1:1200])
+    assert [i for i in openings(verdicts) if i >= 1100] == []
+
+
+# ------------------------------------------------------------------------------------ closing
+
+
+def test_a_change_that_stays_closes_as_settled_after_a_day_and_is_then_normal() -> None:
+    errors = noisy(6000)
+    errors[2000:] *= 50.0  # a recalibrated sensor: the error level moves for good
+    verdicts = replay(errors)  # one window a minute: a day is 1440 windows
+    assert openings(verdicts)[0] in range(2000, 2004)
+    (closed_at, reason), = closings(verdicts)
+    assert reason is c2.Close.SETTLED and closed_at == pytest.approx(2000 + 1440, abs=5)
+    assert [i for i in openings(verdicts) if i > closed_at] == []  # the new level is the new normal
+
+
+# ------------------------------------------------------------------------- state and batching
+
+
+def test_state_round_trips_through_bytes_and_has_a_fixed_size() -> None:
+    settings = c2.Settings()
+    batch = c2.Batch.fresh(2, 3, settings)
+    ref = reference(removes_level=True, n_features=3)
+    rng = np.random.default_rng(3)
+    for i in range(100):
+        c2.step(batch, np.array([True, i % 2 == 0]), rng.uniform(0.005, 0.02, 2), np.full((2, 3), 1 / 3),
+                np.array([i, i]) * MINUTE, np.array([i + T, i + T]) * MINUTE, rng.normal(0, 1, (2, 3)), ref, settings)
+    raws = [batch.to_bytes(0), batch.to_bytes(1)]
+    assert {len(raw) for raw in raws} == {c2.state_bytes(3)} and c2.state_bytes(3) < 3000
+    again = c2.Batch.from_bytes(raws, 3, settings)
+    for name in ("last_end_ms", "seen", "taught", "open", "pending_incident", "opened_ms"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(batch, name))
+    np.testing.assert_allclose(c2.histogram(again.above), c2.histogram(batch.above), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again.moment, batch.moment, rtol=1e-4, atol=1e-4)
+    assert int.from_bytes(raws[0][:8], "little", signed=True) == batch.last_end_ms[0]  # the replay mark first
+
+
+def test_a_state_of_another_model_or_layout_restarts_fresh_keeping_its_replay_mark() -> None:
+    settings = c2.Settings()
+    batch = c2.Batch.fresh(1, 1, settings, model_key=7)
+    for i in range(50):
+        c2.step(batch, np.array([True]), np.array([0.01]), np.ones((1, 1)), np.array([i * MINUTE]),
+                np.array([(i + T) * MINUTE]), None, reference(), settings)
+    raw = batch.to_bytes(0)
+    loaded = c2.load([raw, raw[:100], None], model_key=7, n_features=1, settings=settings)
+    assert loaded.seen.tolist() == [50, 0, 0]  # an older layout (another size) restarts too
+    assert loaded.last_end_ms.tolist() == [batch.last_end_ms[0]] * 2 + [-1]
+    swapped = c2.load([raw], model_key=8, n_features=1, settings=settings)
+    assert swapped.seen[0] == 0 and swapped.model_key[0] == 8 and swapped.last_end_ms[0] == batch.last_end_ms[0]
+
+
+def test_a_batch_judges_each_series_as_if_it_were_alone() -> None:
+    """Vectorised over series: three series stepped together give what each gives alone."""
+    settings = c2.Settings()
+    series = [noisy(1500, seed=s) for s in range(3)]
+    series[1][900:1100] *= 30.0
+    together = c2.Batch.fresh(3, 1, settings)
+    joint = []
+    for i in range(1500):
+        active = np.array([True, True, i < 1200])
+        joint.append(c2.step(together, active, np.array([s[i] for s in series]), np.ones((3, 1)),
+                             np.full(3, i * MINUTE), np.full(3, (i + T - 1) * MINUTE), None, reference(), settings))
+    for k, errors in enumerate(series):
+        alone = replay(errors[:1200] if k == 2 else errors)
+        np.testing.assert_allclose([v.surprise[k] for v in joint[:len(alone)]], surprise(alone))
+        assert [i for i, v in enumerate(joint) if v.opened[k]] == openings(alone)
+
+
+def test_rounds_take_each_series_once_per_round_in_order() -> None:
+    groups = c2.rounds(["a", "b", "a", "c", "a", "b"])
+    assert [g.tolist() for g in groups] == [[0, 1, 3], [2, 5], [4]]
+
+
+def test_same_inputs_give_the_same_verdicts() -> None:
+    errors = noisy(1000)
+    assert surprise(replay(errors)).tolist() == surprise(replay(errors)).tolist()
+
+
+def test_settings_refuse_what_cannot_work() -> None:
+    with pytest.raises(ValueError, match="hysteresis"):
+        c2.Settings(open_surprise=2.0, close_surprise=3.0)
+    with pytest.raises(ValueError, match="quarantine"):
+        c2.Settings(quarantine=100)

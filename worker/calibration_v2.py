@@ -1,0 +1,549 @@
+"""Per-series calibration and incident policy, v2 (pure numpy, vectorised over the series of a batch).
+
+Each window of a series is turned into a surprise (-log10 of a tail probability) against THAT series'
+own history, and the series' incident opens, stays open or closes. The VRAE's reconstruction error is
+the signal; what the model removed from each window (its level, when the model was trained with
+`window_level=remove`) is judged beside it, by the same rule.
+
+The statistic (per window, from the model's outputs; med_f, sc_f: the artifact's feature_calibration)
+
+    e_f = score * F * share_f                          feature f's mean squared error (scaled units)
+    x_f = ln max(e_f, error_floor)                     errors within ~3 % of the training spread: equal
+    v   = max_f (x_f - max(med_f, ln error_floor)) / max(sc_f, scale_floor)
+                                                       model-standardised: on held-out data v ~ N(0, 1)
+    judged columns c = 0..3:
+      c0 = min(v, v_prev)                              the point, confirmed by the overlapping window before
+      c1 = EW mean of v, halflife 8 windows            recent average (anomaly-likelihood style)
+      c2 = min(EW mean of v, halflife 64 windows; c1)  slow faults (counts only where c1 agrees: an
+                                                       incident closes when the stream is back)
+      c3 = max_f |l_f - m_f| / max(r_f, spread_floor)  the level, if the model removes it: l_f the mean of
+                                                       the window's last 8 events in the model's scaled
+                                                       units, m_f / r_f the series' own centre / spread
+
+The tail (per column, a decayed histogram H of the column's past values: 96 bins of 0.5 on [-4, 44))
+
+    N     = total weight of H (prior_weight of the model's own expectation, then the series' windows)
+    alpha = max(tail_mass, tail_count / N)             where the empirical tail stops being trusted
+    q     = the level with mass alpha above it         (within-bin linear interpolation)
+    sigma = max(mean excess of H above q, tail_floor)  an exponential tail beyond q, never steeper
+    P(c >= w) = H-mass above w / N                     for w <= q
+              = max(alpha exp(-(w - q) / sigma), H-mass above w / N)   beyond
+    p = min(1, n_columns * min_c P_c)                  Bonferroni over the columns asked
+    surprise = -log10 p                                bounded: the grid is finite, sigma >= tail_floor
+
+The empirical body absorbs recurring errors (a daily edge is 20 % of a noise-free periodic stream's
+windows: its surprise is ~0.7 after a day); the floor on sigma, in units of the model's own scale, keeps
+a stream whose errors are nearly constant from turning float noise into alarms; values beyond the
+history are judged by distance in model scales, so the surprise keeps ranking.
+
+Learning (per window, after judging)
+
+    - a window teaches its histograms (and the level centre/spread) only `quarantine` = 32 windows
+      later: a fault that ramps up does not teach the history its own ramp before it opens an incident;
+    - windows judged while an incident is open, and those waiting in quarantine when it opened, teach
+      nothing: the baseline is frozen while open, so a long fault is not learnt as normal;
+    - H decays by 2^(-1/halflife) per window taught (halflife 2000 windows: about a week at 5 min).
+
+Incidents
+
+    open   when surprise >= open_surprise (3) (`open_after` windows in a row, default 1), unless the
+           series is in its learning period or the window spans a gap. The learning period: as many
+           windows as trained the model (a per-series model's own training part is replayed first, and
+           its errors there are in-sample), within [300, 1000]; 300 after a settle;
+    close  "recovered" after close_after (5) windows in a row below close_surprise (2): since the
+           baseline was frozen, below 2 means back inside the series' pre-incident normal (the slow
+           column counts only where the recent one agrees, so this happens once the stream is back);
+    close  "settled" when the incident has lasted settle_ms (24 h of the series' time, and at least two
+           quarantines): the process settled into a new normal. The histograms restart from the prior
+           and the series relearns (a learning period).
+
+Gaps: the series' usual window span (end - start) is learnt (EW in log space); a window whose span
+exceeds it by more than (gap_factor - 1) usual intervals holds an outage. It is judged (its surprise is
+reported) but it cannot open an incident, does not advance an open one, and teaches nothing.
+
+Replays: a window ending at or before the series' `last_end_ms` changes nothing (the caller skips it).
+
+State: per series (fixed size, `state_bytes(F)`): 4 x 96 float32 bins, a quarantine of 32 x (4 + F)
+float32, 17 scalars: 2,184 + 136 F bytes (2.3 KB for one feature, 3.3 KB for eight). In memory the
+histograms are kept as cumulative sums (`cumulative`), so a tail probability costs O(1) lookups and one
+comparison per bin; `to_bytes` / `from_bytes` store the histograms themselves.
+
+Batches: `Batch` holds S series side by side; `step` judges one window per series (the r-th due window
+of each series in a batch, round by round: `rounds`), so the worker judges all due windows of a batch
+with a few numpy operations per round instead of a Python loop per window.
+"""
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from enum import IntEnum
+from typing import NamedTuple
+
+import numpy as np
+
+MIN_ERROR = 1e-12  # as vrae_model.calibration.MIN_ERROR
+MIN_PROBABILITY = 1e-300
+LO, HI, STEP = -4.0, 44.0, 0.5
+BINS = int(round((HI - LO) / STEP))
+CENTRES = LO + STEP * (np.arange(BINS) + 0.5)
+EDGES = LO + STEP * np.arange(BINS + 1)
+POINT, RECENT, SLOW, LEVEL = range(4)
+COLUMNS = 4
+MAX_LOG_ERROR = math.log(float(np.finfo(np.float32).max))
+
+
+class Close(IntEnum):
+    """Why an incident closed."""
+
+    NONE = 0
+    RECOVERED = 1  # back inside the series' normal (as it was before the incident)
+    SETTLED = 2  # open for settle_ms: the process settled into a new normal, and the series relearns it
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Defaults chosen on the stream-type bench's development seeds (benchmarks/stream_types.py)."""
+
+    error_floor: float = 1e-3  # scaled mean squared error: a window within ~3 % of the training spread
+    scale_floor: float = 0.25  # ln units: the model's per-feature robust scale is floored here
+    recent_halflife: float = 8.0  # windows
+    slow_halflife: float = 64.0  # windows
+    halflife: float = 2000.0  # windows taught: the memory of the histograms
+    prior_weight: float = 300.0  # windows: the model's expectation a young series starts from
+    tail_mass: float = 0.002
+    tail_count: float = 10.0  # the empirical tail is trusted down to max(tail_mass, tail_count / N)
+    tail_floor: float = 0.5  # model scales: the exponential tail beyond the history is never steeper
+    level_tail_floor: float = 0.4  # the same for the level column, in units of the series' level spread
+    level_events: int = 8  # the level is the mean of the window's last this many events
+    level_spread_floor: float = 0.2  # scaled units
+    level_prior: float = 300.0  # windows: the training data's own centre (0) and spread (1) as a prior
+    quarantine: int = 32  # windows before a judged window teaches the history
+    learning_windows: int = 300  # a series opens no incident before this many windows taught ...
+    max_learning_windows: int = 1000  # ... or as many as trained the model, up to this (Reference)
+    gap_factor: float = 5.0  # a window holding an outage of this many usual intervals is "gapped"
+    open_surprise: float = 3.0
+    close_surprise: float = 2.0
+    close_after: int = 5
+    open_after: int = 1  # windows in a row at or above open_surprise that open an incident
+    settle_ms: int = 86_400_000  # an incident this long closes as "settled into a new normal"
+
+    def __post_init__(self) -> None:
+        if self.close_surprise > self.open_surprise:
+            raise ValueError("close_surprise must not exceed open_surprise (hysteresis needs close <= open)")
+        if self.close_after < 1 or self.level_events < 1:
+            raise ValueError("close_after and level_events must be at least 1")
+        if not 1 <= self.quarantine <= 62:
+            raise ValueError("quarantine must be within [1, 62] windows (its flags are one int64 bit mask)")
+        if not (self.error_floor > 0 and self.scale_floor > 0 and self.tail_floor > 0 and self.halflife > 0):
+            raise ValueError("error_floor, scale_floor, tail_floor and halflife must be positive")
+
+    @property
+    def decay(self) -> float:
+        return 2.0 ** (-1.0 / self.halflife)
+
+    @property
+    def recent_rate(self) -> float:
+        return 1.0 - 2.0 ** (-1.0 / self.recent_halflife)
+
+    @property
+    def slow_rate(self) -> float:
+        return 1.0 - 2.0 ** (-1.0 / self.slow_halflife)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the model's artifact says about normal errors and levels (metadata: feature_calibration,
+    scaler, model_config.window_level, window)."""
+
+    median: np.ndarray  # (F,) ln error medians on held-out windows
+    scale: np.ndarray  # (F,) robust scales of the same
+    mean: np.ndarray  # (F,) the scaler's
+    std: np.ndarray  # (F,)
+    removes_level: bool | np.ndarray  # the model was trained with window_level=remove (one per series, in a bench)
+    window: int
+    train_windows: int | np.ndarray = 0  # how many windows trained the model (0: unknown)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "Reference":
+        n = len(metadata["features"])
+        calibration = metadata.get("feature_calibration") or {}
+        median = np.asarray(calibration.get("log_error_median", [math.log(1.0)] * n), np.float64)
+        scale = np.asarray(calibration.get("log_error_scale", [1.0] * n), np.float64)
+        # the calibration windows are the held-out val_fraction of the training windows
+        held_out = float(metadata.get("training_config", {}).get("val_fraction", 0.0) or 0.0)
+        n_calibration = int(metadata.get("calibration", {}).get("n", 0))
+        train_windows = int(round(n_calibration / held_out)) if held_out > 0 else 0
+        return cls(median, scale, np.asarray(metadata["scaler"]["mean"], np.float64),
+                   np.asarray(metadata["scaler"]["std"], np.float64),
+                   metadata["model_config"].get("window_level") == "remove", int(metadata["window"]), train_windows)
+
+    def learning_windows(self, settings: "Settings") -> int | np.ndarray:
+        """A series opens nothing before it has streamed as many windows as trained the model (the windows
+        a per-series model was trained on are replayed first, and their errors are in-sample), within
+        [learning_windows, max_learning_windows]."""
+        return np.minimum(np.maximum(self.train_windows, settings.learning_windows), settings.max_learning_windows)
+
+
+def prior(n_features: int, settings: Settings) -> np.ndarray:
+    """(COLUMNS, BINS): what a series expects before it has a history: on held-out windows each
+    feature's standardised error is about N(0, 1), so v is the max of F of them; the level column,
+    a max of F standardised deviations, is given the same shape."""
+    from math import erf, sqrt
+
+    cdf = np.array([0.5 * (1.0 + erf(e / sqrt(2.0))) for e in EDGES]) ** n_features
+    mass = np.diff(cdf)
+    mass[0] += cdf[0]
+    mass[-1] += 1.0 - cdf[-1]
+    return np.tile(settings.prior_weight * mass / mass.sum(), (COLUMNS, 1))
+
+
+# ----------------------------------------------------------------------------------------- the state
+
+
+_SCALARS = (
+    ("last_end_ms", np.int64), ("model_key", np.int64), ("seen", np.int64), ("taught", np.int64),
+    ("since_reset", np.int64),
+    ("span", np.float64), ("previous", np.float64), ("recent", np.float64), ("slow", np.float64),
+    ("level_n", np.float64), ("pending_n", np.int64), ("pending_incident", np.int64),
+    ("open", np.int64), ("normal_run", np.int64), ("open_windows", np.int64), ("opened_ms", np.int64),
+    ("above_run", np.int64),
+)
+_HEAD = struct.Struct("<" + "".join("q" if kind is np.int64 else "d" for _, kind in _SCALARS))
+
+
+@dataclass
+class Batch:
+    """S series side by side: every field is an array whose first axis is the series.
+
+    `pending_incident` is a bit mask over the quarantine slots (bit j: slot j was judged while an
+    incident was open, or waited in quarantine when one opened)."""
+
+    last_end_ms: np.ndarray  # (S,) end of the last window judged; -1: none yet
+    model_key: np.ndarray  # (S,) which model's error scale this history is in
+    seen: np.ndarray  # (S,) windows judged outside gaps
+    taught: np.ndarray  # (S,) windows taught so far
+    since_reset: np.ndarray  # (S,) windows seen since the histograms (re)started
+    span: np.ndarray  # (S,) EW ln(window span ms)
+    previous: np.ndarray  # (S,) the previous window's v
+    recent: np.ndarray  # (S,) EW mean of v, recent_halflife
+    slow: np.ndarray  # (S,) EW mean of v, slow_halflife
+    level_n: np.ndarray  # (S,) levels taught
+    pending_n: np.ndarray  # (S,) quarantine slots filled
+    pending_incident: np.ndarray  # (S,) bit mask, see above
+    open: np.ndarray  # (S,) 0/1
+    normal_run: np.ndarray  # (S,)
+    open_windows: np.ndarray  # (S,)
+    opened_ms: np.ndarray  # (S,) end of the window that opened the incident
+    above_run: np.ndarray  # (S,) windows in a row at or above open_surprise, while closed
+    above: np.ndarray  # (S, COLUMNS, BINS) float64: each column's histogram mass in bins >= j ...
+    moment: np.ndarray  # ... and the same mass times the bin centres: tail sums in O(1) (tail_probability)
+    pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
+    pending_level: np.ndarray  # (S, quarantine, F) their levels
+    centre: np.ndarray  # (S, F) the series' level centre
+    spread: np.ndarray  # (S, F) and spread
+
+    @classmethod
+    def fresh(cls, n_series: int, n_features: int, settings: Settings, model_key: int = 0) -> "Batch":
+        s, d = n_series, settings.quarantine
+        scalars = {name: np.zeros(s, kind) for name, kind in _SCALARS}
+        scalars["last_end_ms"][:] = -1
+        scalars["model_key"][:] = model_key
+        above, moment = cumulative(np.tile(prior(n_features, settings), (s, 1, 1)))
+        return cls(**scalars, above=above, moment=moment,
+                   pending=np.zeros((s, d, COLUMNS)), pending_level=np.zeros((s, d, n_features)),
+                   centre=np.zeros((s, n_features)), spread=np.ones((s, n_features)))
+
+    def __len__(self) -> int:
+        return len(self.last_end_ms)
+
+    def take(self, index: np.ndarray) -> "Batch":
+        return Batch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def put(self, index: np.ndarray, part: "Batch") -> None:
+        for f in fields(self):
+            getattr(self, f.name)[index] = getattr(part, f.name)
+
+    # ---------------------------------------------------------------------------- one series <-> bytes
+
+    def to_bytes(self, i: int) -> bytes:
+        """Series i's state: fixed size for a feature count (state_bytes); it starts with last_end_ms as
+        an int64, so a store can refuse to overwrite a newer state with an older one."""
+        head = _HEAD.pack(*(getattr(self, name)[i].item() for name, _ in _SCALARS))
+        arrays = (histogram(self.above[i]), self.pending[i], self.pending_level[i], self.centre[i], self.spread[i])
+        return head + b"".join(np.ascontiguousarray(a, dtype="<f4").tobytes() for a in arrays)
+
+    @classmethod
+    def from_bytes(cls, raws: Sequence[bytes], n_features: int, settings: Settings) -> "Batch":
+        batch = cls.fresh(len(raws), n_features, settings)
+        d = settings.quarantine
+        shapes = ((COLUMNS, BINS), (d, COLUMNS), (d, n_features), (n_features,), (n_features,))
+        names = ("above", "pending", "pending_level", "centre", "spread")
+        for i, raw in enumerate(raws):
+            if len(raw) != state_bytes(n_features, settings):
+                raise ValueError(f"a calibration state of {len(raw)} bytes does not fit {n_features} features")
+            for (name, _), value in zip(_SCALARS, _HEAD.unpack_from(raw)):
+                getattr(batch, name)[i] = value
+            offset = _HEAD.size
+            for name, shape in zip(names, shapes):
+                count = int(np.prod(shape))
+                getattr(batch, name)[i] = np.frombuffer(raw, "<f4", count, offset).reshape(shape)
+                offset += 4 * count
+        batch.above, batch.moment = cumulative(batch.above)  # stored as the histograms themselves
+        return batch
+
+
+def load(raws: Sequence[bytes | None], model_key: int, n_features: int, settings: Settings) -> Batch:
+    """The states of a batch's series under the model tagged `model_key` (None: a new series). Rule on a
+    model swap, as today: errors of two models live on different scales, so a state kept for another
+    model, or of another layout, restarts fresh, keeping its replay mark (last_end_ms)."""
+    batch = Batch.fresh(len(raws), n_features, settings, model_key)
+    size = state_bytes(n_features, settings)
+    usable = [i for i, raw in enumerate(raws) if raw is not None and len(raw) == size]
+    if usable:
+        loaded = Batch.from_bytes([raws[i] for i in usable], n_features, settings)
+        same = loaded.model_key == model_key
+        index = np.asarray(usable)
+        batch.put(index[same], loaded.take(np.flatnonzero(same)))
+        batch.last_end_ms[index] = loaded.last_end_ms
+    for i, raw in enumerate(raws):
+        if raw is not None and len(raw) >= 8 and i not in usable:
+            batch.last_end_ms[i] = struct.unpack_from("<q", raw)[0]
+    return batch
+
+
+def cumulative(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(above, moment) of histograms (..., BINS): mass in bins >= j, and that mass times the centres."""
+    above = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]
+    moment = np.cumsum((hist * CENTRES)[..., ::-1], axis=-1)[..., ::-1]
+    return above, moment
+
+
+def histogram(above: np.ndarray) -> np.ndarray:
+    """The histograms (..., BINS) behind their `above` sums."""
+    return above - np.concatenate([above[..., 1:], np.zeros_like(above[..., :1])], axis=-1)
+
+
+def state_bytes(n_features: int, settings: Settings = Settings()) -> int:
+    """Bytes of one series' state: fixed by the feature count, whatever the stream length."""
+    d = settings.quarantine
+    return _HEAD.size + 4 * (COLUMNS * BINS + d * COLUMNS + d * n_features + 2 * n_features)
+
+
+# ------------------------------------------------------------------------------------- the statistic
+
+
+def statistic(score: np.ndarray, shares: np.ndarray, reference: Reference, settings: Settings) -> np.ndarray:
+    """(S,) v: the max over features of the model-standardised, floored log error (module docstring).
+    NaN or inf (the model overflowed) lands at the top of the scale."""
+    f = shares.shape[1]
+    shares = np.where(np.isfinite(shares), shares, 1.0 / f)
+    with np.errstate(over="ignore", invalid="ignore"):
+        errors = np.asarray(score, np.float64)[:, None] * f * shares
+    floor = math.log(settings.error_floor)
+    x = np.log(np.maximum(np.where(np.isnan(errors), np.inf, errors), MIN_ERROR))
+    x = np.clip(x, floor, MAX_LOG_ERROR)
+    centre = np.maximum(reference.median, floor)
+    return np.max((x - centre) / np.maximum(reference.scale, settings.scale_floor), axis=1)
+
+
+def window_level(values: np.ndarray, reference: Reference, settings: Settings) -> np.ndarray:
+    """(S, F) the mean of each window's last `level_events` events in the model's scaled units, from raw
+    windows (S, T, F)."""
+    tail = np.asarray(values, np.float64)[:, -settings.level_events:, :]
+    return (tail.mean(axis=1) - reference.mean) / reference.std
+
+
+# ------------------------------------------------------------------------------------------ the tail
+
+
+def tail_probability(above: np.ndarray, moment: np.ndarray, w: np.ndarray, floor: float | np.ndarray,
+                     settings: Settings) -> np.ndarray:
+    """(R,) P(column >= w) from (R, BINS) cumulative histograms (`cumulative`): empirical up to the alpha
+    level, exponential beyond it with scale max(mean excess, floor) (module docstring)."""
+    r = above.shape[0]
+    rows = np.arange(r)
+    nxt = np.concatenate([above[:, 1:], np.zeros((r, 1))], axis=1)  # mass in bins > j
+    nxt_moment = np.concatenate([moment[:, 1:], np.zeros((r, 1))], axis=1)
+    total = np.maximum(above[:, 0], 1e-12)
+    pos = np.clip((w - LO) / STEP, 0.0, BINS - 1e-9)
+    j = pos.astype(np.int64)
+    mass_w = nxt[rows, j] + ((j + 1) - pos) * (above[rows, j] - nxt[rows, j])
+    alpha = np.maximum(settings.tail_mass, settings.tail_count / total)
+    target = alpha * total
+    jq = np.clip(np.sum(above >= target[:, None], axis=1) - 1, 0, BINS - 1)  # last bin with enough above
+    hq = above[rows, jq] - nxt[rows, jq]
+    inside = np.clip((target - nxt[rows, jq]) / np.where(hq > 0, hq, 1.0), 0.0, 1.0) * (hq > 0)
+    q = LO + STEP * (jq + 1 - inside)  # `inside` of bin jq's mass lies above q
+    excess = nxt_moment[rows, jq] - q * nxt[rows, jq] + inside * hq * STEP * inside / 2.0
+    sigma = np.maximum(excess / target, floor)
+    empirical = mass_w / total
+    extrapolated = np.maximum(alpha * np.exp(-(w - q) / sigma), empirical)
+    return np.clip(np.where(w > q, extrapolated, empirical), MIN_PROBABILITY, 1.0)
+
+
+def _teach(batch: "Batch", values: np.ndarray, weight: np.ndarray, settings: Settings) -> None:
+    """Fold (S, COLUMNS) values into the histograms, in place, at weight (S,) each (split linearly between
+    the two nearest bin centres); the histograms decay by decay ** weight first."""
+    pos = np.clip((values - LO) / STEP - 0.5, 0.0, BINS - 1.0)
+    j0 = np.floor(pos).astype(np.int64)
+    upper = pos - j0
+    j1 = np.minimum(j0 + 1, BINS - 1)
+    decay = (settings.decay ** weight)[:, None, None]
+    bins = np.arange(BINS)
+    w0 = (weight[:, None] * (1.0 - upper))[:, :, None]
+    w1 = (weight[:, None] * upper)[:, :, None]
+    below0, below1 = bins <= j0[:, :, None], bins <= j1[:, :, None]  # bins whose `above` sums gain
+    batch.above = batch.above * decay + w0 * below0 + w1 * below1
+    batch.moment = batch.moment * decay + w0 * CENTRES[j0][:, :, None] * below0 + w1 * CENTRES[j1][:, :, None] * below1
+
+
+# --------------------------------------------------------------------------------------------- a step
+
+
+class Verdict(NamedTuple):
+    """One window per series of a round; arrays of S."""
+
+    surprise: np.ndarray  # -log10 of the tail probability (bounded; NaN where not judged)
+    p: np.ndarray  # (S, COLUMNS) each column's tail probability
+    opened: np.ndarray  # bool
+    closed: np.ndarray  # Close codes (0: none)
+    open: np.ndarray  # bool: an incident is open after this window
+    gapped: np.ndarray  # bool: the window spans an outage
+    learning: np.ndarray  # bool: the series is in its learning period (cannot open)
+
+
+def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarray,
+         end_ms: np.ndarray, level: np.ndarray | None, reference: Reference, settings: Settings) -> Verdict:
+    """Judge one window per active series, advance its incident and teach its history, in place.
+
+    `level` (S, F) is `window_level(...)` of each window when the model removes levels (else None).
+    Windows of one series must come in order; a window ending at or before the series' last_end_ms is
+    a replay and must not be passed (`Batch.last_end_ms`)."""
+    n = len(batch)
+    v = statistic(score, shares, reference, settings)
+    start_ms, end_ms = np.asarray(start_ms, np.int64), np.asarray(end_ms, np.int64)
+
+    # gaps: this window's span against the series' usual span
+    span = np.log(np.maximum(end_ms - start_ms, 1).astype(np.float64))
+    young = batch.seen == 0
+    usual = np.exp(np.where(young, span, batch.span))
+    gapped = active & ~young & (np.exp(span) - usual > (settings.gap_factor - 1.0) * usual / max(reference.window - 1, 1))
+    overlaps = ~young & ~gapped  # consecutive overlapping windows confirm each other's point
+
+    judged = np.zeros((n, COLUMNS))
+    judged[:, POINT] = np.where(overlaps, np.minimum(v, batch.previous), v)
+    first = young
+    judged[:, RECENT] = np.where(first, v, batch.recent + settings.recent_rate * (v - batch.recent))
+    slow = np.where(first, v, batch.slow + settings.slow_rate * (v - batch.slow))
+    # the slow average counts only where the recent one agrees: it finds faults that creep up (where it
+    # lags below the recent one anyway), and an incident closes once the stream is back, not a few slow
+    # half-lives later
+    judged[:, SLOW] = np.minimum(slow, judged[:, RECENT])
+    # the level column, for the series whose model removes levels (a bool, or one per series)
+    with_level = np.broadcast_to(np.asarray(reference.removes_level, bool), (n,)) & (level is not None)
+    if with_level.any():
+        spread = np.maximum(batch.spread, settings.level_spread_floor)
+        judged[:, LEVEL] = np.where(with_level, np.max(np.abs(level - batch.centre) / spread, axis=1), 0.0)
+    judged = np.clip(judged, LO, HI - 1e-9)
+
+    used = COLUMNS if with_level.any() else LEVEL  # judge every column of every series in one call
+    floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor])[:used]
+    p = np.ones((n, COLUMNS))
+    p[:, :used] = tail_probability(batch.above[:, :used, :].reshape(n * used, BINS),
+                                   batch.moment[:, :used, :].reshape(n * used, BINS), judged[:, :used].reshape(-1),
+                                   np.tile(floors, n), settings).reshape(n, used)
+    p[:, LEVEL] = np.where(with_level, p[:, LEVEL], 1.0)
+    columns = np.where(with_level, COLUMNS, LEVEL)  # Bonferroni over the columns asked
+    surprise = -np.log10(np.clip(columns * p.min(axis=1), MIN_PROBABILITY, 1.0))
+
+    # incidents
+    # the first learning period (never settled: seen == since_reset) follows the model's training size
+    learning = batch.since_reset < np.where(batch.seen == batch.since_reset, reference.learning_windows(settings),
+                                            settings.learning_windows)
+    was_open = batch.open.astype(bool)
+    candidate = active & ~gapped & ~learning & ~was_open
+    batch.above_run = np.where(candidate, np.where(surprise >= settings.open_surprise, batch.above_run + 1, 0),
+                               np.where(active & ~gapped, 0, batch.above_run))
+    opened = candidate & (batch.above_run >= settings.open_after)
+    going = active & ~gapped & was_open
+    batch.normal_run = np.where(going, np.where(surprise < settings.close_surprise, batch.normal_run + 1, 0),
+                                batch.normal_run)
+    batch.open_windows = np.where(going, batch.open_windows + 1, batch.open_windows)
+    recovered = going & (batch.normal_run >= settings.close_after)
+    settled = going & ~recovered & (end_ms - batch.opened_ms >= settings.settle_ms) \
+        & (batch.open_windows >= 2 * settings.quarantine)
+    closed = np.where(recovered, Close.RECOVERED, np.where(settled, Close.SETTLED, Close.NONE))
+    now_open = (was_open & ~(recovered | settled)) | opened
+    batch.open = now_open.astype(np.int64)
+    batch.normal_run = np.where(opened | recovered | settled, 0, batch.normal_run)
+    batch.open_windows = np.where(opened, 1, np.where(recovered | settled, 0, batch.open_windows))
+    batch.opened_ms = np.where(opened, end_ms, batch.opened_ms)
+
+    _learn(batch, active & ~gapped, judged, level if with_level.any() else None, with_level, opened, now_open,
+           settings)
+    restart = settled
+    if restart.any():  # a new normal: the histograms start again from the prior, and the series relearns
+        batch.above[restart], batch.moment[restart] = cumulative(prior(batch.centre.shape[1], settings))
+        batch.pending_n[restart] = 0
+        batch.pending_incident[restart] = 0
+        batch.level_n[restart] = 0  # the level centre and spread keep their values but learn fast again
+
+    batch.previous = np.where(active & ~gapped, v, batch.previous)
+    batch.recent = np.where(active & ~gapped, judged[:, RECENT], batch.recent)
+    batch.slow = np.where(active & ~gapped, slow, batch.slow)
+    batch.span = np.where(active & ~gapped, np.where(young, span, batch.span + 0.01 * (span - batch.span)),
+                          batch.span)
+    batch.seen = batch.seen + (active & ~gapped)
+    batch.since_reset = np.where(restart, 0, batch.since_reset + (active & ~gapped))
+    batch.last_end_ms = np.where(active, end_ms, batch.last_end_ms)
+    return Verdict(np.where(active, surprise, np.nan), p, opened, np.where(active, closed, 0), now_open,
+                   gapped, learning)
+
+
+def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, with_level: np.ndarray,
+           opened: np.ndarray, now_open: np.ndarray, settings: Settings) -> None:
+    """Push this window into the quarantine and teach the one leaving it (module docstring: Learning)."""
+    d = settings.quarantine
+    full_mask = (1 << d) - 1
+    # the windows waiting when an incident opens are its ramp: flag them, and this one if open
+    flags = np.where(opened, full_mask, batch.pending_incident)
+    ready = taught & (batch.pending_n >= d)
+    leaving = batch.pending[:, 0, :].copy()
+    leaving_level = batch.pending_level[:, 0, :].copy()
+    leaving_incident = (flags & 1).astype(bool)
+    shifted = np.roll(batch.pending, -1, axis=1)
+    shifted[:, -1, :] = judged
+    batch.pending = np.where(taught[:, None, None], shifted, batch.pending)
+    if level is not None:
+        shifted_level = np.roll(batch.pending_level, -1, axis=1)
+        shifted_level[:, -1, :] = level
+        batch.pending_level = np.where(taught[:, None, None], shifted_level, batch.pending_level)
+    new_flags = (flags >> 1) | (now_open.astype(np.int64) << (d - 1))
+    batch.pending_incident = np.where(taught, new_flags, flags)
+    batch.pending_n = np.where(taught, np.minimum(batch.pending_n + 1, d), batch.pending_n)
+
+    teach = ready & ~leaving_incident
+    _teach(batch, leaving, teach.astype(np.float64), settings)
+    batch.taught = batch.taught + teach
+    if level is not None:
+        learn = (teach & with_level)[:, None]
+        a = np.maximum(1.0 / (batch.level_n + 1.0 + settings.level_prior), 1.0 - settings.decay)[:, None]
+        deviation = leaving_level - batch.centre
+        batch.centre = np.where(learn, batch.centre + a * deviation, batch.centre)
+        batch.spread = np.where(learn, batch.spread + a * (1.2533 * np.abs(deviation) - batch.spread), batch.spread)
+        batch.level_n = batch.level_n + learn[:, 0]
+
+
+def rounds(series_ids: Sequence[str]) -> list[np.ndarray]:
+    """Positions of a batch's windows (in order) grouped into rounds: round r holds the r-th window of
+    every series that has one, so each round judges each series at most once, in window order."""
+    seen: dict[str, int] = {}
+    grouped: list[list[int]] = []
+    for index, sid in enumerate(series_ids):
+        r = seen.get(sid, 0)
+        seen[sid] = r + 1
+        if r == len(grouped):
+            grouped.append([])
+        grouped[r].append(index)
+    return [np.asarray(group, np.int64) for group in grouped]
