@@ -64,9 +64,9 @@ from vrae_model.data import WindowSet
 from vrae_model.synth import SynthSeries, generate
 from vrae_model.windowing import due_positions
 from worker.detection.detector import DetectorSettings
-from worker.detection.incidents import IncidentSettings
 from worker.scorer import Scorer
 from worker.tools.backtest import Backtest, backtest
+from worker.tools.tune_levels import with_levels
 from worker.tools.evaluation import Stats, anomaly_windows, best_levels, incident_openings, matches, score_detections
 
 ECG_PATH = Path("/work/shared/data/ecg5000/ECG5000_TRAIN.txt")
@@ -317,9 +317,7 @@ def static_score(scorer: Scorer) -> Callable[[np.ndarray], np.ndarray]:
 
 def run_worker(split: Sequence[Series], data: DataSet, scorer: Scorer, levels: tuple[float, float]) -> Backtest:
     """Stream the split through the worker's pipeline (worker.tools.backtest), Kafka and Redis aside."""
-    settings = DetectorSettings(incidents=IncidentSettings(open_surprise=levels[0], close_surprise=levels[1],
-                                                            close_after=CLOSE_AFTER))
-    return backtest(split, scorer, data.stride, settings)
+    return backtest(split, scorer, data.stride, with_levels(DetectorSettings(), levels))
 
 
 # ------------------------------------------------------------------------------------------ scoring

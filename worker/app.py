@@ -4,18 +4,18 @@ Everything else receives its collaborators; only this module reads `Settings` an
 """
 
 import logging
+import math
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from vrae_model.artifact import load_artifact
-from vrae_model.windowing import GapPolicy
+from vrae_model.windowing import DEFAULT_GAP_FACTOR, GapPolicy
 from worker.checkpoint import Checkpoint
 from worker.config import DetectionSettings, ModelSettings, Settings
-from worker.detection.calibration import AdaptiveSettings
+from worker.detection.calibration import CalibrationSettings
 from worker.detection.detector import Detector, DetectorSettings
-from worker.detection.incidents import IncidentSettings
 from worker.events import EventParser
 from worker.health import Heartbeat
 from worker.kafka_io import KafkaSink, KafkaSource, build_consumer, build_producer
@@ -127,17 +127,17 @@ def build_detector(settings: Settings) -> Detector | None:
     config: DetectionSettings = settings.detection
     if config.mode != "incidents":
         return None
-    return Detector(detector_settings(config), top_k=settings.model.top_features, scores_topic=config.scores_topic)
+    return Detector(detector_settings(config, settings.window.gap_factor), top_k=settings.model.top_features,
+                    scores_topic=config.scores_topic)
 
 
-def detector_settings(config: DetectionSettings) -> DetectorSettings:
-    """The detector's settings from the worker's configuration (VRAE_DETECTION__*)."""
-    return DetectorSettings(
-        adaptive=AdaptiveSettings(long_halflife=config.long_halflife, short_halflife=config.short_halflife,
-                                  warmup=config.warmup, history_weight=config.history_weight),
-        incidents=IncidentSettings(open_surprise=config.open_surprise, close_surprise=config.close_surprise,
-                                   close_after=config.close_after),
-    )
+def detector_settings(config: DetectionSettings, gap_factor: float = DEFAULT_GAP_FACTOR) -> DetectorSettings:
+    """The detector's settings from the worker's configuration (VRAE_DETECTION__*, and the window gap
+    factor: a window spanning an outage opens nothing)."""
+    return DetectorSettings(CalibrationSettings(
+        open_surprise=config.open_surprise, close_surprise=config.close_surprise, close_after=config.close_after,
+        halflife=config.memory_windows, settle_ms=int(config.settle_hours * 3_600_000),
+        gap_factor=gap_factor if gap_factor > 0 else math.inf))
 
 
 class BackgroundWorker:

@@ -76,7 +76,7 @@ class Checkpoint:
 
     def _count(self, batch: ProcessedBatch) -> None:
         for event in batch.report.incidents:
-            self._metrics.incidents.labels(event.transition.phase.value).inc()
+            self._metrics.incidents.labels(event.phase.value).inc()
         self._metrics.batch_size.observe(len(batch.records))
         self._metrics.batch_seconds.observe(time.perf_counter() - batch.started)
         self._metrics.batches.inc()

@@ -125,19 +125,17 @@ class WindowSettings(BaseModel):
 
 
 class DetectionSettings(BaseModel):
-    """How scored windows become alerts (see worker/detection/: calibration.py and incidents.py)."""
+    """How scored windows become alerts (docs/detection.md; worker/detection/calibration.py)."""
 
     mode: Literal["windows", "incidents"] = Field(
         "incidents", description="incidents: per-series online calibration and opened/closed incident records; "
                                  "windows: one alert per window over the model's threshold")
-    long_halflife: float = Field(1000.0, gt=1, description="windows; a series' memory of normal")
-    short_halflife: float = Field(6.0, gt=0, description="windows; the recent average compared against it")
-    warmup: float = Field(300.0, ge=0, description="windows until a series' own history has half its final say")
-    history_weight: float = Field(1.0, ge=0, le=1, description="the say a series' own history reaches against "
-                                                               "the model's calibration (1: all of it)")
     open_surprise: float = Field(3.0, gt=0, description="-log10 tail probability that opens an incident")
     close_surprise: float = Field(2.0, ge=0, description="below this a window counts as normal again")
     close_after: int = Field(5, ge=1, description="normal windows in a row that close an incident")
+    memory_windows: float = Field(2000.0, gt=1, description="half-life, in windows, of a series' memory of normal")
+    settle_hours: float = Field(24.0, gt=0, description="an incident open this long (series time) closes as "
+                                                        "'settled': the series learns its new normal")
     scores_topic: str | None = Field(None, description="also publish every judged window's scores here")
 
     @model_validator(mode="after")

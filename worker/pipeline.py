@@ -18,13 +18,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from worker.detection.alerts import Alert, decide_alerts
-from worker.detection.detector import DetectionResult, Detector, DetectorState, IncidentEvent
+from worker.detection.detector import DetectionResult, Detector
+from worker.detection.incidents import IncidentEvent
 from worker.events import Event, EventParser, Invalid, InvalidReason, SourceRecord, internal_detail
 from worker.metrics import Metrics
 from worker.records import (DEFAULT_MAX_MESSAGE_BYTES, OutboundMessage, alert_message, dead_letter_message,
                             detection_messages)
 from worker.scorer import ModelInfo, Scores
-from worker.state.codec import decode_detector_state, encode_detector_state
 from worker.state.interfaces import StateStore
 from worker.windows import DueWindow, Peek
 
@@ -122,12 +122,11 @@ class Pipeline:
         events, windows, refused = self._within_series_limit(batch.events, peek, admitted)
         model = self._scorer.info  # a hot model swap happens between batches, never inside one
         scores = self._score(windows)
-        states = {sid: decode_detector_state(raw) for sid, raw in peek.detector_states.items()}
-        alerts, detection, messages = self._decide(windows, scores, model, states)
+        alerts, detection, messages = self._decide(windows, scores, model, peek.detector_states)
         invalid = batch.invalid + refused
         messages += [dead_letter_message(item, self._topics.dead_letters, self._topics.max_message_bytes)
                      for item in invalid]
-        written = {sid: encode_detector_state(state) for sid, state in detection.states.items()} if detection else {}
+        written = detection.states if detection is not None else {}
         self._count(peek, events, admitted, tracked, invalid, len(windows), len(alerts))
         report = BatchReport(records=len(batch.records), events=len(events), invalid=invalid,
                              windows=len(windows), alerts=alerts,
@@ -167,7 +166,7 @@ class Pipeline:
         return kept, windows, refused
 
     def _decide(self, windows: Sequence[DueWindow], scores: Scores, model: ModelInfo,
-                states: dict[str, DetectorState]) -> tuple[list[Alert], DetectionResult | None, list[OutboundMessage]]:
+                states: dict[str, bytes]) -> tuple[list[Alert], DetectionResult | None, list[OutboundMessage]]:
         """Per-window alerts, or (with a detector) per-series calibration and incident records."""
         now = self._clock()
         if self.detector is None:

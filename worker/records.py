@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from worker.detection.alerts import Alert, top_features
-from worker.detection.detector import DetectionResult, IncidentEvent, Verdict
-from worker.detection.incidents import Phase
+from worker.detection.detector import DetectionResult, Verdict
+from worker.detection.incidents import IncidentEvent, Phase
 from worker.events import FLOAT32_MAX, Invalid
 from worker.scorer import ModelInfo, Scores
 
@@ -71,32 +71,32 @@ def detection_messages(result: DetectionResult, scores: Scores, model: ModelInfo
 
 def incident_document(event: IncidentEvent, model: ModelInfo, *, top_k: int, now: datetime) -> dict[str, Any]:
     """The `opened` / `closed` record (schema: worker/schemas/incident.schema.json)."""
-    transition, window = event.transition, event.window
-    state = transition.state
+    window = event.window
     document: dict[str, Any] = {
         "type": "incident",
-        "phase": transition.phase.value,
-        "incident_id": transition.incident_id,
+        "phase": event.phase.value,
+        "incident_id": event.incident_id,
         "series_id": window.series_id,
-        "opened_at": state.opened_end_ms,
-        "opened_at_iso": iso_from_ms(state.opened_end_ms),
+        "opened_at": event.opened_ms,
+        "opened_at_iso": iso_from_ms(event.opened_ms),
         "window_start": window.start_ms,
         "window_end": window.end_ms,
-        "score": _finite(transition.at.score),
-        "surprise": _finite(transition.at.surprise),
-        "peak": {"score": _finite(state.peak_score), "surprise": _finite(state.peak_surprise),
-                 "window_end": state.peak_end_ms},
+        "score": _finite(event.score),
+        "surprise": _finite(event.surprise),
+        "peak": {"score": _finite(event.peak_score), "surprise": _finite(event.peak_surprise),
+                 "window_end": event.peak_end_ms},
         "top_features": [{"name": name, "share": share}
-                         for name, share in top_features(np.asarray(state.peak_shares), model.features, top_k)],
-        "windows": state.windows,
+                         for name, share in top_features(np.asarray(event.peak_shares), model.features, top_k)],
+        "windows": event.windows,
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
         "detected_at": iso(now),
         "source": {"partition": window.event.record.partition, "offset": window.event.record.offset},
     }
-    if transition.phase is Phase.CLOSED:
-        document["closed_at"] = state.last_anomalous_end_ms
-        document["closed_at_iso"] = iso_from_ms(state.last_anomalous_end_ms)
-        document["duration_ms"] = state.last_anomalous_end_ms - state.opened_end_ms
+    if event.phase is Phase.CLOSED:
+        document["closed_at"] = event.last_anomalous_ms
+        document["closed_at_iso"] = iso_from_ms(event.last_anomalous_ms)
+        document["duration_ms"] = event.last_anomalous_ms - event.opened_ms
+        document["close_reason"] = event.close_reason.value if event.close_reason else "recovered"
     return document
 
 
@@ -112,7 +112,7 @@ def score_document(verdict: Verdict, scores: Scores, model: ModelInfo) -> dict[s
         "window_end": verdict.window.end_ms,
         "score": _finite(float(scores.score[verdict.index])),
         "anomaly_score": _finite(float(scores.anomaly_score[verdict.index]), 1.0),
-        "surprise": _finite(verdict.judgement.surprise),
+        "surprise": _finite(verdict.surprise),
         "model_version": model.version,
     }
 

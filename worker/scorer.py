@@ -1,6 +1,6 @@
 """Loads the artifact once and scores every window that came due in a batch in one forward pass."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -10,6 +10,7 @@ from vrae_model.artifact import Artifact, forward_outputs, load_artifact
 from vrae_model.calibration import FeatureCalibration
 from vrae_model.exceptions import ArtifactError
 from worker.config import ModelSettings
+from worker.detection.calibration import Reference
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class ModelInfo:
     # None for an artifact exported before it was recorded
     feature_calibration: FeatureCalibration | None = None
     interval_ms: int = 0  # the training data's usual step between events; 0: not recorded
+    # what the per-series calibration needs of the artifact (normal errors, scaler, levels, training size)
+    reference: Reference | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Scorer:
             threshold=float(metadata["threshold"] if threshold is None else threshold),
             feature_calibration=_feature_calibration(metadata),
             interval_ms=int(metadata.get("interval_ms") or 0),
+            reference=Reference.from_metadata(metadata),
         )
         self._warm_up()
 

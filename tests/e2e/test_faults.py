@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 import redis
 from redis_state import state_snapshot
 
+from vrae_model.synth import SynthConfig, generate
 from worker.app import BackgroundWorker, build_service
 from worker.config import DetectionSettings, RedisSettings, Settings
 from worker.tools import local_services
@@ -33,20 +33,18 @@ SERIES = 8
 EVENTS_PER_SERIES = 30_000 if SOAK else 1_500
 KILLS = 5 if SOAK else 3
 REDIS_STALL_S = 40.0 if SOAK else 4.0
-START_MS = 1_763_942_400_000
 
 
-def stream(features: int) -> list[tuple[str, int, list[float]]]:
-    """8 series at 1 s, interleaved in time; a slow wave plus noise, with a few spikes that alert."""
-    rng = np.random.default_rng(7)
-    events = []
-    for i in range(EVENTS_PER_SERIES):
-        for s in range(SERIES):
-            values = np.sin(2 * np.pi * i / 60 + s) + 0.05 * rng.standard_normal(features)
-            if (i + 97 * s) % 500 < 4:
-                values = values + 25.0
-            events.append((f"pump-{s}", START_MS + 1000 * i, [round(float(v), 4) for v in values]))
-    return events
+def stream(features: tuple[str, ...]) -> list[tuple[str, int, list[float]]]:
+    """8 machines like the tiny model's training data, interleaved in time, with gross spikes every 500
+    events once past the series' learning period, so both modes alert."""
+    data = generate(SynthConfig(n_series=SERIES, length=EVENTS_PER_SERIES, features=features, clean=True, seed=1))
+    for s, series in enumerate(data.series):
+        for start in range(700 + 37 * s, EVENTS_PER_SERIES - 3, 500):
+            series.values[start:start + 3, s % len(features)] += 50.0
+    events = [(series.series_id, int(ts), [round(float(v), 4) for v in series.values[i]])
+              for series in data.series for i, ts in enumerate(series.timestamps)]
+    return sorted(events, key=lambda event: (event[1], event[0]))
 
 
 def environment(settings: Settings) -> dict[str, str]:
@@ -111,7 +109,7 @@ def worker_process(settings: Settings) -> Iterator[subprocess.Popen]:
 
 @pytest.fixture(scope="module")
 def events(tiny_model) -> list[tuple[str, int, list[float]]]:
-    return stream(len(tiny_model.features))
+    return stream(tiny_model.features)
 
 
 @pytest.mark.parametrize("mode", ["windows", "incidents"])

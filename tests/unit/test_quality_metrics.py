@@ -153,35 +153,3 @@ def test_bad_arguments_are_one_line_and_exit_code_2(quality, argv: list[str], me
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert quality.main(argv) == 2
     assert capsys.readouterr().err.strip() == message
-
-
-@pytest.fixture(scope="module")
-def level_transfer(quality) -> object:  # the quality fixture keeps benchmarks/ on sys.path meanwhile
-    import level_transfer
-
-    return level_transfer
-
-
-def test_own_scale_standardises_each_stream_by_its_normal_windows_only(quality, level_transfer) -> None:
-    labels = np.zeros(12, np.int8)
-    labels[9] = 1  # with window 2, the windows ending at 9 and 10 hold it
-    series = quality.Series("s", np.arange(12, dtype=np.int64), np.zeros((12, 1), np.float32), labels)
-    due = np.arange(1, 12)
-    values = np.exp(np.array([0, 1, 0, 1, 0, 1, 0, 1, 50, 50, 1], float))  # log 0/1 when normal
-    scaled = level_transfer.own_scale(quality.Stats({"s": values}, {"s": due}), [series], window=2)
-    normal = np.ones(11, bool)
-    normal[8:10] = False
-    z = scaled.values["s"]
-    assert z[normal].mean() == pytest.approx(0.0, abs=1e-9) and z[normal].std() == pytest.approx(1.0)
-    # A monotone transform of the stream's statistic: it ranks every window as before.
-    assert np.array_equal(np.argsort(z, kind="stable"), np.argsort(np.log(values), kind="stable"))
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["--dataset", "weather"], "level_transfer.py: unknown data set weather; use synth, ecg, recalibrated"),
-    (["--seed", "x"], "level_transfer.py: not a seed or a range of seeds: 'x' (e.g. 0,1,2 or 201-205)"),
-])
-def test_level_transfer_bad_arguments_are_one_line_and_exit_code_2(level_transfer, argv: list[str], message: str,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    assert level_transfer.main(argv) == 2
-    assert capsys.readouterr().err.strip() == message

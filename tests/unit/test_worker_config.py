@@ -169,12 +169,14 @@ def test_run_refuses_a_missing_model_with_one_line_and_exit_2(monkeypatch: pytes
 def test_detection_settings_reach_the_detector(monkeypatch: pytest.MonkeyPatch) -> None:
     from worker.app import detector_settings
 
-    monkeypatch.setenv("VRAE_DETECTION__HISTORY_WEIGHT", "0.5")
-    monkeypatch.setenv("VRAE_DETECTION__WARMUP", "50")
-    adaptive = detector_settings(Settings().detection).adaptive
-    assert (adaptive.history_weight, adaptive.warmup) == (0.5, 50.0)
-    monkeypatch.delenv("VRAE_DETECTION__HISTORY_WEIGHT")
-    assert detector_settings(Settings().detection).adaptive.history_weight == 1.0
-    monkeypatch.setenv("VRAE_DETECTION__HISTORY_WEIGHT", "1.5")
-    with pytest.raises(ValueError, match="history_weight"):
+    monkeypatch.setenv("VRAE_DETECTION__MEMORY_WINDOWS", "500")
+    monkeypatch.setenv("VRAE_DETECTION__SETTLE_HOURS", "2")
+    monkeypatch.setenv("VRAE_DETECTION__OPEN_SURPRISE", "4")
+    monkeypatch.setenv("VRAE_WINDOW__GAP_FACTOR", "8")
+    settings = Settings()
+    calibration = detector_settings(settings.detection, settings.window.gap_factor).calibration
+    assert (calibration.halflife, calibration.settle_ms, calibration.open_surprise, calibration.gap_factor) == \
+        (500.0, 7_200_000, 4.0, 8.0)
+    monkeypatch.setenv("VRAE_DETECTION__CLOSE_SURPRISE", "5")
+    with pytest.raises(ValueError, match="close_surprise"):
         Settings()

@@ -1,257 +1,477 @@
-"""Per-series online calibration (pure): judge a window against that series' own recent history.
+"""Per-series calibration and incident policy (pure numpy, vectorised over the series of a batch).
 
-Each series keeps a fixed-size summary of its recent window errors, per feature and in log space
-(`ScoreHistory`: long-term mean and variance, a short-term mean and how far it strays, the previous
-window's errors). `judge` gives a window's tail probability before it is folded in: the series' point
-and trend tests, blended in log space with the model's own calibration, which keeps the say while the
-series is young (`warmup`) or for good (`history_weight`). `fold` then updates the summary, winsorised
-at `clip_sd` and weighted by how usual the window was. Overlapping windows confirm each other: an error
-counts only as far as the previous window agrees. A window ending at or before `last_end_ms` (a replay)
-changes nothing; a history kept for another model restarts.
+Each window of a series is turned into a surprise (-log10 of a tail probability) against THAT series'
+own history, and the series' incident opens, stays open or closes. The VRAE's reconstruction error is
+the signal, standardised by the model's own per-feature calibration; what the model removed from the
+window (its level, for a model trained with `window_level=remove`) is judged beside it. Four columns
+(the point confirmed by the window before, a recent and a slow average, the level) are each judged by
+a decayed histogram of the series' past values with an exponential tail beyond it. A window teaches
+the history only a quarantine later, nothing is learnt while an incident is open, a young series
+opens nothing while it learns, and an incident closes when the stream is back ("recovered") or after a
+day as the new normal ("settled"). The formulas, the defaults and why each part is there:
+docs/detection.md; how they were chosen: benchmarks/STREAM_TYPES.md.
 
-The formulas, the symbols used in the comments below, and why each part is there: docs/detection.md.
+`Batch` holds S series side by side; `step` judges one window per series, so the detector judges all
+due windows of a batch round by round (`rounds`) with a few numpy operations per round. Its byte
+layout in a store: worker/state/codec.py.
 """
 
 import math
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from enum import IntEnum
 from typing import NamedTuple
 
 import numpy as np
 
-from vrae_model.calibration import MIN_ERROR, FeatureCalibration
-
+MIN_ERROR = 1e-12  # as vrae_model.calibration.MIN_ERROR
 MIN_PROBABILITY = 1e-300
-# anomaly_score arrives as float32: 1 - p cannot resolve p below 2**-24, so the model's own tail
-# probability is floored there instead of reading an exact 1.0 as "impossible".
-MIN_MODEL_PROBABILITY = 2.0**-24
-# ln(float32 max): where a non-finite error (the model overflowed) lands, the most anomalous there is.
-MAX_LOG_SCORE = math.log(float(np.finfo(np.float32).max))
+LO, HI, STEP = -4.0, 44.0, 0.5
+BINS = int(round((HI - LO) / STEP))
+CENTRES = LO + STEP * (np.arange(BINS) + 0.5)
+EDGES = LO + STEP * np.arange(BINS + 1)
+POINT, RECENT, SLOW, LEVEL = range(4)
+COLUMNS = 4
+MAX_LOG_ERROR = math.log(float(np.finfo(np.float32).max))
+
+
+class Close(IntEnum):
+    """Why an incident closed."""
+
+    NONE = 0
+    RECOVERED = 1  # back inside the series' normal (as it was before the incident)
+    SETTLED = 2  # open for settle_ms: the process settled into a new normal, and the series relearns it
 
 
 @dataclass(frozen=True)
-class AdaptiveSettings:
-    """How fast a series' history forgets and how long the model's calibration dominates."""
+class CalibrationSettings:
+    """Defaults chosen on the stream-type bench's development seeds (benchmarks/stream_types.py)."""
 
-    long_halflife: float = 1000.0  # windows; the memory of "normal" for this series
-    short_halflife: float = 6.0  # windows; the "recent average" compared against it
-    warmup: float = 300.0  # windows after which the series' own history has half its final say
-    history_weight: float = 1.0  # the say the series' history reaches while the model fits it (docs/detection.md)
-    variance_floor: float = 1e-3  # in ln-error units squared: errors within ~3 % are never "unusual"
-    clip_sd: float = 2.0  # updates are winsorised at this many standard deviations (docs/detection.md: why 2)
-    learn_surprise: float = 2.0  # windows judged above this count less in a young history (docs/detection.md)
+    error_floor: float = 1e-3  # scaled mean squared error: a window within ~3 % of the training spread
+    scale_floor: float = 0.25  # ln units: the model's per-feature robust scale is floored here
+    recent_halflife: float = 8.0  # windows
+    slow_halflife: float = 64.0  # windows
+    halflife: float = 2000.0  # windows taught: the memory of the histograms
+    prior_weight: float = 300.0  # windows: the model's expectation a young series starts from
+    tail_mass: float = 0.002
+    tail_count: float = 10.0  # the empirical tail is trusted down to max(tail_mass, tail_count / N)
+    tail_floor: float = 0.5  # model scales: the exponential tail beyond the history is never steeper
+    level_tail_floor: float = 0.4  # the same for the level column, in units of the series' level spread
+    level_events: int = 8  # the level is the mean of the window's last this many events
+    level_spread_floor: float = 0.2  # scaled units
+    level_prior: float = 300.0  # windows: the training data's own centre (0) and spread (1) as a prior
+    quarantine: int = 32  # windows before a judged window teaches the history
+    learning_windows: int = 300  # a series opens no incident before this many windows taught ...
+    max_learning_windows: int = 1000  # ... or as many as trained the model, up to this (Reference)
+    gap_factor: float = 5.0  # a window holding an outage of this many usual intervals is "gapped"
+    open_surprise: float = 3.0
+    close_surprise: float = 2.0
+    close_after: int = 5
+    open_after: int = 1  # windows in a row at or above open_surprise that open an incident
+    settle_ms: int = 86_400_000  # an incident this long closes as "settled into a new normal"
 
     def __post_init__(self) -> None:
-        if not self.clip_sd > 0:
-            raise ValueError(f"clip_sd must be positive, got {self.clip_sd}")
-        if not 0.0 <= self.history_weight <= 1.0:
-            raise ValueError(f"history_weight must be within [0, 1], got {self.history_weight}")
+        if self.close_surprise > self.open_surprise:
+            raise ValueError("close_surprise must not exceed open_surprise (hysteresis needs close <= open)")
+        if self.close_after < 1 or self.level_events < 1:
+            raise ValueError("close_after and level_events must be at least 1")
+        if not 1 <= self.quarantine <= 62:
+            raise ValueError("quarantine must be within [1, 62] windows (its flags are one int64 bit mask)")
+        if not (self.error_floor > 0 and self.scale_floor > 0 and self.tail_floor > 0 and self.halflife > 0):
+            raise ValueError("error_floor, scale_floor, tail_floor and halflife must be positive")
 
-    @cached_property  # read for every window: computed once
-    def long_rate(self) -> float:
-        return 1.0 - 2.0 ** (-1.0 / self.long_halflife)
+    @property
+    def decay(self) -> float:
+        return 2.0 ** (-1.0 / self.halflife)
 
-    @cached_property
-    def short_rate(self) -> float:
-        return 1.0 - 2.0 ** (-1.0 / self.short_halflife)
+    @property
+    def recent_rate(self) -> float:
+        return 1.0 - 2.0 ** (-1.0 / self.recent_halflife)
 
-    @cached_property
-    def clip_efficiency(self) -> float:
-        """k = E[min(Z², c²)] for a standard normal Z: the share of the variance a winsorised update sees,
-        so that v / k, not v, estimates the variance of normal-behaviour errors."""
-        c = self.clip_sd
-        inside = math.erf(c / math.sqrt(2.0))
-        density = math.exp(-0.5 * c * c) / math.sqrt(2.0 * math.pi)
-        return inside - 2.0 * c * density + c * c * (1.0 - inside)
-
-
-Vector = tuple[float, ...]  # one float per feature; plain floats: F is small and this runs per window
+    @property
+    def slow_rate(self) -> float:
+        return 1.0 - 2.0 ** (-1.0 / self.slow_halflife)
 
 
-class ScoreHistory(NamedTuple):
-    """The bounded summary of one series' per-feature window errors (symbols: docs/detection.md).
+@dataclass(frozen=True)
+class Reference:
+    """What the model's artifact says about normal errors and levels (metadata: feature_calibration,
+    scaler, model_config.window_level, window)."""
 
-    NamedTuples here and for the judgement: one of each is built per window, and a frozen dataclass
-    costs three times as much to build."""
-
-    last_end_ms: int = -1  # end of the last window folded in; -1: none yet
-    n: int = 0
-    model_key: int = 0  # which model's error scale these moments are in
-    mean: Vector = ()
-    var: Vector = ()
-    short: Vector = ()
-    short_var: Vector = ()
-    previous: Vector = ()  # the log errors of the window ending at last_end_ms
-    previous_anomaly: float = 1.0  # and the model's anomaly score of that window (r_0)
-    weight: float = 0.0  # W: the summed weights u of the windows folded in
+    median: np.ndarray  # (F,) ln error medians on held-out windows
+    scale: np.ndarray  # (F,) robust scales of the same
+    mean: np.ndarray  # (F,) the scaler's
+    std: np.ndarray  # (F,)
+    removes_level: bool | np.ndarray  # the model was trained with window_level=remove (one per series, in a bench)
+    window: int
+    train_windows: int | np.ndarray = 0  # how many windows trained the model (0: unknown)
 
     @classmethod
-    def fresh(cls, model_key: int, last_end_ms: int = -1) -> "ScoreHistory":
-        return cls(last_end_ms=last_end_ms, model_key=model_key)
+    def from_metadata(cls, metadata: dict) -> "Reference":
+        n = len(metadata["features"])
+        calibration = metadata.get("feature_calibration") or {}
+        median = np.asarray(calibration.get("log_error_median", [math.log(1.0)] * n), np.float64)
+        scale = np.asarray(calibration.get("log_error_scale", [1.0] * n), np.float64)
+        # the calibration windows are the held-out val_fraction of the training windows
+        held_out = float(metadata.get("training_config", {}).get("val_fraction", 0.0) or 0.0)
+        n_calibration = int(metadata.get("calibration", {}).get("n", 0))
+        train_windows = int(round(n_calibration / held_out)) if held_out > 0 else 0
+        return cls(median, scale, np.asarray(metadata["scaler"]["mean"], np.float64),
+                   np.asarray(metadata["scaler"]["std"], np.float64),
+                   metadata["model_config"].get("window_level") == "remove", int(metadata["window"]), train_windows)
+
+    def learning_windows(self, settings: "CalibrationSettings") -> int | np.ndarray:
+        """A series opens nothing before it has streamed as many windows as trained the model (the windows
+        a per-series model was trained on are replayed first, and their errors are in-sample), within
+        [learning_windows, max_learning_windows]."""
+        return np.minimum(np.maximum(self.train_windows, settings.learning_windows), settings.max_learning_windows)
 
 
-class Judgement(NamedTuple):
-    """How unusual one window is: the blended tail probability and its parts."""
+def prior(n_features: int, settings: CalibrationSettings) -> np.ndarray:
+    """(COLUMNS, BINS): what a series expects before it has a history: on held-out windows each
+    feature's standardised error is about N(0, 1), so v is the max of F of them; the level column,
+    a max of F standardised deviations, is given the same shape."""
+    from math import erf, sqrt
 
-    p_value: float
-    p_point: float  # smallest per-feature point tail probability
-    p_trend: float  # smallest per-feature short-term-mean tail probability (both of confirmed errors)
-    p_model: float
-
-    @property
-    def surprise(self) -> float:
-        """-log10 of the tail probability: 2 is one in a hundred, 3 one in a thousand."""
-        return -math.log10(max(self.p_value, MIN_PROBABILITY))
-
-    @property
-    def anomaly_score(self) -> float:
-        return 1.0 - self.p_value
+    cdf = np.array([0.5 * (1.0 + erf(e / sqrt(2.0))) for e in EDGES]) ** n_features
+    mass = np.diff(cdf)
+    mass[0] += cdf[0]
+    mass[-1] += 1.0 - cdf[-1]
+    return np.tile(settings.prior_weight * mass / mass.sum(), (COLUMNS, 1))
 
 
-def model_key(sha256: str) -> int:
-    """A signed 64-bit tag of the model's sha256: history kept for another model is not comparable."""
-    return int.from_bytes(bytes.fromhex(sha256[:16]), "little", signed=True)
+# ----------------------------------------------------------------------------------------- the state
 
 
-def feature_errors(score: float, shares: np.ndarray) -> Vector:
-    """Each feature's mean squared error in the window: score * F * its share of the error."""
-    f = len(shares)
-    return tuple(score * f * (share if share == share else 1.0 / f) for share in np.asarray(shares).tolist())
+# The state's scalars, in their stored order (worker/state/codec.py); last_end_ms first: a store compares
+# those 8 bytes to refuse an older state.
+SCALARS = (
+    ("last_end_ms", np.int64), ("model_key", np.int64), ("seen", np.int64), ("taught", np.int64),
+    ("since_reset", np.int64),
+    ("span", np.float64), ("previous", np.float64), ("recent", np.float64), ("slow", np.float64),
+    ("level_n", np.float64), ("pending_n", np.int64), ("pending_incident", np.int64),
+    ("open", np.int64), ("normal_run", np.int64), ("open_windows", np.int64), ("opened_ms", np.int64),
+    ("above_run", np.int64), ("last_anomalous_ms", np.int64), ("peak_end_ms", np.int64),
+    ("peak_surprise", np.float64), ("peak_score", np.float64), ("opening_surprise", np.float64),
+)
 
 
-def log_error(error: float) -> float:
-    """ln(error), floored at 1e-12; NaN and inf (the model overflowed) land at the top of the scale."""
-    if not error < math.inf:
-        return MAX_LOG_SCORE
-    return min(math.log(max(error, MIN_ERROR)), MAX_LOG_SCORE)
+@dataclass
+class Batch:
+    """S series side by side: every field is an array whose first axis is the series.
+
+    `pending_incident` is a bit mask over the quarantine slots (bit j: slot j was judged while an
+    incident was open, or waited in quarantine when one opened)."""
+
+    last_end_ms: np.ndarray  # (S,) end of the last window judged; -1: none yet
+    model_key: np.ndarray  # (S,) which model's error scale this history is in
+    seen: np.ndarray  # (S,) windows judged outside gaps
+    taught: np.ndarray  # (S,) windows taught so far
+    since_reset: np.ndarray  # (S,) windows seen since the histograms (re)started
+    span: np.ndarray  # (S,) EW ln(window span ms)
+    previous: np.ndarray  # (S,) the previous window's v
+    recent: np.ndarray  # (S,) EW mean of v, recent_halflife
+    slow: np.ndarray  # (S,) EW mean of v, slow_halflife
+    level_n: np.ndarray  # (S,) levels taught
+    pending_n: np.ndarray  # (S,) quarantine slots filled
+    pending_incident: np.ndarray  # (S,) bit mask, see above
+    open: np.ndarray  # (S,) 0/1
+    normal_run: np.ndarray  # (S,)
+    open_windows: np.ndarray  # (S,)
+    opened_ms: np.ndarray  # (S,) end of the window that opened the incident
+    above_run: np.ndarray  # (S,) windows in a row at or above open_surprise, while closed
+    last_anomalous_ms: np.ndarray  # (S,) end of the incident's last window at or above close_surprise
+    peak_end_ms: np.ndarray  # (S,) the incident's most surprising window: its end,
+    peak_surprise: np.ndarray  # (S,) its surprise,
+    peak_score: np.ndarray  # (S,) its reconstruction error,
+    opening_surprise: np.ndarray  # (S,) and the surprise of the window that opened it
+    above: np.ndarray  # (S, COLUMNS, BINS) float64: each column's histogram mass in bins >= j ...
+    moment: np.ndarray  # ... and the same mass times the bin centres: tail sums in O(1) (tail_probability)
+    pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
+    pending_level: np.ndarray  # (S, quarantine, F) their levels
+    centre: np.ndarray  # (S, F) the series' level centre
+    spread: np.ndarray  # (S, F) and spread
+    peak_shares: np.ndarray  # (S, F) each feature's share of the error at the incident's peak
+
+    @classmethod
+    def fresh(cls, n_series: int, n_features: int, settings: CalibrationSettings, model_key: int = 0) -> "Batch":
+        s, d = n_series, settings.quarantine
+        scalars = {name: np.zeros(s, kind) for name, kind in SCALARS}
+        scalars["last_end_ms"][:] = -1
+        scalars["model_key"][:] = model_key
+        above, moment = cumulative(np.tile(_stored(prior(n_features, settings)), (s, 1, 1)))
+        return cls(**scalars, above=above, moment=moment,
+                   pending=np.zeros((s, d, COLUMNS)), pending_level=np.zeros((s, d, n_features)),
+                   centre=np.zeros((s, n_features)), spread=np.ones((s, n_features)),
+                   peak_shares=np.zeros((s, n_features)))
+
+    def __len__(self) -> int:
+        return len(self.last_end_ms)
+
+    def take(self, index: np.ndarray) -> "Batch":
+        return Batch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def put(self, index: np.ndarray, part: "Batch") -> None:
+        for f in fields(self):
+            getattr(self, f.name)[index] = getattr(part, f.name)
 
 
-def model_anomaly_of(anomaly_score: float) -> float:
-    """The model's calibrated anomaly score; NaN (the model overflowed) counts as certain: 1."""
-    return anomaly_score if math.isfinite(anomaly_score) else 1.0
+def cumulative(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(above, moment) of histograms (..., BINS): mass in bins >= j, and that mass times the centres."""
+    above = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]
+    moment = np.cumsum((hist * CENTRES)[..., ::-1], axis=-1)[..., ::-1]
+    return above, moment
 
 
-def upper_tail(z: float) -> float:
-    """Q(z) = P(N(0, 1) > z)."""
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
+def histogram(above: np.ndarray) -> np.ndarray:
+    """The histograms (..., BINS) behind their `above` sums."""
+    return above - np.concatenate([above[..., 1:], np.zeros_like(above[..., :1])], axis=-1)
 
 
-def confirms(history: ScoreHistory, start_ms: int, end_ms: int) -> bool:
-    """Whether the previous window covers at least the first half of this one: then every event is in
-    two consecutive windows, and an anomaly must show in both (docs/detection.md: confirmation)."""
-    return history.n > 0 and 2 * history.last_end_ms >= start_ms + end_ms
+# ------------------------------------------------------------------------------------- the statistic
 
 
-def confirmed_log_errors(history: ScoreHistory, log_errors: Vector, confirmed: bool) -> Vector:
-    """y_f: each feature's log error, capped at the previous window's when that window confirms this one."""
-    if not confirmed:
-        return log_errors
-    return tuple(min(x, r) for x, r in zip(log_errors, history.previous))
+def statistic(score: np.ndarray, shares: np.ndarray, reference: Reference, settings: CalibrationSettings) -> np.ndarray:
+    """(S,) v: the max over features of the model-standardised, floored log error (module docstring).
+    NaN or inf (the model overflowed) lands at the top of the scale."""
+    f = shares.shape[1]
+    shares = np.where(np.isfinite(shares), shares, 1.0 / f)
+    with np.errstate(over="ignore", invalid="ignore"):
+        errors = np.asarray(score, np.float64)[:, None] * f * shares
+    floor = math.log(settings.error_floor)
+    x = np.log(np.maximum(np.where(np.isnan(errors), np.inf, errors), MIN_ERROR))
+    x = np.clip(x, floor, MAX_LOG_ERROR)
+    centre = np.maximum(reference.median, floor)
+    return np.max((x - centre) / np.maximum(reference.scale, settings.scale_floor), axis=1)
 
 
-def judge(history: ScoreHistory, errors: Vector, anomaly_score: float, settings: AdaptiveSettings, *,
-          start_ms: int, end_ms: int, reference: FeatureCalibration | None = None) -> Judgement:
-    """The tail probability of a window's per-feature errors for this series, blended with the model's
-    own calibration (`anomaly_score`, and each feature's normal error, `reference`, when the model
-    records it); the window spans [start_ms, end_ms]."""
-    confirmed = confirms(history, start_ms, end_ms)
-    confirmed_errors = confirmed_log_errors(history, tuple(log_error(error) for error in errors), confirmed)
-    model_anomaly = model_anomaly_of(anomaly_score)
-    if confirmed:
-        model_anomaly = min(model_anomaly, history.previous_anomaly)
-    p_model = min(max(1.0 - model_anomaly, MIN_MODEL_PROBABILITY), 1.0)
-    if reference is not None and len(errors) > 1:
-        p_model = min(1.0, 2.0 * min(p_model, model_feature_tail(confirmed_errors, reference, settings)))
-    if history.n == 0:
-        return Judgement(p_value=p_model, p_point=1.0, p_trend=1.0, p_model=p_model)
-    floor = settings.variance_floor
-    short_rate = max(1.0 / (history.n + 1), settings.short_rate)
-    z_point = z_trend = -math.inf
-    for y, m, v, s, w in zip(confirmed_errors, history.mean, history.var, history.short, history.short_var):
-        z_point = max(z_point, (y - m) / math.sqrt(v + floor))
-        z_trend = max(z_trend, (s + short_rate * (y - s) - m) / math.sqrt(w + floor))
-    p_point, p_trend = upper_tail(z_point), upper_tail(z_trend)
-    # Bonferroni over the 2 F questions asked (point and trend, each feature).
-    p_local = max(min(1.0, 2.0 * len(errors) * min(p_point, p_trend)), MIN_PROBABILITY)
-    trust = history_share(history, reference, settings) * history.n / (history.n + settings.warmup)
-    p_value = math.exp((1.0 - trust) * math.log(p_model) + trust * math.log(p_local))
-    return Judgement(p_value=p_value, p_point=p_point, p_trend=p_trend, p_model=p_model)
+def window_level(values: np.ndarray, reference: Reference, settings: CalibrationSettings) -> np.ndarray:
+    """(S, F) the mean of each window's last `level_events` events in the model's scaled units, from raw
+    windows (S, T, F)."""
+    tail = np.asarray(values, np.float64)[:, -settings.level_events:, :]
+    return (tail.mean(axis=1) - reference.mean) / reference.std
 
 
-def history_share(history: ScoreHistory, reference: FeatureCalibration | None, settings: AdaptiveSettings) -> float:
-    """h = max(history_weight, clip(D - 1, 0, 1)): the say the series' history reaches, all of it where
-    its long-term errors sit two or more of the model's scales off the model's median (docs/detection.md)."""
-    if reference is None or settings.history_weight >= 1.0:
-        return settings.history_weight
-    moved = max(abs(m - median) / math.sqrt(scale * scale + settings.variance_floor)
-                for m, median, scale in zip(history.mean, reference.median, reference.scale))
-    return max(settings.history_weight, min(max(moved - 1.0, 0.0), 1.0))
+# ------------------------------------------------------------------------------------------ the tail
 
 
-def model_feature_tail(log_errors: Vector, reference: FeatureCalibration, settings: AdaptiveSettings) -> float:
-    """min(1, F Q(max_f (y_f - median_f) / scale_f)): is any feature's error unusual by the model's own
-    calibration of that feature? Bonferroni over the F features; the variance floor guards a zero scale."""
-    z = max((y - median) / math.sqrt(scale * scale + settings.variance_floor)
-            for y, median, scale in zip(log_errors, reference.median, reference.scale))
-    return max(min(1.0, len(log_errors) * upper_tail(z)), MIN_PROBABILITY)  # float64 here: no 2**-24 floor
+def tail_probability(above: np.ndarray, moment: np.ndarray, w: np.ndarray, floor: float | np.ndarray,
+                     settings: CalibrationSettings) -> np.ndarray:
+    """(R,) P(column >= w) from (R, BINS) cumulative histograms (`cumulative`): empirical up to the alpha
+    level, exponential beyond it with scale max(mean excess, floor) (module docstring)."""
+    r = above.shape[0]
+    rows = np.arange(r)
+    nxt = np.concatenate([above[:, 1:], np.zeros((r, 1))], axis=1)  # mass in bins > j
+    nxt_moment = np.concatenate([moment[:, 1:], np.zeros((r, 1))], axis=1)
+    total = np.maximum(above[:, 0], 1e-12)
+    pos = np.clip((w - LO) / STEP, 0.0, BINS - 1e-9)
+    j = pos.astype(np.int64)
+    mass_w = nxt[rows, j] + ((j + 1) - pos) * (above[rows, j] - nxt[rows, j])
+    alpha = np.maximum(settings.tail_mass, settings.tail_count / total)
+    target = alpha * total
+    jq = np.clip(np.sum(above >= target[:, None], axis=1) - 1, 0, BINS - 1)  # last bin with enough above
+    hq = above[rows, jq] - nxt[rows, jq]
+    inside = np.clip((target - nxt[rows, jq]) / np.where(hq > 0, hq, 1.0), 0.0, 1.0) * (hq > 0)
+    q = LO + STEP * (jq + 1 - inside)  # `inside` of bin jq's mass lies above q
+    excess = nxt_moment[rows, jq] - q * nxt[rows, jq] + inside * hq * STEP * inside / 2.0
+    sigma = np.maximum(excess / target, floor)
+    empirical = mass_w / total
+    extrapolated = np.maximum(alpha * np.exp(-(w - q) / sigma), empirical)
+    return np.clip(np.where(w > q, extrapolated, empirical), MIN_PROBABILITY, 1.0)
 
 
-def learning_weight(surprise: float, settings: AdaptiveSettings) -> float:
-    """u = min(1, 10 ** (learn_surprise - surprise)): how much a judged window may teach a young history
-    (docs/detection.md); an unjudgeable (NaN) surprise teaches nothing."""
-    excess = surprise - settings.learn_surprise
-    if excess <= 0.0:
-        return 1.0
-    return 10.0 ** -excess if excess < 300.0 else 0.0
+def _teach(batch: "Batch", values: np.ndarray, weight: np.ndarray, settings: CalibrationSettings) -> None:
+    """Fold (S, COLUMNS) values into the histograms, in place, at weight (S,) each (split linearly between
+    the two nearest bin centres); the histograms decay by decay ** weight first."""
+    pos = np.clip((values - LO) / STEP - 0.5, 0.0, BINS - 1.0)
+    j0 = np.floor(pos).astype(np.int64)
+    upper = pos - j0
+    j1 = np.minimum(j0 + 1, BINS - 1)
+    decay = (settings.decay ** weight)[:, None, None]
+    bins = np.arange(BINS)
+    w0 = (weight[:, None] * (1.0 - upper))[:, :, None]
+    w1 = (weight[:, None] * upper)[:, :, None]
+    below0, below1 = bins <= j0[:, :, None], bins <= j1[:, :, None]  # bins whose `above` sums gain
+    batch.above = batch.above * decay + w0 * below0 + w1 * below1
+    batch.moment = batch.moment * decay + w0 * CENTRES[j0][:, :, None] * below0 + w1 * CENTRES[j1][:, :, None] * below1
 
 
-def fold(history: ScoreHistory, errors: Vector, settings: AdaptiveSettings, *, start_ms: int, end_ms: int,
-         anomaly_score: float, surprise: float) -> ScoreHistory:
-    """The history with one more window spanning [start_ms, end_ms] (its per-feature errors, the model's
-    anomaly score, and the surprise it was just judged at); a window ending at or before `last_end_ms`
-    (a replay) changes nothing."""
-    if end_ms <= history.last_end_ms:
-        return history
-    x = tuple(log_error(error) for error in errors)
-    y = confirmed_log_errors(history, x, confirms(history, start_ms, end_ms))
-    anomaly = model_anomaly_of(anomaly_score)
-    usual = learning_weight(surprise, settings)
-    weight = history.weight + usual
-    n = history.n + 1
-    if n == 1:
-        zeros = (0.0,) * len(x)
-        return ScoreHistory(end_ms, 1, history.model_key, x, zeros, x, zeros, x, anomaly, weight)
-    rate = max(usual / weight, settings.long_rate) if weight > 0.0 else settings.long_rate
-    short_rate = max(1.0 / n, settings.short_rate)
-    efficiency = settings.clip_efficiency
-    mean, var, short, short_var = [], [], [], []
-    for xi, yi, m, v, s, w in zip(x, y, history.mean, history.var, history.short, history.short_var):
-        # Winsorised: one wild window moves the moments no more than a window at the clip would, so an
-        # anomaly does not teach the history that anomalies are normal; a lasting change still gets in.
-        limit = settings.clip_sd * math.sqrt(v + settings.variance_floor)
-        d = min(max(xi - m, -limit), limit)
-        new_mean = m + rate * d
-        # The short-term mean averages the confirmed errors, as the trend test judges (docs/detection.md).
-        new_short = s + short_rate * (m + min(max(yi - m, -limit), limit) - s)
-        mean.append(new_mean)
-        var.append((1.0 - rate) * (v + rate * d * d / efficiency))
-        short.append(new_short)
-        short_var.append(w + rate * ((new_short - new_mean) ** 2 - w))
-    return ScoreHistory(end_ms, n, history.model_key, tuple(mean), tuple(var), tuple(short), tuple(short_var), x,
-                        anomaly, weight)
+# --------------------------------------------------------------------------------------------- a step
 
 
-def for_model(history: ScoreHistory | None, key: int, n_features: int) -> ScoreHistory:
-    """The history to use under the model tagged `key`, which has `n_features` features.
+class Verdict(NamedTuple):
+    """One window per series of a round; arrays of S."""
 
-    Rule on a model swap: errors of two models live on different scales, so a history kept for
-    another model restarts empty (keeping its replay mark). The blend then leans on the new model's
-    global calibration and hands over to the series' own history again over `warmup` windows. A
-    history of the wrong shape (a state stored by an older layout: a shorter head or fewer arrays
-    decodes to the wrong feature count) restarts the same way.
-    """
-    if history is None:
-        return ScoreHistory.fresh(key)
-    if history.model_key != key or (history.n > 0 and len(history.previous) != n_features):
-        return ScoreHistory.fresh(key, last_end_ms=history.last_end_ms)
-    return history
+    surprise: np.ndarray  # -log10 of the tail probability (bounded; NaN where not judged)
+    p: np.ndarray  # (S, COLUMNS) each column's tail probability
+    opened: np.ndarray  # bool
+    closed: np.ndarray  # Close codes (0: none)
+    open: np.ndarray  # bool: an incident is open after this window
+    gapped: np.ndarray  # bool: the window spans an outage
+    learning: np.ndarray  # bool: the series is in its learning period (cannot open)
+
+
+def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarray,
+         end_ms: np.ndarray, level: np.ndarray | None, reference: Reference, settings: CalibrationSettings) -> Verdict:
+    """Judge one window per active series, advance its incident and teach its history, in place.
+
+    `level` (S, F) is `window_level(...)` of each window when the model removes levels (else None).
+    Windows of one series must come in order; a window ending at or before the series' last_end_ms is
+    a replay and must not be passed (`Batch.last_end_ms`)."""
+    n = len(batch)
+    v = statistic(score, shares, reference, settings)
+    start_ms, end_ms = np.asarray(start_ms, np.int64), np.asarray(end_ms, np.int64)
+
+    # gaps: this window's span against the series' usual span
+    span = np.log(np.maximum(end_ms - start_ms, 1).astype(np.float64))
+    young = batch.seen == 0
+    usual = np.exp(np.where(young, span, batch.span))
+    gapped = active & ~young & (np.exp(span) - usual > (settings.gap_factor - 1.0) * usual / max(reference.window - 1, 1))
+    overlaps = ~young & ~gapped  # consecutive overlapping windows confirm each other's point
+
+    judged = np.zeros((n, COLUMNS))
+    judged[:, POINT] = np.where(overlaps, np.minimum(v, batch.previous), v)
+    first = young
+    judged[:, RECENT] = np.where(first, v, batch.recent + settings.recent_rate * (v - batch.recent))
+    slow = np.where(first, v, batch.slow + settings.slow_rate * (v - batch.slow))
+    # the slow average counts only where the recent one agrees: it finds faults that creep up (where it
+    # lags below the recent one anyway), and an incident closes once the stream is back, not a few slow
+    # half-lives later
+    judged[:, SLOW] = np.minimum(slow, judged[:, RECENT])
+    # the level column, for the series whose model removes levels (a bool, or one per series)
+    with_level = np.broadcast_to(np.asarray(reference.removes_level, bool), (n,)) & (level is not None)
+    if with_level.any():
+        spread = np.maximum(batch.spread, settings.level_spread_floor)
+        judged[:, LEVEL] = np.where(with_level, np.max(np.abs(level - batch.centre) / spread, axis=1), 0.0)
+    judged = np.clip(judged, LO, HI - 1e-9)
+
+    used = COLUMNS if with_level.any() else LEVEL  # judge every column of every series in one call
+    floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor])[:used]
+    p = np.ones((n, COLUMNS))
+    p[:, :used] = tail_probability(batch.above[:, :used, :].reshape(n * used, BINS),
+                                   batch.moment[:, :used, :].reshape(n * used, BINS), judged[:, :used].reshape(-1),
+                                   np.tile(floors, n), settings).reshape(n, used)
+    p[:, LEVEL] = np.where(with_level, p[:, LEVEL], 1.0)
+    columns = np.where(with_level, COLUMNS, LEVEL)  # Bonferroni over the columns asked
+    surprise = -np.log10(np.clip(columns * p.min(axis=1), MIN_PROBABILITY, 1.0))
+
+    # incidents
+    # the first learning period (never settled: seen == since_reset) follows the model's training size
+    learning = batch.since_reset < np.where(batch.seen == batch.since_reset, reference.learning_windows(settings),
+                                            settings.learning_windows)
+    was_open = batch.open.astype(bool)
+    candidate = active & ~gapped & ~learning & ~was_open
+    batch.above_run = np.where(candidate, np.where(surprise >= settings.open_surprise, batch.above_run + 1, 0),
+                               np.where(active & ~gapped, 0, batch.above_run))
+    opened = candidate & (batch.above_run >= settings.open_after)
+    going = active & ~gapped & was_open
+    batch.normal_run = np.where(going, np.where(surprise < settings.close_surprise, batch.normal_run + 1, 0),
+                                batch.normal_run)
+    batch.open_windows = np.where(going, batch.open_windows + 1, batch.open_windows)
+    recovered = going & (batch.normal_run >= settings.close_after)
+    settled = going & ~recovered & (end_ms - batch.opened_ms >= settings.settle_ms) \
+        & (batch.open_windows >= 2 * settings.quarantine)
+    closed = np.where(recovered, Close.RECOVERED, np.where(settled, Close.SETTLED, Close.NONE))
+    now_open = (was_open & ~(recovered | settled)) | opened
+    batch.open = now_open.astype(np.int64)
+    batch.normal_run = np.where(opened | recovered | settled, 0, batch.normal_run)
+    batch.open_windows = np.where(opened, 1, batch.open_windows)  # kept after a close: its record says it
+    batch.opened_ms = np.where(opened, end_ms, batch.opened_ms)
+    _track_incident(batch, opened, going, surprise, score, shares, end_ms, settings)
+
+    _learn(batch, active & ~gapped, judged, level if with_level.any() else None, with_level, opened, now_open,
+           settings)
+    restart = settled
+    if restart.any():  # a new normal: the histograms start again from the prior, and the series relearns
+        batch.above[restart], batch.moment[restart] = cumulative(prior(batch.centre.shape[1], settings))
+        batch.pending_n[restart] = 0
+        batch.pending_incident[restart] = 0
+        batch.level_n[restart] = 0  # the level centre and spread keep their values but learn fast again
+
+    _round_to_stored(batch)
+    batch.previous = np.where(active & ~gapped, v, batch.previous)
+    batch.recent = np.where(active & ~gapped, judged[:, RECENT], batch.recent)
+    batch.slow = np.where(active & ~gapped, slow, batch.slow)
+    batch.span = np.where(active & ~gapped, np.where(young, span, batch.span + 0.01 * (span - batch.span)),
+                          batch.span)
+    batch.seen = batch.seen + (active & ~gapped)
+    batch.since_reset = np.where(restart, 0, batch.since_reset + (active & ~gapped))
+    batch.last_end_ms = np.where(active, end_ms, batch.last_end_ms)
+    return Verdict(np.where(active, surprise, np.nan), p, opened, np.where(active, closed, 0), now_open,
+                   gapped, learning)
+
+
+def _stored(values: np.ndarray) -> np.ndarray:
+    """`values` at the precision a store keeps them (float32)."""
+    return np.asarray(values, np.float32).astype(np.float64)
+
+
+def _round_to_stored(batch: Batch) -> None:
+    """Every array the store keeps as float32, rounded to it now: a series then evolves exactly alike
+    whether its state stays in memory or goes through the store between two windows, so a replay cut into
+    other batches leaves the same state, byte for byte."""
+    batch.above, batch.moment = cumulative(_stored(histogram(batch.above)))
+    for name in ("pending", "pending_level", "centre", "spread", "peak_shares"):
+        setattr(batch, name, _stored(getattr(batch, name)))
+
+
+def _track_incident(batch: Batch, opened: np.ndarray, going: np.ndarray, surprise: np.ndarray, score: np.ndarray,
+                    shares: np.ndarray, end_ms: np.ndarray, settings: CalibrationSettings) -> None:
+    """What the incident's records say: its peak window and its last anomalous window (closed_at)."""
+    higher = opened | (going & (surprise > batch.peak_surprise))
+    batch.peak_surprise = np.where(higher, surprise, batch.peak_surprise)
+    batch.peak_score = np.where(higher, np.asarray(score, np.float64), batch.peak_score)
+    batch.peak_end_ms = np.where(higher, end_ms, batch.peak_end_ms)
+    batch.peak_shares = np.where(higher[:, None], np.nan_to_num(np.asarray(shares, np.float64), nan=0.0),
+                                 batch.peak_shares)
+    anomalous = opened | (going & (surprise >= settings.close_surprise))
+    batch.last_anomalous_ms = np.where(anomalous, end_ms, batch.last_anomalous_ms)
+    batch.opening_surprise = np.where(opened, surprise, batch.opening_surprise)
+
+
+def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, with_level: np.ndarray,
+           opened: np.ndarray, now_open: np.ndarray, settings: CalibrationSettings) -> None:
+    """Push this window into the quarantine and teach the one leaving it (module docstring: Learning)."""
+    d = settings.quarantine
+    full_mask = (1 << d) - 1
+    # the windows waiting when an incident opens are its ramp: flag them, and this one if open
+    flags = np.where(opened, full_mask, batch.pending_incident)
+    ready = taught & (batch.pending_n >= d)
+    leaving = batch.pending[:, 0, :].copy()
+    leaving_level = batch.pending_level[:, 0, :].copy()
+    leaving_incident = (flags & 1).astype(bool)
+    shifted = np.roll(batch.pending, -1, axis=1)
+    shifted[:, -1, :] = judged
+    batch.pending = np.where(taught[:, None, None], shifted, batch.pending)
+    if level is not None:
+        shifted_level = np.roll(batch.pending_level, -1, axis=1)
+        shifted_level[:, -1, :] = level
+        batch.pending_level = np.where(taught[:, None, None], shifted_level, batch.pending_level)
+    new_flags = (flags >> 1) | (now_open.astype(np.int64) << (d - 1))
+    batch.pending_incident = np.where(taught, new_flags, flags)
+    batch.pending_n = np.where(taught, np.minimum(batch.pending_n + 1, d), batch.pending_n)
+
+    teach = ready & ~leaving_incident
+    _teach(batch, leaving, teach.astype(np.float64), settings)
+    batch.taught = batch.taught + teach
+    if level is not None:
+        learn = (teach & with_level)[:, None]
+        a = np.maximum(1.0 / (batch.level_n + 1.0 + settings.level_prior), 1.0 - settings.decay)[:, None]
+        deviation = leaving_level - batch.centre
+        batch.centre = np.where(learn, batch.centre + a * deviation, batch.centre)
+        batch.spread = np.where(learn, batch.spread + a * (1.2533 * np.abs(deviation) - batch.spread), batch.spread)
+        batch.level_n = batch.level_n + learn[:, 0]
+
+
+def rounds(series_ids: Sequence[str]) -> list[np.ndarray]:
+    """Positions of a batch's windows (in order) grouped into rounds: round r holds the r-th window of
+    every series that has one, so each round judges each series at most once, in window order."""
+    seen: dict[str, int] = {}
+    grouped: list[list[int]] = []
+    for index, sid in enumerate(series_ids):
+        r = seen.get(sid, 0)
+        seen[sid] = r + 1
+        if r == len(grouped):
+            grouped.append([])
+        grouped[r].append(index)
+    return [np.asarray(group, np.int64) for group in grouped]

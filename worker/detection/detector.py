@@ -1,35 +1,36 @@
-"""From scored windows to incidents (pure): per-series online calibration, then the incident machine.
+"""From scored windows to incidents (pure): every due window of a batch judged against its series' own
+history, round by round (worker.detection.calibration), and the incident transitions they cause.
 
-Each series has one small state (`DetectorState`: its score history and its incident) that the state
-store (worker.state) keeps next to its window state. One batch:
+Each series has one fixed-size detector state that the state store keeps next to its window state. One
+batch:
 
-    states  = what the store's peek read for the batch's series
-    result  = detect(windows, scores, states, ...)   # judge each window against its series' history,
-                                                     # then fold it in; advance the incident machine
+    raw     = what the store's peek read for the batch's series
+    result  = detect(windows, scores, raw, model, settings)   # judge, learn, advance the incident
     deliver the records of result (worker.records), confirmed
-    write result.states with the window state        # only after delivery: worker.checkpoint
+    write result.states with the window state                   # only after delivery: worker.checkpoint
 
-A window ending at or before a state's `last_end_ms` was folded in already and is skipped, and the
-store never replaces a state with an older one, so a repeated write or a slower worker after a
-rebalance cannot roll a series' history back.
+A window ending at or before a state's `last_end_ms` was judged already and is skipped, and the store
+never replaces a state with an older one, so a repeated write or a slower worker after a rebalance
+cannot roll a series' history back.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from worker.detection.calibration import (AdaptiveSettings, Judgement, ScoreHistory, feature_errors, fold, for_model,
-                                          judge, model_key)
-from worker.detection.incidents import IncidentSettings, IncidentState, Observation, Transition, step
+import numpy as np
+
+from worker.detection.calibration import Batch, CalibrationSettings, Close, Reference, rounds, step, window_level
+from worker.detection.incidents import CloseReason, IncidentEvent, Phase, incident_id
 from worker.scorer import ModelInfo, Scores
+from worker.state.codec import decode_states, encode_states
 from worker.windows import DueWindow
 
+_CLOSE_REASONS = {Close.RECOVERED: CloseReason.RECOVERED, Close.SETTLED: CloseReason.SETTLED}
 
-class DetectorState(NamedTuple):
-    """Everything the detector remembers about one series (stored by worker.state, laid out by its codec)."""
 
-    history: ScoreHistory
-    incident: IncidentState = IncidentState()
+@dataclass(frozen=True)
+class DetectorSettings:
+    calibration: CalibrationSettings = CalibrationSettings()
 
 
 @dataclass(frozen=True)
@@ -38,63 +39,85 @@ class Verdict:
 
     window: DueWindow
     index: int  # position in the batch's scores
-    judgement: Judgement
-
-
-@dataclass(frozen=True)
-class IncidentEvent:
-    """An incident transition together with the window that caused it."""
-
-    transition: Transition
-    window: DueWindow
+    surprise: float  # -log10 of the window's tail probability for its series
 
 
 @dataclass
 class DetectionResult:
     verdicts: list[Verdict] = field(default_factory=list)
     events: list[IncidentEvent] = field(default_factory=list)
-    states: dict[str, DetectorState] = field(default_factory=dict)  # changed states, to save after delivery
-    skipped: int = 0  # replayed windows, already folded into their series' history
+    states: dict[str, bytes] = field(default_factory=dict)  # changed states, to write after delivery
+    skipped: int = 0  # replayed windows, judged before
 
 
-@dataclass(frozen=True)
-class DetectorSettings:
-    adaptive: AdaptiveSettings = AdaptiveSettings()
-    incidents: IncidentSettings = IncidentSettings()
+def model_key(sha256: str) -> int:
+    """A signed 64-bit tag of the model's sha256: a history kept for another model is not comparable."""
+    return int.from_bytes(bytes.fromhex(sha256[:16]), "little", signed=True)
 
 
-def detect(windows: Sequence[DueWindow], scores: Scores, states: dict[str, DetectorState], model: ModelInfo,
+def reference_of(model: ModelInfo) -> Reference:
+    """What the calibration needs of the model; for a model that records none, a neutral one."""
+    if model.reference is not None:
+        return model.reference
+    f = len(model.features)
+    return Reference(median=np.zeros(f), scale=np.ones(f), mean=np.zeros(f), std=np.ones(f), removes_level=False,
+                     window=model.window)
+
+
+def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, bytes], model: ModelInfo,
            settings: DetectorSettings) -> DetectionResult:
-    """Judge, fold and advance every series in window order; `states` is what the store loaded."""
-    key, n_features = model_key(model.sha256), len(model.features)
+    """Judge every window in order per series; `raw_states` is what the store holds for their series."""
     result = DetectionResult()
-    current: dict[str, DetectorState] = {}
-    # Plain floats, converted once per batch: indexing numpy per window costs more than the judgement.
-    raw_scores, anomaly_scores = scores.score.tolist(), scores.anomaly_score.tolist()
-    for index, window in enumerate(windows):
-        sid = window.series_id
-        if sid not in current:
-            loaded = states.get(sid)
-            current[sid] = DetectorState(for_model(loaded.history if loaded else None, key, n_features),
-                                         loaded.incident if loaded else IncidentState())
-        state = current[sid]
-        if window.end_ms <= state.history.last_end_ms:
-            result.skipped += 1
+    if not windows:
+        return result
+    calibration, reference = settings.calibration, reference_of(model)
+    series = list(dict.fromkeys(window.series_id for window in windows))
+    row = {sid: i for i, sid in enumerate(series)}
+    batch = decode_states([raw_states.get(sid) for sid in series], model_key(model.sha256), len(model.features),
+                          calibration)
+    levels = (window_level(np.stack([w.values for w in windows]), reference, calibration)
+              if reference.removes_level else None)
+    starts = np.array([w.start_ms for w in windows], np.int64)
+    ends = np.array([w.end_ms for w in windows], np.int64)
+    touched: set[int] = set()
+    for positions in rounds([window.series_id for window in windows]):
+        rows = np.array([row[windows[p].series_id] for p in positions], np.int64)
+        fresh = ends[positions] > batch.last_end_ms[rows]
+        result.skipped += int((~fresh).sum())
+        positions, rows = positions[fresh], rows[fresh]
+        if not len(positions):
             continue
-        score, anomaly = raw_scores[index], anomaly_scores[index]
-        errors = feature_errors(score, scores.feature_shares[index])
-        judgement = judge(state.history, errors, anomaly, settings.adaptive, start_ms=window.start_ms,
-                          end_ms=window.end_ms, reference=model.feature_calibration)
-        seen = Observation(window.start_ms, window.end_ms, score, judgement.surprise, scores.feature_shares[index])
-        incident, transition = step(sid, state.incident, seen, settings.incidents)
-        history = fold(state.history, errors, settings.adaptive, start_ms=window.start_ms, end_ms=window.end_ms,
-                       anomaly_score=anomaly, surprise=judgement.surprise)
-        current[sid] = DetectorState(history, incident)
-        result.verdicts.append(Verdict(window, index, judgement))
-        if transition is not None:
-            result.events.append(IncidentEvent(transition, window))
-        result.states[sid] = current[sid]
+        part = batch.take(rows)
+        verdict = step(part, np.ones(len(rows), bool), scores.score[positions], scores.feature_shares[positions],
+                       starts[positions], ends[positions], levels[positions] if levels is not None else None,
+                       reference, calibration)
+        batch.put(rows, part)
+        touched.update(rows.tolist())
+        for k, p in enumerate(positions.tolist()):
+            window = windows[p]
+            result.verdicts.append(Verdict(window, p, float(verdict.surprise[k])))
+            if verdict.opened[k]:
+                result.events.append(_event(Phase.OPENED, window, part, k, float(scores.score[p]),
+                                            float(verdict.surprise[k]), None))
+            elif verdict.closed[k]:
+                result.events.append(_event(Phase.CLOSED, window, part, k, float(scores.score[p]),
+                                            float(verdict.surprise[k]), _CLOSE_REASONS[Close(int(verdict.closed[k]))]))
+    changed = sorted(touched)
+    encoded = encode_states(batch.take(np.asarray(changed, np.int64)))
+    result.states = {series[i]: raw for i, raw in zip(changed, encoded)}
     return result
+
+
+def _event(phase: Phase, window: DueWindow, part: Batch, k: int, score: float, surprise: float,
+           reason: CloseReason | None) -> IncidentEvent:
+    """The transition of row k of `part` (the series' state after the window)."""
+    opened_ms = int(part.opened_ms[k])
+    return IncidentEvent(
+        phase=phase, incident_id=incident_id(window.series_id, opened_ms), window=window, score=score,
+        surprise=surprise, opened_ms=opened_ms, last_anomalous_ms=int(part.last_anomalous_ms[k]),
+        windows=int(part.open_windows[k]), peak_end_ms=int(part.peak_end_ms[k]),
+        peak_surprise=float(part.peak_surprise[k]), peak_score=float(part.peak_score[k]),
+        peak_shares=tuple(float(x) for x in part.peak_shares[k]), close_reason=reason)
 
 
 @dataclass(frozen=True)
@@ -106,8 +129,6 @@ class Detector:
     scores_topic: str | None = None  # every judged window also goes here, for dashboards
 
     def detect(self, windows: Sequence[DueWindow], scores: Scores, model: ModelInfo,
-               states: dict[str, DetectorState]) -> DetectionResult:
-        """`states`: what the store holds for the series of `windows` (none for a new series)."""
-        if not windows:
-            return DetectionResult()
-        return detect(windows, scores, states, model, self.settings)
+               raw_states: dict[str, bytes]) -> DetectionResult:
+        """`raw_states`: what the store holds for the series of `windows` (none for a new series)."""
+        return detect(windows, scores, raw_states, model, self.settings)

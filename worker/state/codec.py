@@ -1,79 +1,75 @@
 """Detector state <-> bytes: the one place that knows how a series' detector state is laid out in a store.
 
-    state    = history | incident | len(history) as uint16
-    history  = last_end_ms int64, n int64, model_key int64, previous_anomaly float64, weight float64,
-               then 5 float64 arrays of F: mean, var, short, short_var, previous
-    incident = open uint8, opened_start_ms, opened_end_ms, last_anomalous_end_ms, peak_end_ms (int64),
-               windows, normal_run (uint32), peak_surprise, peak_score, opening_surprise (float64),
-               then F float32 peak shares
+    state = the scalars of worker.detection.calibration.SCALARS (int64 / float64, in that order), then
+            float32 arrays: the 4 x 96 histograms, the quarantine (q x 4 values, q x F levels), the
+            level centre and spread (F each), the peak shares (F)
 
-All little endian. The state starts with last_end_ms: both stores compare it so an older state never
-overwrites a newer one (the Redis script reads those 8 bytes without decoding the rest).
+All little endian, a fixed size for a feature count (`detector_state_bytes`). The state starts with
+last_end_ms (int64): both stores compare those 8 bytes so an older state never replaces a newer one,
+and the Redis script reads them without decoding the rest. A state of another size (another layout)
+or kept for another model restarts fresh, keeping its replay mark.
 """
 
 import struct
+from collections.abc import Sequence
 
-from worker.detection.calibration import ScoreHistory
-from worker.detection.detector import DetectorState
-from worker.detection.incidents import IncidentState
+import numpy as np
 
-_HISTORY_HEAD = struct.Struct("<qqqdd")
-_HISTORY_ARRAYS = 5
-_INCIDENT_HEAD = struct.Struct("<BqqqqIIddd")
-_SPLIT = struct.Struct("<H")
+from worker.detection.calibration import BINS, COLUMNS, SCALARS, Batch, CalibrationSettings, cumulative, histogram
 
-
-def encode_history(history: ScoreHistory) -> bytes:
-    moments = (*history.mean, *history.var, *history.short, *history.short_var, *history.previous)
-    head = _HISTORY_HEAD.pack(history.last_end_ms, history.n, history.model_key, history.previous_anomaly,
-                              history.weight)
-    return head + struct.pack(f"<{len(moments)}d", *moments)
+_HEAD = struct.Struct("<" + "".join("q" if kind is np.int64 else "d" for _, kind in SCALARS))
+_ARRAYS = ("above", "pending", "pending_level", "centre", "spread", "peak_shares")
 
 
-def decode_history(raw: bytes) -> ScoreHistory:
-    last_end_ms, n, key, previous_anomaly, weight = _HISTORY_HEAD.unpack_from(raw)
-    f = (len(raw) - _HISTORY_HEAD.size) // (8 * _HISTORY_ARRAYS)
-    moments = struct.unpack_from(f"<{_HISTORY_ARRAYS * f}d", raw, _HISTORY_HEAD.size)
-    mean, var, short, short_var, previous = (moments[i * f:(i + 1) * f] for i in range(_HISTORY_ARRAYS))
-    return ScoreHistory(last_end_ms, n, key, mean, var, short, short_var, previous, previous_anomaly, weight)
+def _shapes(n_features: int, settings: CalibrationSettings) -> tuple[tuple[int, ...], ...]:
+    q = settings.quarantine
+    return (COLUMNS, BINS), (q, COLUMNS), (q, n_features), (n_features,), (n_features,), (n_features,)
 
 
-def history_bytes(n_features: int) -> int:
-    """Bytes of one series' history: fixed by the feature count, whatever the stream length."""
-    return _HISTORY_HEAD.size + _HISTORY_ARRAYS * 8 * n_features
+def detector_state_bytes(n_features: int, settings: CalibrationSettings = CalibrationSettings()) -> int:
+    """Bytes of one series' state: fixed by the feature count, whatever the stream length."""
+    return _HEAD.size + 4 * sum(int(np.prod(shape)) for shape in _shapes(n_features, settings))
 
 
-def encode_incident(state: IncidentState) -> bytes:
-    head = _INCIDENT_HEAD.pack(state.open, state.opened_start_ms, state.opened_end_ms, state.last_anomalous_end_ms,
-                               state.peak_end_ms, state.windows, state.normal_run, state.peak_surprise,
-                               state.peak_score, state.opening_surprise)
-    return head + struct.pack(f"<{len(state.peak_shares)}f", *state.peak_shares)
+def encode_states(batch: Batch) -> list[bytes]:
+    """Each series' state of a batch (the histograms stored as themselves, not their cumulative sums)."""
+    hist = histogram(batch.above)
+    out = []
+    for i in range(len(batch)):
+        head = _HEAD.pack(*(getattr(batch, name)[i].item() for name, _ in SCALARS))
+        arrays = [hist[i]] + [getattr(batch, name)[i] for name in _ARRAYS[1:]]
+        out.append(head + b"".join(np.ascontiguousarray(a, dtype="<f4").tobytes() for a in arrays))
+    return out
 
 
-def decode_incident(raw: bytes) -> IncidentState:
-    fields = _INCIDENT_HEAD.unpack_from(raw)
-    shares = struct.unpack_from(f"<{(len(raw) - _INCIDENT_HEAD.size) // 4}f", raw, _INCIDENT_HEAD.size)
-    return IncidentState(bool(fields[0]), *fields[1:], peak_shares=shares)
+def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
+                  settings: CalibrationSettings) -> Batch:
+    """The states of a batch's series under the model tagged `model_key` (None: a new series).
 
-
-def incident_bytes(n_features: int) -> int:
-    return _INCIDENT_HEAD.size + 4 * n_features
-
-
-def encode_detector_state(state: DetectorState) -> bytes:
-    """history | incident | the history's length (uint16), so both parts can be found again."""
-    history = encode_history(state.history)
-    return history + encode_incident(state.incident) + _SPLIT.pack(len(history))
-
-
-def decode_detector_state(raw: bytes) -> DetectorState:
-    (split,) = _SPLIT.unpack(raw[-_SPLIT.size:])
-    return DetectorState(decode_history(raw[:split]), decode_incident(raw[split:-_SPLIT.size]))
-
-
-def detector_state_bytes(n_features: int) -> int:
-    """The most one series' detector state takes in the store: it depends on F only."""
-    return history_bytes(n_features) + incident_bytes(n_features) + _SPLIT.size
+    Rule on a model swap: errors of two models live on different scales, so a state kept for another
+    model, or of another layout, restarts fresh, keeping its replay mark (last_end_ms)."""
+    batch = Batch.fresh(len(raws), n_features, settings, model_key)
+    size, shapes = detector_state_bytes(n_features, settings), _shapes(n_features, settings)
+    hist = np.zeros_like(batch.above)
+    decoded = []
+    for i, raw in enumerate(raws):
+        if raw is None or len(raw) < 8:
+            continue
+        if len(raw) != size or struct.unpack_from("<q", raw, 8)[0] != model_key:
+            batch.last_end_ms[i] = last_end_ms(raw)
+            continue
+        for (name, _), value in zip(SCALARS, _HEAD.unpack_from(raw)):
+            getattr(batch, name)[i] = value
+        offset = _HEAD.size
+        decoded.append(i)
+        for name, shape in zip(_ARRAYS, shapes):
+            count = int(np.prod(shape))
+            (hist if name == "above" else getattr(batch, name))[i] = np.frombuffer(raw, "<f4", count,
+                                                                                   offset).reshape(shape)
+            offset += 4 * count
+    if decoded:  # a new series keeps the prior Batch.fresh gave it
+        batch.above[decoded], batch.moment[decoded] = cumulative(hist[decoded])
+    return batch
 
 
 def last_end_ms(raw: bytes) -> int:

@@ -69,13 +69,13 @@ class _Collector:
             return
         for verdict in detection.verdicts:
             window = verdict.window
-            self.surprise[window.series_id].append((self.position[window.event.record.offset],
-                                                    verdict.judgement.surprise, float(model_surprise[verdict.index])))
+            self.surprise[window.series_id].append((self.position[window.event.record.offset], verdict.surprise,
+                                                    float(model_surprise[verdict.index])))
         for event in detection.events:
-            series = self.transitions[event.transition.phase][event.window.series_id]
+            series = self.transitions[event.phase][event.window.series_id]
             series.append(self.position[event.window.event.record.offset])
-            if event.transition.phase is Phase.CLOSED:
-                self.last_anomalous[event.window.series_id].append(event.transition.state.last_anomalous_end_ms)
+            if event.phase is Phase.CLOSED:
+                self.last_anomalous[event.window.series_id].append(event.last_anomalous_ms)
 
     def stats(self, column: int) -> Stats:
         return Stats({sid: np.array([row[column] for row in rows], np.float64) for sid, rows in self.surprise.items()},

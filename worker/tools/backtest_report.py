@@ -198,7 +198,7 @@ def _shade(axis, x: np.ndarray, mask: np.ndarray, color: str, alpha: float) -> N
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
     model_path = Path(args.model) if args.model else settings.model.path
-    detector = detector_settings(settings.detection)
+    detector = detector_settings(settings.detection, settings.window.gap_factor)
     try:
         scorer = Scorer(load_artifact(model_path, expected_sha256=None if args.model else settings.model.sha256))
         histories = load_history(Path(args.data), scorer.info.features, scorer.info.window)
@@ -209,10 +209,11 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     write_events(traces, Path(args.out))
     info = scorer.info
     print(f"{args.data}: model {info.name} {info.version} (window {info.window}), "
-          f"open at surprise {detector.incidents.open_surprise:g}, close below {detector.incidents.close_surprise:g}")
+          f"open at surprise {detector.calibration.open_surprise:g}, "
+          f"close below {detector.calibration.close_surprise:g}")
     print("\n".join(summary(traces, run, info.window)))
     print(f"\nper event: {args.out}")
     if args.plot:
-        drawn = plot(traces, Path(args.plot), detector.incidents.open_surprise, detector.incidents.close_surprise)
+        drawn = plot(traces, Path(args.plot), detector.calibration.open_surprise, detector.calibration.close_surprise)
         print(f"timeline:  {drawn}")
     return 0

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.detection.incidents import IncidentSettings
 
 A_TP, A_FP, A_FN = 1.0, -0.11, -1.0
 A_FP_LOW = -0.22  # NAB's reward-low-false-positives profile: a false alarm costs twice as much
@@ -136,13 +135,15 @@ def score_detections(labels: Mapping[str, np.ndarray], openings: Mapping[str, Se
 
 
 def incident_openings(stats: Stats, levels: Levels, close_after: int) -> dict[str, list[int]]:
-    """The worker's incident machine (worker.detection.incidents.step) applied to any detector's statistic.
+    """A plain incident machine (open at the open level, close after `close_after` windows in a row below
+    the close level) applied to any detector's statistic: how the baselines' incidents are judged, and
+    how tune-levels screens a grid of levels on one replay of the worker (the worker's own machine also
+    learns a series' normal only outside incidents, so a pair it keeps is checked by a real backtest).
 
-    Computed per incident, not per window: a level grid judges ~130 pairs, and stepping the machine
-    window by window in Python cost 0.7-3 µs a window per pair, 20 s to minutes per grid for a few
-    hundred thousand windows (benchmarks/level_grid.py: 20x faster). tests/unit/test_evaluation.py pins
-    it to `step` window for window."""
-    IncidentSettings(open_surprise=levels[0], close_surprise=levels[1], close_after=close_after)  # its checks
+    Computed per incident, not per window: a level grid judges ~130 pairs, and stepping window by window
+    in Python took 20 s to minutes per grid (tests/unit/test_evaluation.py pins the two equal)."""
+    if levels[1] > levels[0] or close_after < 1:
+        raise ValueError("levels need close <= open and close_after >= 1")
     return {sid: stats.due[sid][_opening_positions(values, levels, close_after)].tolist()
             for sid, values in stats.values.items()}
 

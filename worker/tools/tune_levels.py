@@ -26,11 +26,10 @@ from vrae_model.exceptions import DataError, VraeError
 from worker.app import detector_settings
 from worker.config import Settings
 from worker.detection.detector import DetectorSettings
-from worker.detection.incidents import IncidentSettings
 from worker.exceptions import UsageError
 from worker.scorer import Scorer
 from worker.tools.backtest import backtest
-from worker.tools.evaluation import EventScore, Levels, best_of, judge_grid, judge_levels
+from worker.tools.evaluation import EventScore, Levels, best_of, judge_grid, score_detections
 
 OBJECTIVES: dict[str, Callable[[EventScore], float]] = {
     "f1": lambda score: score.f1,  # alerts people act on: misses and false alarms both count
@@ -80,27 +79,33 @@ def load_labelled(path: Path, features: tuple[str, ...], window: int) -> list[La
 
 def judge(series: list[LabelledSeries], scorer: Scorer, stride: int, settings: DetectorSettings,
           levels: list[Levels], *, grid: bool) -> tuple[int, list[Judged], dict[str, Judged]]:
-    """Replay once (a window's surprise does not depend on the levels), then judge each pair of
-    `levels` and, with `grid`, find the best pair per objective among `levels` and the grid: (windows,
-    judged levels, best per objective).
+    """Each pair of `levels` judged by a backtest at those levels, and with `grid` the best pair per
+    objective: (windows, judged levels, best per objective).
 
-    `levels` (the configured pair) come first among the candidates: the grid holds the surprise's
-    quantiles, not the configured values, and without them a "best" pair could score below the
-    configuration it is meant to improve on. On a tie the configuration stays."""
-    run = backtest(series, scorer, stride, settings)
+    The worker's surprise depends a little on the levels (a series learns its normal only outside
+    incidents), so the grid over the surprise's quantiles is screened on the first pair's replay and
+    each objective's pick is then backtested at its own levels; the figures printed are those. The
+    configured pair comes first among the candidates: a "best" pair never scores below it, and on a
+    tie the configuration stays."""
     labels = {s.series_id: s.labels for s in series}
-    window, close_after = scorer.info.window, settings.incidents.close_after
-    judged = judge_levels(labels, run.surprise, window, close_after, levels)
+    window = scorer.info.window
+    runs = [backtest(series, scorer, stride, with_levels(settings, pair)) for pair in levels]
+    judged = [Judged(pair, score_detections(labels, run.openings, window, run.windows))
+              for pair, run in zip(levels, runs)]
     best: dict[str, Judged] = {}
     if grid:
-        candidates = judged + judge_grid(labels, run.surprise, window, close_after)
-        best = {name: Judged(*best_of(candidates, objective)) for name, objective in OBJECTIVES.items()}
-    return run.windows, [Judged(*pair) for pair in judged], best
+        screened = judge_grid(labels, runs[0].surprise, window, settings.calibration.close_after)
+        for name, objective in OBJECTIVES.items():
+            pick = best_of(screened, objective)[0]
+            run = backtest(series, scorer, stride, with_levels(settings, pick))
+            checked = Judged(pick, score_detections(labels, run.openings, window, run.windows))
+            best[name] = max([judged[0], checked], key=lambda candidate: objective(candidate.score))
+    return runs[0].windows, judged, best
 
 
 def tune_levels(path: Path, scorer: Scorer, stride: int, settings: DetectorSettings, objective: str) -> Tuning:
     series = load_labelled(path, scorer.info.features, scorer.info.window)
-    configured = (settings.incidents.open_surprise, settings.incidents.close_surprise)
+    configured = (settings.calibration.open_surprise, settings.calibration.close_surprise)
     windows, (as_configured,), best = judge(series, scorer, stride, settings, [configured], grid=True)
     return Tuning(events=sum(len(s.timestamps) for s in series), series=len(series), windows=windows,
                   configured=as_configured, best=best, chosen=best[objective])
@@ -114,8 +119,8 @@ def check_levels(path: Path, scorer: Scorer, stride: int, settings: DetectorSett
 
 
 def with_levels(settings: DetectorSettings, levels: Levels) -> DetectorSettings:
-    return replace(settings, incidents=IncidentSettings(open_surprise=levels[0], close_surprise=levels[1],
-                                                        close_after=settings.incidents.close_after))
+    return replace(settings, calibration=replace(settings.calibration, open_surprise=levels[0],
+                                                 close_surprise=levels[1]))
 
 
 def row(name: str, judged: Judged) -> str:
@@ -132,7 +137,7 @@ HEADER = (f"{'levels':<16} {'open':>7} {'close':>7} {'NAB':>6} {'F1':>5} {'preci
 def command(args: argparse.Namespace, settings: Settings) -> int:
     """`vrae-worker tune-levels`: choose the levels on `--data`, print them as settings to deploy."""
     model_path = Path(args.model) if args.model else settings.model.path
-    detector = detector_settings(settings.detection)
+    detector = detector_settings(settings.detection, settings.window.gap_factor)
     stride = settings.window.stride
     try:
         scorer = Scorer(load_artifact(model_path, expected_sha256=None if args.model else settings.model.sha256))
