@@ -64,12 +64,25 @@ class Scaler:
         self.std = np.asarray(self.std, dtype=np.float32)
 
     @classmethod
-    def fit(cls, windows: np.ndarray) -> "Scaler":
+    def fit(cls, windows: np.ndarray, method: str = "std", relative_floor: float = 0.0) -> "Scaler":
+        """std: mean and standard deviation. robust: median and IQR / 1.349 (the sd if normal), falling
+        back to the standard deviation where the IQR is zero (a quantised, mostly constant sensor).
+        `relative_floor` floors the scale at that fraction of the feature's typical magnitude |median|."""
         flat = np.asarray(windows, dtype=np.float64).reshape(-1, windows.shape[-1])
         std = flat.std(axis=0)
+        if method == "robust":
+            q25, median, q75 = np.quantile(flat, [0.25, 0.5, 0.75], axis=0)
+            iqr = (q75 - q25) / 1.349
+            center, std = median, np.where(iqr > 1e-8, iqr, std)
+        elif method == "std":
+            center = flat.mean(axis=0)
+        else:
+            raise ValueError(f"unknown scaler {method!r}: use std or robust")
+        if relative_floor > 0:
+            std = np.maximum(std, relative_floor * np.abs(np.median(flat, axis=0)))
         # A constant feature carries no information; dividing by ~0 would turn float noise into alarms.
         std = np.where(std < 1e-8, 1.0, std)
-        return cls(mean=flat.mean(axis=0), std=std)
+        return cls(mean=center, std=std)
 
     def transform(self, windows: np.ndarray) -> np.ndarray:
         return ((np.asarray(windows, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
@@ -108,6 +121,24 @@ def choose_window_level(share: float) -> str:
     windows (ECG beats), the level still tells normal from abnormal (AUC-PR 0.42-0.59 kept, 0.37-0.46
     removed), so it is kept."""
     return "remove" if share > LEVEL_SHARE_TO_REMOVE else "keep"
+
+
+# `window_level="per_feature"` removes the level of a feature whose OWN levels hold more than this share
+# of its variance: a slow sensor (temperature) whose level wanders, not a noisy one whose level is news.
+FEATURE_LEVEL_SHARE_TO_REMOVE = 0.5
+
+
+def feature_level_shares(windows: np.ndarray) -> np.ndarray:
+    """`level_share` of each feature: (N, T, F) -> (F,); 0 for a constant feature."""
+    data = np.asarray(windows, dtype=np.float64)
+    total = data.reshape(-1, data.shape[-1]).var(axis=0)
+    levels = data.mean(axis=1).var(axis=0)
+    return np.where(total > 1e-12, levels / np.where(total > 1e-12, total, 1.0), 0.0)
+
+
+def features_to_level(windows: np.ndarray) -> list[int]:
+    """The features whose window levels `window_level="per_feature"` removes."""
+    return [int(i) for i in np.flatnonzero(feature_level_shares(windows) > FEATURE_LEVEL_SHARE_TO_REMOVE)]
 
 
 def fingerprint(windows: np.ndarray) -> str:
