@@ -4,14 +4,14 @@ Shapes: B batch, T time steps (sequence_length), F features, H hidden_size, L la
 Every module here is TorchScript-able because the exported ScoringModule wraps them.
 """
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 DECODER_INPUTS = ("zeros", "latent")
-WINDOW_LEVELS = ("keep", "remove", "auto", "per_feature")
+WINDOW_LEVELS = ("keep", "remove", "auto")
 
 
 @dataclass
@@ -31,11 +31,9 @@ class VRAEConfig:
     # "remove": each window's own mean per feature is taken out before encoding and added back after
     # decoding, so the model learns shapes only. A recurrent model cannot extrapolate to levels it never
     # saw: after a sensor's level drifts, every window of it reconstructs badly and hides real faults.
-    # "auto": decided from the training windows when training starts (`choose_window_level`).
-    # "per_feature": only the features listed in `removed_levels` lose their level (training lists those
-    # whose own levels hold most of their variance: `features_to_level`); the others keep it.
+    # "auto": decided from the training windows when training starts (`choose_window_level`): removed when
+    # the typical feature's variance lies mostly in its window levels, kept otherwise.
     window_level: str = "keep"
-    removed_levels: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("n_features", "sequence_length", "hidden_size", "hidden_layer_depth", "latent_length"):
@@ -47,9 +45,6 @@ class VRAEConfig:
             raise ValueError(f"decoder_input must be one of {DECODER_INPUTS}, got {self.decoder_input!r}")
         if self.window_level not in WINDOW_LEVELS:
             raise ValueError(f"window_level must be one of {WINDOW_LEVELS}, got {self.window_level!r}")
-        self.removed_levels = sorted(int(i) for i in self.removed_levels)
-        if any(not 0 <= i < self.n_features for i in self.removed_levels):
-            raise ValueError(f"removed_levels {self.removed_levels} must index the {self.n_features} features")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,23 +120,16 @@ class VRAE(nn.Module):
             raise ValueError('window_level "auto" is decided from data: '
                              "resolve it with vrae_model.data.choose_window_level first")
         self.config = config
-        # (F,) 1 where a feature's window level is taken out, 0 where it is kept
-        mask = torch.zeros(config.n_features)
-        if config.window_level == "remove":
-            mask.fill_(1.0)
-        elif config.window_level == "per_feature":
-            mask[config.removed_levels] = 1.0
-        self.register_buffer("level_mask", mask, persistent=False)
-        self.remove_level = bool(mask.any())
+        self.remove_level = config.window_level == "remove"
         self.encoder = Encoder(config)
         self.latent = LatentHeads(config)
         self.decoder = Decoder(config)
 
     def split_level(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(shape, level) with x = shape + level: what the encoder sees and what the decoder's output
-        is shifted by. The level is each window's mean per feature, or zero where it is kept."""
+        is shifted by. The level is each window's mean per feature, or zero when it is kept."""
         if self.remove_level:
-            level = x.mean(dim=1, keepdim=True) * self.level_mask  # (B, 1, F)
+            level = x.mean(dim=1, keepdim=True)  # (B, 1, F)
             return x - level, level
         return x, torch.zeros_like(x[:, :1])
 

@@ -19,14 +19,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vrae_model.artifact import save_artifact
 from vrae_model.calibration import Calibration
-from vrae_model.data import Scaler, WindowSet, choose_window_level, features_to_level, fingerprint, level_share
+from vrae_model.data import Scaler, WindowSet, choose_window_level, fingerprint, level_share
 from vrae_model.exceptions import ArtifactError, ConfigError, DataError
 from vrae_model.model import VRAE, VRAEConfig, active_units, vrae_loss
 from vrae_model.presets import Preset, TrainConfig, get_preset, with_overrides
 from vrae_model.scoring import ScoringModule, artifact_metadata, calibrate
 
-__all__ = ["TrainConfig", "TrainResult", "train", "export_from_checkpoint", "kl_weight", "split_indices",
-           "forward_split_indices"]
+__all__ = ["TrainConfig", "TrainResult", "train", "export_from_checkpoint", "kl_weight", "split_indices"]
 
 EXPORT_KEY = "vrae_export"
 MIN_WINDOWS = 4
@@ -72,37 +71,19 @@ def split_indices(n: int, val_fraction: float, seed: int, block: int = 1) -> tup
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def forward_split_indices(series_ids: np.ndarray, val_fraction: float, gap: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each series' latest `val_fraction` of windows validate; the `gap` windows before them, which
-    overlap the first validation window, are dropped so no event is in both parts. Windows are in time
-    order within a series (as `load_windows` cuts them)."""
-    train_parts, val_parts = [], []
-    for series in dict.fromkeys(np.asarray(series_ids).tolist()):
-        index = np.flatnonzero(series_ids == series)
-        n_val = min(max(1, round(len(index) * val_fraction)), len(index) - 1)
-        first_val = len(index) - n_val
-        train_parts.append(index[:max(first_val - gap, 1)])
-        val_parts.append(index[first_val:])
-    return np.concatenate(train_parts), np.concatenate(val_parts)
-
-
 class WindowDataModule(pl.LightningDataModule):
     """Splits raw windows 70/30 (seeded), fits the scaler on the training part, serves scaled tensors.
 
     The validation part doubles as the test set of the final metrics table and as the calibration set.
     """
 
-    def __init__(self, windows: np.ndarray, config: TrainConfig, block: int = 1,
-                 series_ids: np.ndarray | None = None) -> None:
+    def __init__(self, windows: np.ndarray, config: TrainConfig, block: int = 1) -> None:
         super().__init__()
         self.config = config
-        if config.val_split == "forward" and series_ids is not None:
-            train_index, val_index = forward_split_indices(series_ids, config.val_fraction, gap=block - 1)
-        else:
-            train_index, val_index = split_indices(len(windows), config.val_fraction, config.seed, block)
+        train_index, val_index = split_indices(len(windows), config.val_fraction, config.seed, block)
         self.train_raw = windows[train_index]
         self.val_raw = windows[val_index]
-        self.scaler = Scaler.fit(self.train_raw, config.scaler, config.scale_floor)
+        self.scaler = Scaler.fit(self.train_raw, config.scale_floor)
         self._train = TensorDataset(torch.from_numpy(self.scaler.transform(self.train_raw)))
         self._val = TensorDataset(torch.from_numpy(self.scaler.transform(self.val_raw)))
 
@@ -203,13 +184,11 @@ def train(
     config = preset.train
     share = level_share(data)
     window_level = choose_window_level(share) if preset.model.window_level == "auto" else preset.model.window_level
-    removed_levels = features_to_level(data) if window_level == "per_feature" else []
     model_config = VRAEConfig.from_dict({**preset.model.to_dict(), "n_features": int(data.shape[2]),
-                                         "sequence_length": int(data.shape[1]), "window_level": window_level,
-                                         "removed_levels": removed_levels})
+                                         "sequence_length": int(data.shape[1]), "window_level": window_level})
     pl.seed_everything(config.seed, workers=True, verbose=False)
     overlap_block = math.ceil(data.shape[1] / windows.stride) if windows.series_ids is not None else 1
-    datamodule = WindowDataModule(data, config, block=overlap_block, series_ids=windows.series_ids)
+    datamodule = WindowDataModule(data, config, block=overlap_block)
     module = VRAELightning(model_config.to_dict(), config.to_dict())
     checkpoint_path = out.with_suffix(".ckpt")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +229,6 @@ def train(
         "n_train_windows": int(len(datamodule.train_raw)),
         "n_val_windows": int(len(datamodule.val_raw)),
         "window_level": window_level,
-        "removed_levels": removed_levels,
         "level_share": share,
         "val_score_p50": float(np.quantile(calibrated.scores, 0.5)),
         "val_score_p99": float(np.quantile(calibrated.scores, 0.99)),
