@@ -1,7 +1,12 @@
 """SKAB (the Skoltech Anomaly Benchmark) by its own protocol, on the part the project holds (valve1).
 
-    python benchmarks/skab.py                      # the current defaults, the worker both ways, PCA T²+Q
-    python benchmarks/skab.py --variants all       # every model-side variant of the study (cached models)
+    python benchmarks/skab.py          # the default preset against levels removed, the worker both ways, PCA T²+Q
+    python benchmarks/skab.py --variants all --exports all,16,8 --lofo default/all/incidents   # the study (~1 h)
+    python benchmarks/skab.py --variants default,w32-remove --other-sensors 2   # faults in other sensors
+    python benchmarks/skab.py --variants default --statistics   # per-window statistics: oracle and label-free
+    python benchmarks/skab.py --variants default --probes       # per-series calibration / incident probes
+
+Results and what they mean: benchmarks/SKAB.md.
 
 Protocol (SKAB's "Proposed Leaderboard" for outlier detection): for each experiment file, the first
 400 rows (normal) train the detector; every later row is predicted, one prediction per row, no point
@@ -427,10 +432,11 @@ def judge_statistic(experiments: Sequence[Experiment], outputs: Sequence[Outputs
 
 KEEP = {"window_level": "keep"}
 # The cache key covers each variant's settings and the training rows, not the library's code: clear
-# --cache after changing vrae_model. "default" names window_level="auto" explicitly so that models of the
-# earlier auto rule (the mean feature's level share, which removed SKAB's levels) are not reused.
+# --cache after changing vrae_model. "default" names its settings explicitly so that models of an earlier
+# default (the mean feature's level share decided auto, which removed SKAB's levels) are not reused.
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    Variant("default", 32, {"window_level": "auto"}),
+    Variant("default", 32, {"window_level": "auto", "scale_floor": 0.01}),
+    Variant("default-nofloor", 32, {"window_level": "auto", "scale_floor": 0.0}),
     Variant("w32-remove", 32, {"window_level": "remove"}),
     Variant("w32-keep", 32, KEEP),
     Variant("w16-keep", 16, KEEP),
@@ -443,6 +449,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("w32-keep-v50", 32, {**KEEP, "val_fraction": 0.5}),
     Variant("w32-keep-floor1", 32, {**KEEP, "scale_floor": 0.01}),
     Variant("w16-keep-floor1", 16, {**KEEP, "scale_floor": 0.01}),
+    Variant("w32-keep-floor05", 32, {**KEEP, "scale_floor": 0.005}),
+    Variant("w32-keep-floor2", 32, {**KEEP, "scale_floor": 0.02}),
+    Variant("w32-keep-floor1-seed1", 32, {**KEEP, "scale_floor": 0.01, "seed": 1}),
 ]}
 
 
@@ -711,12 +720,70 @@ def other_sensors(names: Sequence[str], cache: Path, size: float) -> None:
                   f"{np.mean(f1s):.3f}  lift " + " ".join(f"{k} {100 * np.mean(v):5.1f}" for k, v in lifts.items()))
 
 
+def incident_summary(experiments: Sequence[Experiment], runs: Sequence[WorkerRun]) -> str:
+    """F1 / FAR / MAR, where the false alarms fall (before or after the fault), and the incidents' timing."""
+    before = after = n_before = n_after = 0
+    delays, lags = [], []
+    for exp, run in zip(experiments, runs):
+        start = int(exp.labels.argmax())
+        end = len(exp.labels) - 1 - int(exp.labels[::-1].argmax())
+        before, n_before = before + int(run.open[TRAIN_ROWS:start].sum()), n_before + start - TRAIN_ROWS
+        after, n_after = after + int(run.open[end + 1:].sum()), n_after + len(exp.labels) - end - 1
+        first = np.flatnonzero(run.open[start:end + 1])
+        delays.append(int(first[0]) if len(first) else -1)
+        closed = np.flatnonzero(~run.open[end + 1:])
+        lags.append(int(closed[0]) if len(closed) else len(exp.labels) - end - 1)
+    on_training = sum(sum(1 for row in run.openings if row < TRAIN_ROWS) for run in runs)
+    found = [d for d in delays if d >= 0]
+    return (f"{fmt(confusion(experiments, [r.open for r in runs]))}  FAR before/after the fault "
+            f"{100 * before / n_before:4.1f}/{100 * after / n_after:4.1f}  openings {sum(len(r.openings) for r in runs):3d} "
+            f"(on training rows {on_training:2d})  ending open {sum(bool(r.open[-1]) for r in runs):2d}/{len(runs)}  "
+            f"faults never open {delays.count(-1)}  rows to open: median {np.median(found):.0f} max {max(found)}  "
+            f"rows open after: median {np.median(lags):.0f}")
+
+
+def probes(experiments: Sequence[Experiment], names: Sequence[str], lasts: Sequence[int | None], cache: Path) -> None:
+    """The worker's per-series calibration and incident machine, and design probes, on each model."""
+    from worker.adaptive import AdaptiveSettings
+    from worker.detection import DetectorSettings
+    from worker.incidents import IncidentSettings
+
+    settings = {
+        "worker defaults": ({}, {}),
+        "quiet on training rows": ({}, {"quiet_training": True}),
+        "anchored (history_weight 0)": ({"adaptive": AdaptiveSettings(history_weight=0.0)}, {}),
+        "baseline frozen while open": ({}, {"freeze_while_open": True}),
+        "long_halflife 100": ({"adaptive": AdaptiveSettings(long_halflife=100)}, {}),
+        "long_halflife 10000": ({"adaptive": AdaptiveSettings(long_halflife=10000)}, {}),
+        "close_after 30": ({"incidents": IncidentSettings(close_after=30)}, {}),
+    }
+    probe = {
+        "probe: EW halflife 200, unprotected": {"halflife": 200, "freeze_z": math.inf, "max_frozen": 0},
+        "probe: EW halflife 1000, unprotected": {"halflife": 1000, "freeze_z": math.inf, "max_frozen": 0},
+        "probe: halflife 200, frozen while z > 2": {"halflife": 200, "freeze_z": 2.0, "max_frozen": 10**9},
+        "probe: halflife 300, frozen while z > 3": {"halflife": 300, "freeze_z": 3.0, "max_frozen": 10**9},
+    }
+    for name in names:
+        outputs = [model_outputs(e, VARIANTS[name], cache) for e in experiments]
+        for last in lasts:
+            exports = [exported(o, last) for o in outputs]
+            label = f"{name}/{'all' if last is None else f'last{last}'}"
+            for what, (detector, options) in settings.items():
+                runs = [worker_on(e, o, x, DetectorSettings(**detector), **options)
+                        for e, o, x in zip(experiments, outputs, exports)]
+                print(f"{label:22s} {what:40s} {incident_summary(experiments, runs)}")
+            for what, options in probe.items():
+                runs = [freeze_probe(e, o, x, **options) for e, o, x in zip(experiments, outputs, exports)]
+                print(f"{label:22s} {what:40s} {incident_summary(experiments, runs)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="default,w32-remove", help=f"comma-separated, or all: {', '.join(VARIANTS)}")
     parser.add_argument("--exports", default="all", help="exported rows: all (the window mean) and/or last-k, e.g. all,16,8")
     parser.add_argument("--reference", help="configuration the paired bootstrap compares with, e.g. w32-keep/all/incidents")
     parser.add_argument("--statistics", action="store_true", help="also the per-window statistics with their oracle")
+    parser.add_argument("--probes", action="store_true", help="also the calibration / incident design probes")
     parser.add_argument("--other-sensors", type=float, metavar="SIZE", help="the semi-synthetic check, faults of SIZE sd")
     parser.add_argument("--lofo", metavar="DEFAULT", help="leave files out: choose on 8 files, judge on 8, against DEFAULT")
     parser.add_argument("--cache", type=Path, default=Path(".cache/skab"))
@@ -739,6 +806,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               + ", ".join(f"{k} ({v})" for k, v in sorted(picks.items(), key=lambda kv: -kv[1])[:4]))
     if args.statistics:
         statistics_table(experiments, names, args.cache)
+    if args.probes:
+        probes(experiments, names, lasts, args.cache)
     if args.other_sensors:
         other_sensors(names, args.cache, args.other_sensors)
     return 0

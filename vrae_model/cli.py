@@ -508,9 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--window-level", choices=("keep", "remove", "auto"),
                        help="remove each window's level before the model sees it, keep it, or auto (the default "
-                            "preset): remove when levels hold over 25%% of the typical feature's variance")
+                            "preset): remove when levels hold over 30%% of the typical feature's variance")
     train.add_argument("--scale-floor", type=float,
-                       help="floor each feature's scale at this fraction of its typical magnitude (e.g. 0.01; default 0: none)")
+                       help="floor each feature's scale at this fraction of its typical magnitude (default preset 0.01; 0: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     export = command("export", cmd_export, "export a training checkpoint to a TorchScript artifact")
