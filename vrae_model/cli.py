@@ -234,7 +234,7 @@ def _print_synth_summary(series: list, n_series: int, length: int, features: tup
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = (
         "epochs", "lr", "batch_size", "beta", "kl_schedule", "free_bits", "threshold_method", "risk",
-        "quantile", "accelerator", "devices", "strategy", "seed", "window_level",
+        "quantile", "accelerator", "devices", "strategy", "seed", "window_level", "scale_floor",
     )  # fmt: skip
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
@@ -263,7 +263,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"threshold {meta['threshold']:.6g} on the anomaly score ({meta['threshold_method']}), "
         f"score {meta['score_threshold']:.6g}\n"
         f"window levels {'removed' if result.metrics['window_level'] == 'remove' else 'kept'} "
-        f"(they hold {result.metrics['level_share']:.0%} of the variance)\n"
+        f"(they hold {result.metrics['level_share']:.0%} of the typical feature's variance)\n"
         f"artifact   {result.artifact_path}\ncheckpoint {result.checkpoint_path}"
     )
     return 0
@@ -563,7 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--window-level", choices=("keep", "remove", "auto"),
                        help="remove each window's level before the model sees it, keep it, or auto (the default "
-                            "preset): remove when levels hold over 25%% of the variance")
+                            "preset): remove when levels hold over 30%% of the typical feature's variance")
+    train.add_argument("--scale-floor", type=float,
+                       help="floor each feature's scale at this fraction of its typical magnitude (default preset 0.01; 0: none)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     export = command("export", cmd_export, "export a training checkpoint to a TorchScript artifact")

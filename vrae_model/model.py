@@ -31,7 +31,8 @@ class VRAEConfig:
     # "remove": each window's own mean per feature is taken out before encoding and added back after
     # decoding, so the model learns shapes only. A recurrent model cannot extrapolate to levels it never
     # saw: after a sensor's level drifts, every window of it reconstructs badly and hides real faults.
-    # "auto": decided from the training windows when training starts (`choose_window_level`).
+    # "auto": decided from the training windows when training starts (`choose_window_level`): removed when
+    # the typical feature's variance lies mostly in its window levels, kept otherwise.
     window_level: str = "keep"
 
     def __post_init__(self) -> None:

@@ -83,7 +83,7 @@ class WindowDataModule(pl.LightningDataModule):
         train_index, val_index = split_indices(len(windows), config.val_fraction, config.seed, block)
         self.train_raw = windows[train_index]
         self.val_raw = windows[val_index]
-        self.scaler = Scaler.fit(self.train_raw)
+        self.scaler = Scaler.fit(self.train_raw, config.scale_floor)
         self._train = TensorDataset(torch.from_numpy(self.scaler.transform(self.train_raw)))
         self._val = TensorDataset(torch.from_numpy(self.scaler.transform(self.val_raw)))
 

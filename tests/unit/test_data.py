@@ -153,6 +153,16 @@ def test_scaler_standardises_each_feature_and_round_trips() -> None:
     assert np.array_equal(again.transform(windows), scaled)
 
 
+def test_scale_floor_keeps_a_barely_moving_sensor_from_exploding() -> None:
+    rng = np.random.default_rng(2)
+    # A thermocouple at ~26 degrees that moved 0.03 degrees in its short history, and a noisy current.
+    windows = np.stack([26.0 + 0.03 * rng.normal(size=(50, 8)), rng.normal(size=(50, 8))], axis=2)
+    plain, floored = Scaler.fit(windows), Scaler.fit(windows, scale_floor=0.01)
+    assert plain.std[0] == pytest.approx(0.03, rel=0.2)
+    assert floored.std[0] == pytest.approx(0.26, rel=0.01)  # 1 % of the reading
+    assert floored.std[1] == plain.std[1]  # a feature whose spread is above the floor keeps it
+
+
 def test_constant_feature_is_not_blown_up() -> None:
     scaler = Scaler.fit(np.ones((3, 4, 1), dtype=np.float32))
     assert scaler.std.tolist() == [1.0]
@@ -175,6 +185,18 @@ def test_level_share_tells_shapes_from_levels() -> None:
     drifting = rng.normal(size=(2000, 1, 2)).cumsum(axis=0) + 0.2 * rng.normal(size=(2000, window, 2))
     assert level_share(drifting) > 0.9
     assert choose_window_level(level_share(drifting)) == "remove"
+
+
+def test_the_typical_feature_decides_the_window_level() -> None:
+    rng = np.random.default_rng(3)
+    window = 24
+    noisy = rng.normal(size=(2000, window, 6))
+    slow = rng.normal(size=(2000, 1, 2)).cumsum(axis=0) + 0.2 * rng.normal(size=(2000, window, 2))
+    # Two slow sensors among six noisy ones (a pump's temperatures beside its flow, current, vibration):
+    # the noisy sensors' levels are what a fault moves, so they stay.
+    assert choose_window_level(level_share(np.concatenate([noisy, slow], axis=2))) == "keep"
+    # Most sensors slow: the levels wander, and a model that kept them would flood on drift.
+    assert choose_window_level(level_share(np.concatenate([noisy[..., :1], slow], axis=2))) == "remove"
 
 
 def test_a_constant_feature_does_not_count_towards_the_level_share() -> None:

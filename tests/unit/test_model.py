@@ -121,3 +121,5 @@ def test_unknown_preset_or_override_is_a_config_error() -> None:
         with_overrides(get_preset("seed"), {"colour": 1})
     with pytest.raises(ConfigError, match="kl_schedule"):
         with_overrides(get_preset("seed"), {"kl_schedule": "sometimes"})
+    with pytest.raises(ConfigError, match="scale_floor"):
+        with_overrides(get_preset("seed"), {"scale_floor": -0.01})

@@ -92,7 +92,7 @@ def test_tiny_training_run_writes_a_calibrated_artifact_and_reexport_scores_iden
     assert meta["training_config"]["preset"] == "default" and meta["training_config"]["epochs"] == 2
     assert meta["model_config"]["hidden_size"] == 4
     # The default preset decides the window level from the data (two slow waves in 8-step windows: levels).
-    assert result.metrics["level_share"] > 0.25
+    assert result.metrics["level_share"] > 0.3
     assert meta["model_config"]["window_level"] == result.metrics["window_level"] == "remove"
     default_risk = TrainConfig().risk
     assert meta["threshold_method"] == f"pot:risk={default_risk:g}"
