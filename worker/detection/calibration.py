@@ -185,8 +185,7 @@ class Batch:
     peak_surprise: np.ndarray  # (S,) its surprise,
     peak_score: np.ndarray  # (S,) its reconstruction error,
     opening_surprise: np.ndarray  # (S,) and the surprise of the window that opened it
-    above: np.ndarray  # (S, COLUMNS, BINS) float64: each column's histogram mass in bins >= j ...
-    moment: np.ndarray  # ... and the same mass times the bin centres: tail sums in O(1) (tail_probability)
+    hist: np.ndarray  # (S, COLUMNS, BINS) float64: each column's decayed histogram
     pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
     pending_level: np.ndarray  # (S, quarantine, F) their levels
     centre: np.ndarray  # (S, F) the series' level centre
@@ -199,8 +198,7 @@ class Batch:
         scalars = {name: np.zeros(s, kind) for name, kind in SCALARS}
         scalars["last_end_ms"][:] = -1
         scalars["model_key"][:] = model_key
-        above, moment = cumulative(np.tile(_stored(prior(n_features, settings)), (s, 1, 1)))
-        return cls(**scalars, above=above, moment=moment,
+        return cls(**scalars, hist=np.tile(_stored(prior(n_features, settings)), (s, 1, 1)),
                    pending=np.zeros((s, d, COLUMNS)), pending_level=np.zeros((s, d, n_features)),
                    centre=np.zeros((s, n_features)), spread=np.ones((s, n_features)),
                    peak_shares=np.zeros((s, n_features)))
@@ -217,15 +215,11 @@ class Batch:
 
 
 def cumulative(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(above, moment) of histograms (..., BINS): mass in bins >= j, and that mass times the centres."""
+    """(above, moment) of histograms (..., BINS): mass in bins >= j, and that mass times the centres: the
+    tail sums a step reads in O(1) per window (tail_probability)."""
     above = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]
     moment = np.cumsum((hist * CENTRES)[..., ::-1], axis=-1)[..., ::-1]
     return above, moment
-
-
-def histogram(above: np.ndarray) -> np.ndarray:
-    """The histograms (..., BINS) behind their `above` sums."""
-    return above - np.concatenate([above[..., 1:], np.zeros_like(above[..., :1])], axis=-1)
 
 
 # ------------------------------------------------------------------------------------- the statistic
@@ -287,13 +281,15 @@ def _teach(batch: "Batch", values: np.ndarray, weight: np.ndarray, settings: Cal
     j0 = np.floor(pos).astype(np.int64)
     upper = pos - j0
     j1 = np.minimum(j0 + 1, BINS - 1)
-    decay = (settings.decay ** weight)[:, None, None]
-    bins = np.arange(BINS)
-    w0 = (weight[:, None] * (1.0 - upper))[:, :, None]
-    w1 = (weight[:, None] * upper)[:, :, None]
-    below0, below1 = bins <= j0[:, :, None], bins <= j1[:, :, None]  # bins whose `above` sums gain
-    batch.above = batch.above * decay + w0 * below0 + w1 * below1
-    batch.moment = batch.moment * decay + w0 * CENTRES[j0][:, :, None] * below0 + w1 * CENTRES[j1][:, :, None] * below1
+    taught = np.flatnonzero(weight > 0)
+    if not len(taught):
+        return
+    hist = batch.hist[taught] * (settings.decay ** weight[taught])[:, None, None]
+    rows, cols = np.arange(len(taught))[:, None], np.arange(COLUMNS)[None, :]
+    w = weight[taught][:, None]
+    hist[rows, cols, j0[taught]] += w * (1.0 - upper[taught])
+    hist[rows, cols, j1[taught]] += w * upper[taught]
+    batch.hist[taught] = hist
 
 
 # --------------------------------------------------------------------------------------------- a step
@@ -348,8 +344,8 @@ def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray
     used = COLUMNS if with_level.any() else LEVEL  # judge every column of every series in one call
     floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor])[:used]
     p = np.ones((n, COLUMNS))
-    p[:, :used] = tail_probability(batch.above[:, :used, :].reshape(n * used, BINS),
-                                   batch.moment[:, :used, :].reshape(n * used, BINS), judged[:, :used].reshape(-1),
+    above, moment = cumulative(batch.hist[:, :used, :].reshape(n * used, BINS))
+    p[:, :used] = tail_probability(above, moment, judged[:, :used].reshape(-1),
                                    np.tile(floors, n), settings).reshape(n, used)
     p[:, LEVEL] = np.where(with_level, p[:, LEVEL], 1.0)
     columns = np.where(with_level, COLUMNS, LEVEL)  # Bonferroni over the columns asked
@@ -383,7 +379,7 @@ def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray
            settings)
     restart = settled
     if restart.any():  # a new normal: the histograms start again from the prior, and the series relearns
-        batch.above[restart], batch.moment[restart] = cumulative(prior(batch.centre.shape[1], settings))
+        batch.hist[restart] = prior(batch.centre.shape[1], settings)
         batch.pending_n[restart] = 0
         batch.pending_incident[restart] = 0
         batch.level_n[restart] = 0  # the level centre and spread keep their values but learn fast again
@@ -410,7 +406,7 @@ def _round_to_stored(batch: Batch) -> None:
     """Every array the store keeps as float32, rounded to it now: a series then evolves exactly alike
     whether its state stays in memory or goes through the store between two windows, so a replay cut into
     other batches leaves the same state, byte for byte."""
-    batch.above, batch.moment = cumulative(_stored(histogram(batch.above)))
+    batch.hist = _stored(batch.hist)
     for name in ("pending", "pending_level", "centre", "spread", "peak_shares"):
         setattr(batch, name, _stored(getattr(batch, name)))
 

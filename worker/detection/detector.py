@@ -87,11 +87,13 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
         positions, rows = positions[fresh], rows[fresh]
         if not len(positions):
             continue
-        part = batch.take(rows)
+        whole = len(rows) == len(batch) and bool((rows == np.arange(len(batch))).all())
+        part = batch if whole else batch.take(rows)  # steady state: every series has a window in the round
         verdict = step(part, np.ones(len(rows), bool), scores.score[positions], scores.feature_shares[positions],
                        starts[positions], ends[positions], levels[positions] if levels is not None else None,
                        reference, calibration)
-        batch.put(rows, part)
+        if not whole:
+            batch.put(rows, part)
         touched.update(rows.tolist())
         for k, p in enumerate(positions.tolist()):
             window = windows[p]

@@ -7,39 +7,45 @@
 All little endian, a fixed size for a feature count (`detector_state_bytes`). The state starts with
 last_end_ms (int64): both stores compare those 8 bytes so an older state never replaces a newer one,
 and the Redis script reads them without decoding the rest. A state of another size (another layout)
-or kept for another model restarts fresh, keeping its replay mark.
+or kept for another model restarts fresh, keeping its replay mark. A batch's states are decoded and
+encoded with one numpy structured array each way, not series by series.
 """
 
 import struct
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
-from worker.detection.calibration import BINS, COLUMNS, SCALARS, Batch, CalibrationSettings, cumulative, histogram
+from worker.detection.calibration import BINS, COLUMNS, SCALARS, Batch, CalibrationSettings
 
-_HEAD = struct.Struct("<" + "".join("q" if kind is np.int64 else "d" for _, kind in SCALARS))
-_ARRAYS = ("above", "pending", "pending_level", "centre", "spread", "peak_shares")
+_ARRAYS = ("hist", "pending", "pending_level", "centre", "spread", "peak_shares")
 
 
-def _shapes(n_features: int, settings: CalibrationSettings) -> tuple[tuple[int, ...], ...]:
-    q = settings.quarantine
-    return (COLUMNS, BINS), (q, COLUMNS), (q, n_features), (n_features,), (n_features,), (n_features,)
+@lru_cache(maxsize=32)
+def _layout(n_features: int, quarantine: int) -> np.dtype:
+    q, f = quarantine, n_features
+    shapes = ((COLUMNS, BINS), (q, COLUMNS), (q, f), (f,), (f,), (f,))
+    return np.dtype([(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
+                    + [(name, "<f4", shape) for name, shape in zip(_ARRAYS, shapes)])
 
 
 def detector_state_bytes(n_features: int, settings: CalibrationSettings = CalibrationSettings()) -> int:
     """Bytes of one series' state: fixed by the feature count, whatever the stream length."""
-    return _HEAD.size + 4 * sum(int(np.prod(shape)) for shape in _shapes(n_features, settings))
+    return _layout(n_features, settings.quarantine).itemsize
 
 
 def encode_states(batch: Batch) -> list[bytes]:
-    """Each series' state of a batch (the histograms stored as themselves, not their cumulative sums)."""
-    hist = histogram(batch.above)
-    out = []
-    for i in range(len(batch)):
-        head = _HEAD.pack(*(getattr(batch, name)[i].item() for name, _ in SCALARS))
-        arrays = [hist[i]] + [getattr(batch, name)[i] for name in _ARRAYS[1:]]
-        out.append(head + b"".join(np.ascontiguousarray(a, dtype="<f4").tobytes() for a in arrays))
-    return out
+    """Each series' state of a batch."""
+    n, n_features = len(batch), batch.centre.shape[1]
+    layout = _layout(n_features, batch.pending.shape[1])
+    records = np.empty(n, layout)
+    for name, _ in SCALARS:
+        records[name] = getattr(batch, name)
+    for name in _ARRAYS:
+        records[name] = getattr(batch, name)
+    raw, size = records.tobytes(), layout.itemsize
+    return [raw[i * size:(i + 1) * size] for i in range(n)]
 
 
 def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
@@ -49,26 +55,23 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
     Rule on a model swap: errors of two models live on different scales, so a state kept for another
     model, or of another layout, restarts fresh, keeping its replay mark (last_end_ms)."""
     batch = Batch.fresh(len(raws), n_features, settings, model_key)
-    size, shapes = detector_state_bytes(n_features, settings), _shapes(n_features, settings)
-    hist = np.zeros_like(batch.above)
-    decoded = []
+    layout = _layout(n_features, settings.quarantine)
+    usable = [i for i, raw in enumerate(raws) if raw is not None and len(raw) == layout.itemsize]
     for i, raw in enumerate(raws):
-        if raw is None or len(raw) < 8:
-            continue
-        if len(raw) != size or struct.unpack_from("<q", raw, 8)[0] != model_key:
+        if raw is not None and len(raw) >= 8 and len(raw) != layout.itemsize:
             batch.last_end_ms[i] = last_end_ms(raw)
-            continue
-        for (name, _), value in zip(SCALARS, _HEAD.unpack_from(raw)):
-            getattr(batch, name)[i] = value
-        offset = _HEAD.size
-        decoded.append(i)
-        for name, shape in zip(_ARRAYS, shapes):
-            count = int(np.prod(shape))
-            (hist if name == "above" else getattr(batch, name))[i] = np.frombuffer(raw, "<f4", count,
-                                                                                   offset).reshape(shape)
-            offset += 4 * count
-    if decoded:  # a new series keeps the prior Batch.fresh gave it
-        batch.above[decoded], batch.moment[decoded] = cumulative(hist[decoded])
+    if not usable:
+        return batch
+    records = np.frombuffer(b"".join(raws[i] for i in usable), layout)
+    mine = records["model_key"] == model_key
+    rows = np.asarray(usable, np.int64)
+    batch.last_end_ms[rows] = records["last_end_ms"]
+    rows, records = rows[mine], records[mine]
+    if len(rows):
+        for name, _ in SCALARS:
+            getattr(batch, name)[rows] = records[name]
+        for name in _ARRAYS:
+            getattr(batch, name)[rows] = records[name]
     return batch
 
 
