@@ -246,8 +246,10 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     # stream continues the same machines with anomalies injected. Synth draws noise and incidents from
     # the start time too, so a fixed start gives the same data every run.
     start_ms = int(time.time() * 1000) if args.start is None else args.start
-    model = args.model or _train(args, out, start_ms=start_ms - args.history * INTERVAL_MS)
+    history_start_ms = start_ms - args.history * INTERVAL_MS
+    model = args.model or _train(args, out, start_ms=history_start_ms)
     features = load_artifact(model).metadata["features"]
+    history = _history(args, out, history_start_ms, features)
     stream = _synthesise(args, out, start_ms=start_ms, features=features)
     settings = _settings(args, bootstrap, redis_url, model, out)
     local_services.create_topics(bootstrap, [settings.kafka.input_topic, settings.kafka.alert_topic,
@@ -261,10 +263,16 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     stack.callback(worker.stop)
     local_services.wait_until(lambda: bool(worker.service.source.assigned()), 60, "the worker joining its group")
     print(f"worker running; metrics at http://127.0.0.1:{settings.service.metrics_port}/metrics")
+    # As a worker deployed on a topic that still holds its history: each sensor first learns its own normal
+    # from the history the model was trained on (a new series opens no incident while it learns).
+    print(f"replaying the {len(history)} events of history the model was trained on, so each sensor learns "
+          "its normal ...", flush=True)
+    _produce(bootstrap, settings.kafka.input_topic, history, rate=0, broken=False)
+    _wait_until_processed(worker, len(history), started_s=time.monotonic())
     print(f"streaming {len(stream)} events from {args.series} sensors at "
           f"{'full speed' if args.rate <= 0 else f'{args.rate:.0f} events/s'}; {args.mode}:", flush=True)
     sent_at, stream_s = _produce(bootstrap, settings.kafka.input_topic, stream, args.rate)
-    processed_s = _wait_until_processed(worker, len(stream) + len(BROKEN_EVENTS),
+    processed_s = _wait_until_processed(worker, len(history) + len(stream) + len(BROKEN_EVENTS),
                                         started_s=sent_at[stream[0].series_id, stream[0].ts_ms])
     time.sleep(0.5)  # the last alerts are in flight to the reader
     reader.stop()
@@ -311,6 +319,16 @@ def _train(args: argparse.Namespace, out: Path, start_ms: int) -> Path:
     return model
 
 
+def _history(args: argparse.Namespace, out: Path, start_ms: int, features: Sequence[str]) -> list[StreamEvent]:
+    """The clean history the model was trained on (synthesised again for a model given with --model)."""
+    path = out / "history.csv"
+    if args.model is not None or not path.exists():
+        subprocess.run(_vrae("synth", "--out", str(path), "--series", str(args.series), "--length",
+                             str(args.history), "--clean", "--interval-ms", str(INTERVAL_MS), "--seed",
+                             str(FLEET_SEED), "--start", str(start_ms), "--features", ",".join(features)), check=True)
+    return sorted(_read_stream(path), key=lambda e: (e.ts_ms, e.series_id))
+
+
 def _synthesise(args: argparse.Namespace, out: Path, start_ms: int, features: Sequence[str]) -> list[StreamEvent]:
     path = out / "stream.csv"
     subprocess.run(_vrae("synth", "--out", str(path), "--series", str(args.series), "--length", str(args.events),
@@ -345,12 +363,14 @@ def _settings(args: argparse.Namespace, bootstrap: str, redis_url: str, model: P
     )
 
 
-def _produce(bootstrap: str, topic: str, stream: list[StreamEvent],
-             rate: float) -> tuple[dict[tuple[str, int], float], float]:
-    """Send every event (key = series id) at `rate` events/s; returns each event's send time."""
+def _produce(bootstrap: str, topic: str, stream: list[StreamEvent], rate: float,
+             broken: bool = True) -> tuple[dict[tuple[str, int], float], float]:
+    """Send every event (key = series id) at `rate` events/s, with `broken` a few bad records among them;
+    returns each event's send time."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     sent_at: dict[tuple[str, int], float] = {}
-    broken_at = {len(stream) * (k + 1) // (len(BROKEN_EVENTS) + 1): body for k, body in enumerate(BROKEN_EVENTS)}
+    broken_at = ({len(stream) * (k + 1) // (len(BROKEN_EVENTS) + 1): body for k, body in enumerate(BROKEN_EVENTS)}
+                 if broken else {})
     began = time.monotonic()
     try:
         for index, event in enumerate(stream):
