@@ -7,7 +7,7 @@ model's features.
 
 from typing import NamedTuple
 
-from fixtures.make_tiny_model import FEATURES  # re-exported: the poison is written for these features
+from fixtures.make_tiny_model import FEATURES  # noqa: F401 (re-exported: the poison is written for these features)
 
 from worker.events import InvalidReason
 

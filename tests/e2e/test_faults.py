@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 from redis_state import state_snapshot
+from worker_env import environment
 
 from vrae_model.synth import SynthConfig, generate
 from worker.app import BackgroundWorker, build_service
@@ -45,16 +46,6 @@ def stream(features: tuple[str, ...]) -> list[tuple[str, int, list[float]]]:
     events = [(series.series_id, int(ts), [round(float(v), 4) for v in series.values[i]])
               for series in data.series for i, ts in enumerate(series.timestamps)]
     return sorted(events, key=lambda event: (event[1], event[0]))
-
-
-def environment(settings: Settings) -> dict[str, str]:
-    """The VRAE_* variables that reproduce `settings` in a child process."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("VRAE_")}
-    for group, values in settings.model_dump(mode="json").items():
-        for name, value in values.items():
-            if value is not None and not isinstance(value, dict):
-                env[f"VRAE_{group.upper()}__{name.upper()}"] = str(value)
-    return env
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -10,22 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from worker_env import environment
 
 from worker.app import BackgroundWorker, build_service
-from worker.config import RedisSettings, Settings
+from worker.config import RedisSettings
 from worker.tools import local_services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def environment(settings: Settings) -> dict[str, str]:
-    """The VRAE_* variables that reproduce `settings` in a child process."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("VRAE_")}
-    for group, values in settings.model_dump(mode="json").items():
-        for name, value in values.items():
-            if value is not None and not isinstance(value, dict):
-                env[f"VRAE_{group.upper()}__{name.upper()}"] = str(value)
-    return env
 
 
 def events(series: str, n: int, start_ms: int = 1_763_942_400_000) -> list[tuple[str, int, list[float]]]:
