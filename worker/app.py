@@ -77,7 +77,8 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
                             max_series=settings.window.max_series)
     parser = EventParser(feature_names=scorer.info.features, max_bytes=settings.events.max_bytes,
                          max_series_id_length=settings.events.max_series_id_length)
-    sink = KafkaSink(build_producer(settings.kafka), timeout_s=settings.kafka.delivery_timeout_s)
+    sink = KafkaSink(build_producer(settings.kafka), timeout_s=settings.kafka.delivery_timeout_s,
+                     reconnect=lambda: build_producer(settings.kafka))
     source = KafkaSource(build_consumer(settings.kafka), metrics, poll_timeout_ms=settings.kafka.poll_timeout_ms,
                          commit_timeout_ms=round(settings.kafka.delivery_timeout_s * 1000))
     topics = Topics(alerts=settings.kafka.alert_topic, dead_letters=settings.kafka.dlq_topic,

@@ -1,7 +1,7 @@
 """Thin kafka-python wrappers: a source that polls/commits/rewinds and a sink that confirms delivery."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
@@ -137,37 +137,62 @@ class KafkaSource:
 
 
 class KafkaSink:
-    """Sends messages and waits for every delivery report (flush() alone never raises)."""
+    """Sends messages and waits for every delivery report (flush() alone never raises).
 
-    def __init__(self, producer: KafkaProducer, timeout_s: float = 30.0) -> None:
+    With `reconnect`, a batch that fails to deliver retires the producer and the next send starts a new
+    one. kafka-python's idempotent producer can enter a fatal state after a broker stall (a failed
+    InitProducerId after an out-of-order sequence, seen against a real broker in the fault tests) in
+    which it fails every later send: kept, it would hold the partition back for good. A new producer
+    costs one connection per failed batch, which is retried anyway."""
+
+    def __init__(self, producer: KafkaProducer | None, timeout_s: float = 30.0,
+                 reconnect: Callable[[], KafkaProducer] | None = None) -> None:
+        if producer is None and reconnect is None:
+            raise ValueError("a producer or a way to make one is needed")
         self._producer = producer
         self._timeout_s = timeout_s
+        self._reconnect = reconnect
 
     def send(self, messages: Sequence[OutboundMessage]) -> None:
         if not messages:
             return
         try:
+            if self._producer is None:
+                self._producer = self._reconnect()
             futures = [self._producer.send(m.topic, key=m.key, value=m.value, headers=list(m.headers))
                        for m in messages]
             self._producer.flush(timeout=self._timeout_s)
             for future in futures:
                 future.get(timeout=self._timeout_s)
         except KafkaError as error:
+            if self._reconnect is not None:
+                self._retire()
             raise DeliveryError(f"{len(messages)} messages not confirmed: {error!r}") from error
+
+    def _retire(self) -> None:
+        """Drop the producer of a failed batch: its records are produced again when the batch replays."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            self._close(producer, timeout_s=1.0)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Release the producer, always: pending messages get `timeout_s` to be delivered, then are dropped.
 
         Only messages of uncommitted batches can be pending here: they are produced again on replay."""
+        if self._producer is not None:
+            self._close(self._producer, timeout_s)
+
+    @staticmethod
+    def _close(producer: KafkaProducer, timeout_s: float) -> None:
         try:
-            self._producer.close(timeout=timeout_s)
+            producer.close(timeout=timeout_s)
         except KafkaError as error:
             # close() flushes first and gives up on the flush's timeout before it stops the client's I/O
             # thread: the thread would live on, and the producer's __del__ would raise later. Failing the
             # pending records (the client's own force-close) lets close() finish.
             log.warning("producer closed with undelivered messages", extra={"error": repr(error)})
-            self._producer._sender.force_close()
+            producer._sender.force_close()
             try:
-                self._producer.close(timeout=timeout_s)
+                producer.close(timeout=timeout_s)
             except KafkaError as still:  # its I/O thread did not stop in time: nothing more to do at exit
                 log.warning("producer did not close", extra={"error": repr(still)})
