@@ -1,47 +1,41 @@
-"""Detection quality on live streams: the worker's own pipeline against three baselines, side by side.
+"""Detection quality: the worker as shipped (untuned defaults) against label-free baselines, side by side.
 
-    make bench-quality                      # synthetic and ECG5000, seed 0, ~2 min on 2 busy cores
-    python benchmarks/quality.py --quick    # a smoke run, ~1 min: splits too small to rank detectors
-    python benchmarks/quality.py --seed 101 # fresh data and model: confirm on what nobody tuned on
-    python benchmarks/quality.py --seed 201-205 --jobs 2   # five seeds and a paired summary, ~4 min
-    python benchmarks/quality.py --datasets recalibrated   # synthetic + one sensor recalibrated per machine
+    make bench-quality                      # the headline: nine stream types (seeds 0-2) + SKAB valve1,
+                                            # ~2 min with the models cached (.cache/streams), 6-10 min the first time
+    python benchmarks/quality.py --seed 900-902 --datasets streams   # fresh stream seeds
+    python benchmarks/quality.py --datasets ecg,synth --seed 0-2     # the tuned-split sets, paired summary
+    python benchmarks/quality.py --quick    # a smoke run: seed 0, five stream types, splits too small to rank
 
-One seed's test split holds 12 (ECG) or ~24 (synthetic) anomalies, so one detector's NAB moves by 10+
-points between seeds: compare detectors over several seeds. The summary pairs the adaptive rows with
-every other row seed by seed (same data, same model) and gives the mean difference with its 95 %
-Student-t interval. `--models DIR` keeps the trained models and reuses them when the training inputs
-are unchanged, for work on the detection layer.
+THE HEADLINE is always the untuned worker: the default model preset (`vrae train` defaults) and the
+default detection settings, run through the worker's own pipeline in memory (worker.tools.backtest:
+parsing, window store, scoring, per-series calibration, incidents). Tuned rows may appear beside it,
+never instead of it. Four kinds of data set (`--datasets`, comma-separated):
 
-Per data set it trains a VRAE on normal history, then streams a TUNING split and a separate TEST split
-of labelled events. Four detectors see the same events and are judged on the same due windows:
+    streams       the nine operations stream types of `vrae synth --kind` (benchmarks/stream_types.py):
+                  per stream a VRAE by `vrae train --window 32` defaults on its first 15 %, the whole
+                  stream replayed; baselines VRAE static, rolling z-score, PCA T2+Q, each turned into a
+                  label-free surprise on the training part and run through the same incident levels (3/2)
+    skab          SKAB valve1 by SKAB's protocol (benchmarks/skab.py): F1 / FAR / MAR point-wise,
+                  NAB-style event scores beside them; the worker in incidents and in windows mode
+    synth, ecg    a drifting synthetic fleet and ECG5000 beats streamed (one model per set, trained
+                  here); a TUNING split and a separate TEST split. Baselines (rolling z-score, PCA
+                  reconstruction, VRAE static) get their open level tuned on the tuning split (grid over
+                  each statistic's own quantiles, maximising NAB); "VRAE worker (defaults)" is the
+                  untuned worker, "VRAE worker (levels tuned)" the worker with levels tuned the same way
+                  (what `vrae-worker tune-levels` does). "VRAE static + confirmation" is an ablation.
+    recalibrated  synth with one sensor per machine recalibrated for good in each streamed split
 
-    rolling z-score   max over features of |x - mean| / std of the previous `z_window` raw values
-    PCA               reconstruction error of the (standardised, flattened) window, fitted on history
-    VRAE static       the model's score against its global calibration (one threshold for all series)
-    VRAE adaptive     the worker's pipeline backtested in memory (worker.tools.backtest: Pipeline with
-                      in-memory stores, source and sink): per-series online calibration + incidents
+`--seed`: stream types default to the development seeds 0-2 (`--series` streams a type per seed), the
+other sets to 0; any other value draws fresh data and models, to confirm on what nobody tuned on. On
+synth/ecg several seeds add a summary of paired per-seed differences with a 95 % Student-t interval.
 
-Every detector's per-window statistic goes through the same incident machine and scoring
-(worker.tools.evaluation, which `vrae-worker tune-levels` uses too), and a detection is an incident OPENING.
-Each detector's open level is chosen by maximising the NAB score on the tuning split (grid over that
-detector's own tuning-split quantiles, 34 log-spaced tail shares from 0.2 to 1e-4: open at q, close at
-the quantile 1, 3, 10 or 30 times as frequent); the TEST split, whose labels are never used to choose
-anything, is reported.
-"VRAE adaptive (3/2)" uses the default levels (open at surprise 3, close below 2) with no tuning.
-"VRAE static + confirmation" is an ablation, not a baseline: the static statistic with the worker's
-two-window confirmation (worker.detection.calibration) bolted on, to show how much of the adaptive worker's result
-comes from confirmation alone rather than from per-series calibration.
-
-Metrics (test split): event precision / recall / F1 (an anomaly is detected when an incident opens
-inside its NAB window; precision = detected anomalies / (detected + false alarms)), mean detection
-delay in events, false alarms per 10,000 windows, AUC-PR of the per-window statistic (a window is
-positive when it contains a labelled event), and the NAB score (Lavin & Ahmad 2015, standard profile
-A_TP=1, A_FP=-0.11, A_FN=-1, scaled sigmoid; 100 = perfect, 0 = no detections). The NAB window of an
-anomaly is its labelled span extended by window - 1 events: every window that still contains it.
-On the synthetic sets it also counts the false alarms that opened within a window after one of the
-generator's unlabelled level changes (a step in every sensor that stays): at its onset such a step
-looks like a level-shift fault to every detector, so these are a floor no detector gets under. A
-multi-seed summary also breaks each detector's missed anomalies down by kind, where the data names them.
+Metrics (worker.tools.evaluation, which `vrae-worker tune-levels` uses too): a detection is an incident
+OPENING; event precision / recall / F1 (an anomaly is detected when an incident opens inside its NAB
+window: the labelled span extended by window - 1 events), the NAB score (Lavin & Ahmad 2015: standard
+profile A_FP -0.11 and low-FP profile A_FP -0.22; 100 = perfect, 0 = no detections), mean detection
+delay in events, false alarms per 10,000 windows; on synth/ecg also AUC-PR of the per-window statistic
+and false alarms within a window after one of the generator's unlabelled level changes (a floor no
+detector gets under). Results and method: benchmarks/QUALITY.md.
 """
 
 import argparse
@@ -59,19 +53,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stream_types import worker_settings
 from vrae_model.artifact import load_artifact
 from vrae_model.data import WindowSet
 from vrae_model.synth import SynthSeries, generate
 from vrae_model.windowing import due_positions
-from worker.detection.detector import DetectorSettings
 from worker.scorer import Scorer
 from worker.tools.backtest import Backtest, backtest
-from worker.tools.tune_levels import with_levels
 from worker.tools.evaluation import Stats, anomaly_windows, best_levels, incident_openings, matches, score_detections
+from worker.tools.tune_levels import with_levels
 
 ECG_PATH = Path("/work/shared/data/ecg5000/ECG5000_TRAIN.txt")
 CLOSE_AFTER = 5
 ABLATION = "VRAE static + confirmation (ablation)"
+DEFAULTS = "VRAE worker (defaults)"  # the headline: the worker as shipped, nothing tuned
+TUNED = "VRAE worker (levels tuned)"  # open / close levels chosen on the tuning split, as tune-levels would
 
 
 @dataclass
@@ -317,7 +313,8 @@ def static_score(scorer: Scorer) -> Callable[[np.ndarray], np.ndarray]:
 
 def run_worker(split: Sequence[Series], data: DataSet, scorer: Scorer, levels: tuple[float, float]) -> Backtest:
     """Stream the split through the worker's pipeline (worker.tools.backtest), Kafka and Redis aside."""
-    return backtest(split, scorer, data.stride, with_levels(DetectorSettings(), levels))
+    settings, _, gap_factor = worker_settings()
+    return backtest(split, scorer, data.stride, with_levels(settings, levels), gap_factor=gap_factor)
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -398,7 +395,7 @@ def evaluate(data: DataSet, workdir: Path, quick: bool, log: Callable[[str], Non
         cards[name] = card
     tuning_run = run_worker(data.tune, data, scorer, (3.0, 2.0))
     tuned = tune(data.tune, tuning_run.surprise, data.window)
-    for name, levels in (("VRAE adaptive (worker)", tuned), ("VRAE adaptive (3/2)", (3.0, 2.0))):
+    for name, levels in ((DEFAULTS, (3.0, 2.0)), (TUNED, tuned)):
         run = run_worker(data.test, data, scorer, levels)
         card = scorecard(data.test, run.openings, run.surprise, data.window)
         card.levels = levels
@@ -413,22 +410,22 @@ def table(data: DataSet, cards: dict[str, Scorecard]) -> str:
     n_events = sum(len(s.labels) for s in data.test)
     n_changes = sum(len(s.level_changes) for s in data.test)
     changes = f"{n_changes} unlabelled level changes, " if n_changes else ""
-    lines = [f"### {data.name}: test split, {len(data.test)} series, {n_events} events, {n_anomalies} anomalies, "
-             f"{changes}window {data.window}, stride {data.stride}",
+    lines = [(f"### {data.name}: test split, {len(data.test)} series, {n_events} events, {n_anomalies} anomalies, "
+             f"{changes}window {data.window}, stride {data.stride}"),
              "",
-             "| detector | NAB | F1 | precision | recall | delay (events) | false alarms / 10k windows "
-             "| false alarms (at level changes) | AUC-PR | open / close level |",
+             ("| detector | NAB | F1 | precision | recall | delay (events) | false alarms / 10k windows "
+             "| false alarms (at level changes) | AUC-PR | open / close level |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, c in cards.items():
         lines.append(f"| {name} | {c.nab:.1f} | {c.f1:.2f} | {c.precision:.2f} | {c.recall:.2f} | {c.delay:.1f} "
                      f"| {c.false_alarms_per_10k:.1f} | {c.false_alarms} ({c.false_alarms_at_level_changes}) "
                      f"| {c.auc_pr:.3f} | {c.levels[0]:.3g} / {c.levels[1]:.3g} |")
-    best = {name: c.nab for name, c in cards.items() if not name.startswith("VRAE adaptive") and name != ABLATION}
-    adaptive = cards["VRAE adaptive (worker)"]
-    ratios = ", ".join(f"{name} {adaptive.nab - nab:+.1f}" for name, nab in best.items())
-    lines += ["", f"NAB gain of the adaptive worker over: {ratios}",
-              f"worker throughput in this harness: {adaptive.extra['windows_per_s']:.0f} windows/s "
-              f"(parse + windows + score + detect, one thread)"]
+    best = {name: c.nab for name, c in cards.items() if name not in WORKER_ROWS and name != ABLATION}
+    worker = cards[DEFAULTS]
+    ratios = ", ".join(f"{name} {worker.nab - nab:+.1f}" for name, nab in best.items())
+    lines += ["", f"NAB of the untuned worker minus each tuned baseline's: {ratios}",
+              (f"worker throughput in this harness: {worker.extra['windows_per_s']:.0f} windows/s "
+              f"(parse + windows + score + detect, one thread)")]
     return "\n".join(lines)
 
 
@@ -437,7 +434,7 @@ def table(data: DataSet, cards: dict[str, Scorecard]) -> str:
 
 BUILDERS: dict[str, Callable[[bool, int], DataSet]] = {"synth": synth_data, "ecg": ecg_data,
                                                         "recalibrated": recalibrated_data}
-ADAPTIVE = ("VRAE adaptive (worker)", "VRAE adaptive (3/2)")
+WORKER_ROWS = (DEFAULTS, TUNED)
 
 
 @dataclass
@@ -483,7 +480,7 @@ def paired_interval(differences: Sequence[float], confidence: float = 0.95) -> t
 
 
 def summary(name: str, per_seed: dict[int, dict[str, Scorecard]]) -> str:
-    """Each detector's NAB and F1 over the seeds, then each adaptive row against every other row, paired
+    """Each detector's NAB and F1 over the seeds, then each worker row against every other row, paired
     by seed: the mean difference with its 95 % interval and on how many seeds it is ahead on both."""
     seeds = sorted(per_seed)
     detectors = list(per_seed[seeds[0]])
@@ -506,11 +503,11 @@ def summary(name: str, per_seed: dict[int, dict[str, Scorecard]]) -> str:
         for detector in detectors:
             missed = [sum(per_seed[s][detector].missed_by_kind.get(kind, 0) for s in seeds) for kind in kinds]
             lines.append(f"| {detector} | " + " | ".join(map(str, missed)) + " |")
-    lines += ["", "| adaptive row | against | NAB difference [95 % CI] | F1 difference [95 % CI] "
-                  "| seeds ahead on both |",
+    lines += ["", ("| worker row | against | NAB difference [95 % CI] | F1 difference [95 % CI] "
+                  "| seeds ahead on both |"),
               "|---|---|---:|---:|---:|"]
-    for ours in (d for d in ADAPTIVE if d in detectors):
-        for other in (d for d in detectors if d not in ADAPTIVE):
+    for ours in (d for d in WORKER_ROWS if d in detectors):
+        for other in (d for d in detectors if d not in WORKER_ROWS):
             nab = paired_interval([per_seed[s][ours].nab - per_seed[s][other].nab for s in seeds])
             f1 = paired_interval([per_seed[s][ours].f1 - per_seed[s][other].f1 for s in seeds])
             ahead = sum(per_seed[s][ours].nab > per_seed[s][other].nab and per_seed[s][ours].f1 > per_seed[s][other].f1
@@ -536,33 +533,39 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(seeds))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller streams and shorter training")
-    parser.add_argument("--datasets", default="synth,ecg",
-                        help="comma-separated: synth, ecg, recalibrated (synth with one sensor per machine "
-                             "recalibrated in each streamed split)")
-    parser.add_argument("--seed", default="0",
-                        help="0: the development arrangement; any other value draws fresh data (synthetic "
-                             "generator, ECG beat split and order) and a fresh model initialisation, to confirm "
-                             "results on arrangements nobody looked at while choosing the method. Several "
-                             "seeds (0,1,2 or 201-205) add a summary with paired differences across them")
-    parser.add_argument("--jobs", type=int, default=1, help="seeds run side by side in separate processes")
-    parser.add_argument("--models", type=Path,
-                        help="keep trained models here and reuse them when data, settings and seed are unchanged")
-    parser.add_argument("--json", type=Path, help="also write the scorecards here")
-    args = parser.parse_args(argv)
-    keys = args.datasets.split(",")
-    unknown = sorted(set(keys) - set(BUILDERS))
-    try:
-        seeds = parse_seeds(args.seed)
-        if unknown:
-            raise ValueError(f"unknown data set(s) {', '.join(unknown)}; use {', '.join(BUILDERS)}")
-        if args.jobs < 1:
-            raise ValueError("--jobs must be at least 1")
-    except ValueError as error:
-        print(f"quality.py: {error}", file=sys.stderr)
-        return 2
+STREAM_SETS = ("streams", "skab")  # judged by benchmarks/stream_types.py and benchmarks/skab.py
+DEFAULT_SETS = "streams,skab"
+QUICK_KINDS = ("periodic-edges", "counts-bursts", "level-shift", "gaps-irregular", "stuck-sensor")
+
+
+def run_streams(args: argparse.Namespace, seeds: Sequence[int]) -> dict[str, object]:
+    """The stream types: their per-type table, the untuned worker beside every baseline."""
+    import stream_types
+
+    from vrae_model.synth import STREAM_KINDS
+
+    kinds = QUICK_KINDS if args.quick else STREAM_KINDS
+    started = time.perf_counter()
+    result = stream_types.run(seeds, args.series, kinds, args.cache, args.jobs,
+                              log=lambda line: print(line, flush=True))
+    title = (f"Stream types, seeds {', '.join(map(str, seeds))}, {args.series} stream(s) a type, untuned defaults "
+             f"({time.perf_counter() - started:.0f} s)")
+    print(f"\n{stream_types.headline(result, title)}\n\n{stream_types.incidents(result)}\n", flush=True)
+    return {kind: {name: card.__dict__ for name, card in cards.items()} for kind, cards in result.items()}
+
+
+def run_skab(args: argparse.Namespace) -> dict[str, object]:
+    import skab
+
+    started = time.perf_counter()
+    result = skab.run(args.cache, args.jobs, log=lambda line: print(line, flush=True))
+    print(f"\n{skab.table(result)}\n({time.perf_counter() - started:.0f} s)\n", flush=True)
+    return {name: {"f1": row.confusion.f1, "far": row.confusion.far, "mar": row.confusion.mar,
+                   "events": row.events.__dict__} for name, row in result.items()}
+
+
+def run_splits(args: argparse.Namespace, keys: Sequence[str], seeds: Sequence[int]) -> dict[str, object]:
+    """synth / ecg / recalibrated: tuning and test splits, one model per set and seed."""
     jobs = min(args.jobs, len(seeds))
     runs: list[SeedRun] = []
     if jobs == 1:
@@ -585,11 +588,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(runs) > 1:
         for key in keys:
             print(summary(runs[0].names[key], {run.seed: run.cards[key] for run in runs}) + "\n", flush=True)
+    results = {str(run.seed): {key: {name: card.__dict__ for name, card in run.cards[key].items()} for key in keys}
+               for run in runs}
+    return results if len(runs) > 1 else results[str(seeds[0])]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: seed 0, five stream types, smaller splits and shorter training")
+    parser.add_argument("--datasets", default=DEFAULT_SETS,
+                        help=f"comma-separated: {', '.join(STREAM_SETS + tuple(BUILDERS))} (default {DEFAULT_SETS})")
+    parser.add_argument("--seed",
+                        help="stream types: default 0-2, the development seeds; synth/ecg: default 0, the "
+                             "development arrangement. Any other value draws fresh data (generators, ECG beat "
+                             "split and order) and fresh models, to confirm results on arrangements nobody "
+                             "looked at while choosing the method. Several seeds on synth/ecg add a summary "
+                             "with paired differences across them")
+    parser.add_argument("--series", type=int, default=1, help="stream types: streams of each type per seed")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="processes side by side: stream models in training, or synth/ecg seeds")
+    parser.add_argument("--cache", type=Path, default=Path(".cache/streams"),
+                        help="stream types and SKAB: trained models and their outputs, reused")
+    parser.add_argument("--models", type=Path,
+                        help="synth/ecg: keep trained models here and reuse them when data, settings and seed "
+                             "are unchanged")
+    parser.add_argument("--json", type=Path, help="also write the scorecards here")
+    args = parser.parse_args(argv)
+    keys = [key for key in args.datasets.split(",") if key]
+    unknown = sorted(set(keys) - set(BUILDERS) - set(STREAM_SETS))
+    try:
+        if unknown:
+            raise ValueError(f"unknown data set(s) {', '.join(unknown)}; use {', '.join(STREAM_SETS + tuple(BUILDERS))}")
+        stream_seeds = parse_seeds(args.seed or ("0" if args.quick else "0-2"))
+        seeds = parse_seeds(args.seed or "0")
+        if args.jobs < 1 or args.series < 1:
+            raise ValueError("--jobs and --series must be at least 1")
+    except ValueError as error:
+        print(f"quality.py: {error}", file=sys.stderr)
+        return 2
+    results: dict[str, object] = {}
+    if "streams" in keys:
+        results["streams"] = run_streams(args, stream_seeds)
+    if "skab" in keys:
+        results["skab"] = run_skab(args)
+    splits = [key for key in keys if key in BUILDERS]
+    if splits:
+        results["splits"] = run_splits(args, splits, seeds)
     if args.json:
-        results = {str(run.seed): {key: {name: card.__dict__ for name, card in run.cards[key].items()} for key in keys}
-                   for run in runs}
-        args.json.write_text(json.dumps(results if len(runs) > 1 else results[str(seeds[0])], indent=2,
-                                        default=float))
+        args.json.write_text(json.dumps(results, indent=2, default=float))
     return 0
 
 

@@ -54,7 +54,29 @@ def test_target_checks_report_met_and_missed_with_the_value(bench_modules: dict)
 
 
 def test_run_all_help_runs_as_a_script() -> None:
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--help"], capture_output=True, check=False,
                             text=True, timeout=60)
     assert result.returncode == 0
     assert "--events" in result.stdout and "--smoke" in result.stdout
+
+
+@pytest.mark.parametrize("script, flags", [
+    ("quality.py", ("--datasets", "--series", "--seed")),
+    ("stream_types.py", ("--seeds", "--series", "--details")),
+    ("skab.py", ("--cache", "--jobs")),
+    ("stream_outputs.py", ("--seeds", "--skab")),
+])
+def test_quality_scripts_help_runs_as_a_script(script: str, flags: tuple[str, ...]) -> None:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True, check=False,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert all(flag in result.stdout for flag in flags)
+
+
+def test_the_quality_headline_is_the_stream_types_and_skab(bench_modules: dict) -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import quality
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert quality.DEFAULT_SETS == "streams,skab"

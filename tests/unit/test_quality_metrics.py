@@ -88,19 +88,19 @@ def test_paired_interval_is_students_t_of_the_per_seed_differences(quality) -> N
     assert one[0] == 4.0 and np.isnan(one[1]) and np.isnan(one[2])
 
 
-def test_summary_pairs_each_adaptive_row_with_every_other_row_by_seed(quality) -> None:
+def test_summary_pairs_each_worker_row_with_every_other_row_by_seed(quality) -> None:
     def card(nab: float, f1: float) -> object:
         return quality.Scorecard(nab=nab, precision=f1, recall=f1, f1=f1, delay=0.0, false_alarms_per_10k=0.0,
                                  auc_pr=0.5)
 
     per_seed = {
-        1: {"VRAE static": card(80.0, 0.8), "VRAE adaptive (worker)": card(90.0, 0.9)},
-        2: {"VRAE static": card(70.0, 0.9), "VRAE adaptive (worker)": card(75.0, 0.7)},
+        1: {"VRAE static": card(80.0, 0.8), "VRAE worker (defaults)": card(90.0, 0.9)},
+        2: {"VRAE static": card(70.0, 0.9), "VRAE worker (defaults)": card(75.0, 0.7)},
     }
     text = quality.summary("toy", per_seed)
     assert "2 seeds (1, 2)" in text
     assert "| VRAE static | 75.0 | 70.0-80.0 | 0.85 | 0.80-0.90 |" in text
-    row = next(line for line in text.splitlines() if line.startswith("| VRAE adaptive (worker) | VRAE static |"))
+    row = next(line for line in text.splitlines() if line.startswith("| VRAE worker (defaults) | VRAE static |"))
     assert "+7.5 [" in row and "+0.00 [" not in row and row.endswith("| 1 of 2 |")
 
 
@@ -146,10 +146,79 @@ def test_recalibrated_set_changes_one_sensors_gain_per_machine_for_good_unlabell
 
 @pytest.mark.parametrize("argv, message", [
     (["--seed", "3-1"], "quality.py: empty range of seeds: '3-1'"),
-    (["--datasets", "synth,weather"], "quality.py: unknown data set(s) weather; use synth, ecg, recalibrated"),
-    (["--jobs", "0"], "quality.py: --jobs must be at least 1"),
+    (["--datasets", "synth,weather"], "quality.py: unknown data set(s) weather; use streams, skab, synth, ecg, recalibrated"),
+    (["--jobs", "0"], "quality.py: --jobs and --series must be at least 1"),
 ])
 def test_bad_arguments_are_one_line_and_exit_code_2(quality, argv: list[str], message: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert quality.main(argv) == 2
     assert capsys.readouterr().err.strip() == message
+
+
+@pytest.fixture(scope="module")
+def stream_bench() -> Iterator[tuple[object, object]]:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import skab
+        import stream_types
+
+        yield stream_types, skab
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def toy_stream(stream_types, labels: np.ndarray, train_events: int = 40,
+               benign: list[tuple[int, int, str]] | None = None) -> object:
+    from stream_outputs import Stream
+
+    n = len(labels)
+    edges = np.flatnonzero(np.diff(np.r_[0, labels, 0]))
+    return Stream(name="toy", kind="toy", seed=0, features=["value"],
+                  timestamps=1_000 * np.arange(n, dtype=np.int64), values=np.zeros((n, 1), np.float32),
+                  labels=labels.astype(np.int8), train_events=train_events, train_rows=(np.zeros(0), np.zeros((0, 1))),
+                  benign=benign or [], anomaly_kinds=[(int(a), int(b), "spike") for a, b in zip(edges[::2], edges[1::2])])
+
+
+def test_plain_incidents_open_at_3_and_close_after_5_windows_below_2(stream_bench) -> None:
+    stream_types, _ = stream_bench
+    stream = toy_stream(stream_types, np.zeros(60, np.int8))
+    surprise = np.zeros(len(stream.due))
+    surprise[[3, 6]] = 3.0  # the second comes while the first incident is open: it restarts the count
+    surprise[20] = 2.5  # between the levels, while closed: opens nothing
+    run = stream_types.plain_incidents(stream, surprise)
+    first, last = int(stream.due[3]), int(stream.due[11])  # windows 7-11 are five in a row below 2
+    assert run.openings == [first] and run.closings == [(last, "recovered")]
+    assert run.open_rows[first:last].all() and run.open_rows.sum() == last - first
+
+
+def test_event_card_counts_false_openings_in_training_and_after_benign_events(stream_bench) -> None:
+    stream_types, _ = stream_bench
+    labels = np.zeros(200, np.int8)
+    labels[150:152] = 1
+    stream = toy_stream(stream_types, labels, train_events=40, benign=[(90, 95, "gap")])
+    run = stream_types.Run(openings=[10, 100, 151], open_rows=np.zeros(200, bool), windows=100,
+                           closings=[(20, "recovered"), (140, "settled")])
+    card = stream_types.event_card([stream], [run])
+    assert (card.detected, card.false_alarms, card.train_openings, card.benign_openings) == (1, 2, 1, 1)
+    assert card.closed == {"recovered": 1, "settled": 1, "open at end": 1}
+    assert card.false_per_10k == 200.0 and card.delay == 1.0
+
+
+def test_an_incident_closed_after_the_settle_time_closed_as_settled(stream_bench) -> None:
+    stream_types, _ = stream_bench
+    timestamps = 300_000 * np.arange(1000, dtype=np.int64)  # 5 min: 288 events a day
+    reasons = stream_types.close_reasons(timestamps, [10, 400], [100, 400 + 288], 86_400_000)
+    assert reasons == [(100, "recovered"), (688, "settled")]
+
+
+def test_skab_confusion_counts_only_rows_after_the_training_rows(stream_bench) -> None:
+    stream_types, skab = stream_bench
+    labels = np.zeros(600, np.int8)
+    labels[500:] = 1
+    stream = toy_stream(stream_types, labels)
+    predicted = np.zeros(600, bool)
+    predicted[:10] = predicted[450:460] = predicted[550:] = True  # the training rows' flags do not count
+    c = skab.Confusion.of([stream], [predicted])
+    assert (c.tp, c.fp, c.fn, c.tn) == (50, 10, 50, 90)
+    run = skab.pointwise(stream, predicted, np.arange(600))
+    assert run.openings == [0, 450, 550]  # a point-wise detector's detections: each run's first row
