@@ -102,11 +102,7 @@ def worker_settings() -> tuple[object, int, float]:
 
 
 def worker_run(stream: Stream) -> Run:
-    """THE worker on the stream: worker.tools.backtest with the stream's model and default settings.
-
-    Close reasons are read from the incident's length: the calibration closes an incident as settled
-    exactly when it has been open settle_ms (and no recovery came first), so an incident closed at or
-    after settle_ms of series time is "settled", any other "recovered"."""
+    """THE worker on the stream: worker.tools.backtest with the stream's model and default settings."""
     from vrae_model.artifact import load_artifact
     from worker.scorer import Scorer
     from worker.tools.backtest import backtest
@@ -114,15 +110,8 @@ def worker_run(stream: Stream) -> Run:
     settings, stride, gap_factor = worker_settings()
     result = backtest([stream], Scorer(load_artifact(stream.model_path)), stride, settings, gap_factor=gap_factor)
     openings, closed = result.openings[stream.name], result.closings[stream.name]
-    closings = close_reasons(stream.timestamps, openings, closed, settings.calibration.settle_ms)
+    closings = list(zip(closed, result.close_reasons[stream.name], strict=True))
     return Run(openings, _open_rows(len(stream.timestamps), openings, closed), result.windows, closings)
-
-
-def close_reasons(timestamps: np.ndarray, openings: Sequence[int], closings: Sequence[int],
-                  settle_ms: int) -> list[tuple[int, str]]:
-    """Each closing with its reason: "settled" when its incident was open settle_ms of series time."""
-    return [(c, "settled" if timestamps[c] - timestamps[o] >= settle_ms else "recovered")
-            for o, c in zip(openings, closings, strict=False)]
 
 
 # ------------------------------------------------------------------------------------------ baselines

@@ -67,3 +67,40 @@ def test_history_it_cannot_replay_is_one_line_and_exit_2(problem: str, tiny_mode
     code = main(["backtest", "--model", str(tiny_model.path), "--data", str(data), "--out", str(tmp_path / "o.csv")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("vrae-worker:") and len(err.strip().splitlines()) == 1
+
+
+def test_backtest_reports_why_each_incident_closed(tiny_model) -> None:
+    """A spike ends in `recovered`; a step that stays keeps its incident open until the settle time."""
+    from dataclasses import dataclass, replace
+
+    from vrae_model.artifact import load_artifact
+    from worker.detection.detector import DetectorSettings
+    from worker.scorer import Scorer
+    from worker.tools.backtest import backtest
+
+    @dataclass
+    class Stream:
+        series_id: str
+        timestamps: np.ndarray
+        values: np.ndarray
+
+    n, interval_ms = 1600, 60_000
+    rng = np.random.default_rng(3)
+    t = np.arange(n)
+    base = np.stack([np.sin(2 * np.pi * t / 48), np.cos(2 * np.pi * t / 48)], axis=1)
+    base += 0.05 * rng.normal(size=(n, 2))
+    spike, step = base.copy(), base.copy()
+    spike[1200:1203] += 25.0
+    step[1200:] += 25.0
+    timestamps = 1_767_225_600_000 + interval_ms * t.astype(np.int64)
+    streams = [Stream("spike", timestamps, spike.astype(np.float32)),
+               Stream("step", timestamps, step.astype(np.float32))]
+    settings = DetectorSettings()
+    settle_ms = 120 * interval_ms
+    settings = replace(settings, calibration=replace(settings.calibration, settle_ms=settle_ms))
+    result = backtest(streams, Scorer(load_artifact(tiny_model.path)), 1, settings)
+    assert result.openings["spike"] and result.openings["step"]
+    assert result.close_reasons["spike"][0] == "recovered"
+    assert result.close_reasons["step"][0] == "settled"
+    opened, closed = result.openings["step"][0], result.closings["step"][0]
+    assert timestamps[closed] - timestamps[opened] >= settle_ms

@@ -204,13 +204,6 @@ def test_event_card_counts_false_openings_in_training_and_after_benign_events(st
     assert card.false_per_10k == 200.0 and card.delay == 1.0
 
 
-def test_an_incident_closed_after_the_settle_time_closed_as_settled(stream_bench) -> None:
-    stream_types, _ = stream_bench
-    timestamps = 300_000 * np.arange(1000, dtype=np.int64)  # 5 min: 288 events a day
-    reasons = stream_types.close_reasons(timestamps, [10, 400], [100, 400 + 288], 86_400_000)
-    assert reasons == [(100, "recovered"), (688, "settled")]
-
-
 def test_skab_confusion_counts_only_rows_after_the_training_rows(stream_bench) -> None:
     stream_types, skab = stream_bench
     labels = np.zeros(600, np.int8)

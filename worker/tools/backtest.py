@@ -50,6 +50,7 @@ class Backtest:
     windows: int
     closings: dict[str, list[int]] = field(default_factory=dict)  # series -> event indices of closings
     closed_at: dict[str, list[int]] = field(default_factory=dict)  # series -> each closing's last anomalous ms
+    close_reasons: dict[str, list[str]] = field(default_factory=dict)  # series -> "recovered" | "settled"
     model_surprise: Stats | None = None  # the model's own surprise at the same windows
 
 
@@ -63,6 +64,7 @@ class _Collector:
         self.transitions: dict[Phase, dict[str, list[int]]] = {phase: {s.series_id: [] for s in streams}
                                                                for phase in Phase}
         self.last_anomalous: dict[str, list[int]] = {s.series_id: [] for s in streams}  # closed_at, epoch ms
+        self.close_reasons: dict[str, list[str]] = {s.series_id: [] for s in streams}
 
     def collect(self, detection: DetectionResult | None, model_surprise: np.ndarray) -> None:
         if detection is None:
@@ -76,6 +78,7 @@ class _Collector:
             series.append(self.position[event.window.event.record.offset])
             if event.phase is Phase.CLOSED:
                 self.last_anomalous[event.window.series_id].append(event.last_anomalous_ms)
+                self.close_reasons[event.window.series_id].append(event.close_reason.value)
 
     def stats(self, column: int) -> Stats:
         return Stats({sid: np.array([row[column] for row in rows], np.float64) for sid, rows in self.surprise.items()},
@@ -127,7 +130,7 @@ def backtest(streams: Sequence[Recorded], scorer: Scorer, stride: int, settings:
     stats = collector.stats(1)
     return Backtest(stats, collector.transitions[Phase.OPENED], seconds, sum(len(v) for v in stats.values.values()),
                     closings=collector.transitions[Phase.CLOSED], closed_at=collector.last_anomalous,
-                    model_surprise=collector.stats(2))
+                    close_reasons=collector.close_reasons, model_surprise=collector.stats(2))
 
 
 class _NoCommit:
