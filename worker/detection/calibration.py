@@ -298,7 +298,7 @@ def _teach(batch: "Batch", values: np.ndarray, weight: np.ndarray, settings: Cal
 class Verdict(NamedTuple):
     """One window per series of a round; arrays of S."""
 
-    surprise: np.ndarray  # -log10 of the tail probability (bounded; NaN where not judged)
+    surprise: np.ndarray  # -log10 of the tail probability (bounded)
     p: np.ndarray  # (S, COLUMNS) each column's tail probability
     opened: np.ndarray  # bool
     closed: np.ndarray  # Close codes (0: none)
@@ -307,9 +307,9 @@ class Verdict(NamedTuple):
     learning: np.ndarray  # bool: the series is in its learning period (cannot open)
 
 
-def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarray,
+def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarray,
          end_ms: np.ndarray, level: np.ndarray | None, reference: Reference, settings: CalibrationSettings) -> Verdict:
-    """Judge one window per active series, advance its incident and teach its history, in place.
+    """Judge one window per series of `batch`, advance its incident and teach its history, in place.
 
     `level` (S, F) is `window_level(...)` of each window when the model removes levels (else None).
     Windows of one series must come in order; a window ending at or before the series' last_end_ms is
@@ -322,7 +322,7 @@ def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray
     span = np.log(np.maximum(end_ms - start_ms, 1).astype(np.float64))
     young = batch.seen == 0
     usual = np.exp(np.where(young, span, batch.span))
-    gapped = active & ~young & (np.exp(span) - usual > (settings.gap_factor - 1.0) * usual / max(reference.window - 1, 1))
+    gapped = ~young & (np.exp(span) - usual > (settings.gap_factor - 1.0) * usual / max(reference.window - 1, 1))
     overlaps = ~young & ~gapped  # consecutive overlapping windows confirm each other's point
 
     judged = np.zeros((n, COLUMNS))
@@ -356,11 +356,12 @@ def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray
     learning = batch.since_reset < np.where(batch.seen == batch.since_reset, reference.learning_windows(settings),
                                             settings.learning_windows)
     was_open = batch.open.astype(bool)
-    candidate = active & ~gapped & ~learning & ~was_open
+    counted = ~gapped  # the windows that count: judged, taught, advancing an incident
+    candidate = counted & ~learning & ~was_open
     batch.above_run = np.where(candidate, np.where(surprise >= settings.open_surprise, batch.above_run + 1, 0),
-                               np.where(active & ~gapped, 0, batch.above_run))
+                               np.where(counted, 0, batch.above_run))
     opened = candidate & (batch.above_run >= settings.open_after)
-    going = active & ~gapped & was_open
+    going = counted & was_open
     batch.normal_run = np.where(going, np.where(surprise < settings.close_surprise, batch.normal_run + 1, 0),
                                 batch.normal_run)
     batch.open_windows = np.where(going, batch.open_windows + 1, batch.open_windows)
@@ -375,7 +376,7 @@ def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray
     batch.opened_ms = np.where(opened, end_ms, batch.opened_ms)
     _track_incident(batch, opened, going, surprise, score, shares, end_ms, settings)
 
-    _learn(batch, active & ~gapped, judged, level if with_level.any() else None, with_level, opened, now_open,
+    _learn(batch, counted, judged, level if with_level.any() else None, with_level, opened, now_open,
            settings)
     restart = settled
     if restart.any():  # a new normal: the histograms start again from the prior, and the series relearns
@@ -385,15 +386,15 @@ def step(batch: Batch, active: np.ndarray, score: np.ndarray, shares: np.ndarray
         batch.level_n[restart] = 0  # the level centre and spread keep their values but learn fast again
 
     _round_to_stored(batch)
-    batch.previous = np.where(active & ~gapped, v, batch.previous)
-    batch.recent = np.where(active & ~gapped, judged[:, RECENT], batch.recent)
-    batch.slow = np.where(active & ~gapped, slow, batch.slow)
-    batch.span = np.where(active & ~gapped, np.where(young, span, batch.span + 0.01 * (span - batch.span)),
+    batch.previous = np.where(counted, v, batch.previous)
+    batch.recent = np.where(counted, judged[:, RECENT], batch.recent)
+    batch.slow = np.where(counted, slow, batch.slow)
+    batch.span = np.where(counted, np.where(young, span, batch.span + 0.01 * (span - batch.span)),
                           batch.span)
-    batch.seen = batch.seen + (active & ~gapped)
-    batch.since_reset = np.where(restart, 0, batch.since_reset + (active & ~gapped))
-    batch.last_end_ms = np.where(active, end_ms, batch.last_end_ms)
-    return Verdict(np.where(active, surprise, np.nan), p, opened, np.where(active, closed, 0), now_open,
+    batch.seen = batch.seen + counted
+    batch.since_reset = np.where(restart, 0, batch.since_reset + counted)
+    batch.last_end_ms = end_ms.copy()
+    return Verdict(surprise, p, opened, closed, now_open,
                    gapped, learning)
 
 

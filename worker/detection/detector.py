@@ -89,7 +89,7 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
             continue
         whole = len(rows) == len(batch) and bool((rows == np.arange(len(batch))).all())
         part = batch if whole else batch.take(rows)  # steady state: every series has a window in the round
-        verdict = step(part, np.ones(len(rows), bool), scores.score[positions], scores.feature_shares[positions],
+        verdict = step(part, scores.score[positions], scores.feature_shares[positions],
                        starts[positions], ends[positions], levels[positions] if levels is not None else None,
                        reference, calibration)
         if not whole:
