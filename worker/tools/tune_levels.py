@@ -28,7 +28,7 @@ from worker.config import Settings
 from worker.detection.detector import DetectorSettings
 from worker.exceptions import UsageError
 from worker.scorer import Scorer
-from worker.tools.backtest import backtest
+from worker.tools.backtest import Backtest, backtest
 from worker.tools.evaluation import EventScore, Levels, best_of, judge_grid, score_detections
 
 OBJECTIVES: dict[str, Callable[[EventScore], float]] = {
@@ -89,18 +89,22 @@ def judge(series: list[LabelledSeries], scorer: Scorer, stride: int, settings: D
     tie the configuration stays."""
     labels = {s.series_id: s.labels for s in series}
     window = scorer.info.window
-    runs = [backtest(series, scorer, stride, with_levels(settings, pair)) for pair in levels]
-    judged = [Judged(pair, score_detections(labels, run.openings, window, run.windows))
-              for pair, run in zip(levels, runs)]
+    runs: dict[Levels, Backtest] = {}  # one replay per pair, however many objectives pick it
+
+    def judged_at(pair: Levels) -> Judged:
+        if pair not in runs:
+            runs[pair] = backtest(series, scorer, stride, with_levels(settings, pair))
+        return Judged(pair, score_detections(labels, runs[pair].openings, window, runs[pair].windows))
+
+    judged = [judged_at(pair) for pair in levels]
+    first = runs[levels[0]]
     best: dict[str, Judged] = {}
     if grid:
-        screened = judge_grid(labels, runs[0].surprise, window, settings.calibration.close_after)
+        screened = judge_grid(labels, first.surprise, window, settings.calibration.close_after)
         for name, objective in OBJECTIVES.items():
-            pick = best_of(screened, objective)[0]
-            run = backtest(series, scorer, stride, with_levels(settings, pick))
-            checked = Judged(pick, score_detections(labels, run.openings, window, run.windows))
+            checked = judged_at(best_of(screened, objective)[0])
             best[name] = max([judged[0], checked], key=lambda candidate: objective(candidate.score))
-    return runs[0].windows, judged, best
+    return first.windows, judged, best
 
 
 def tune_levels(path: Path, scorer: Scorer, stride: int, settings: DetectorSettings, objective: str) -> Tuning:
