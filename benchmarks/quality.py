@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stream_types import worker_settings
+from stream_types import rolling_z_at, worker_settings
 from vrae_model.artifact import load_artifact
 from vrae_model.data import WindowSet
 from vrae_model.synth import SynthSeries, generate
@@ -241,21 +241,9 @@ def due_of(series: Series, data: DataSet) -> np.ndarray:
 
 
 def zscore_stats(split: Sequence[Series], data: DataSet) -> Stats:
-    """max_f |x_f - mean_f| / std_f over the previous z_window events (cumulative sums: O(n))."""
-    values, dues = {}, {}
-    w = data.z_window
-    for s in split:
-        x = s.values.astype(np.float64)
-        c1 = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
-        c2 = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x * x, axis=0)])
-        due = due_of(s, data)
-        lo = np.maximum(due - w, 0)
-        count = np.maximum(due - lo, 1)[:, None]
-        mean = (c1[due] - c1[lo]) / count
-        var = np.maximum((c2[due] - c2[lo]) / count - mean * mean, 1e-12)
-        values[s.series_id] = np.max(np.abs(x[due] - mean) / np.sqrt(var), axis=1)
-        dues[s.series_id] = due
-    return Stats(values, dues)
+    """max_f |x_f - mean_f| / std_f over the previous z_window events, at each due window's last event."""
+    dues = {s.series_id: due_of(s, data) for s in split}
+    return Stats({s.series_id: rolling_z_at(s.values, dues[s.series_id], data.z_window) for s in split}, dues)
 
 
 @dataclass

@@ -118,12 +118,16 @@ def worker_run(stream: Stream) -> Run:
 
 
 def rolling_z(stream: Stream) -> np.ndarray:
-    """max_f |x_f - mean_f| / sd_f over the previous Z_WINDOW events, at each window's last event."""
-    x = stream.values.astype(np.float64)
+    return rolling_z_at(stream.values, stream.due, Z_WINDOW)
+
+
+def rolling_z_at(values: np.ndarray, due: np.ndarray, window: int) -> np.ndarray:
+    """max_f |x_f - mean_f| / sd_f over the previous `window` events, at each due event (cumulative sums:
+    O(n)). The rolling z-score baseline of every data set (benchmarks/quality.py too)."""
+    x = values.astype(np.float64)
     c1 = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
     c2 = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x * x, axis=0)])
-    due = stream.due
-    lo = np.maximum(due - Z_WINDOW, 0)
+    lo = np.maximum(due - window, 0)
     count = np.maximum(due - lo, 1)[:, None]
     mean = (c1[due] - c1[lo]) / count
     var = np.maximum((c2[due] - c2[lo]) / count - mean * mean, 1e-12)
