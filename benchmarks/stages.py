@@ -26,16 +26,18 @@ from bench_models import write_artifact
 from harness import INTERVAL_MS, START_MS, encode_event, run_script, series_ids, stream_values
 from worker.config import KafkaSettings, ModelSettings
 from worker.detection.alerts import decide_alerts
+from worker.detection.detector import DetectionResult, Detector
 from worker.events import Event, EventParser, SourceRecord
 from worker.metrics import Metrics
-from worker.records import alert_message
-from worker.scorer import Scorer
+from worker.records import alert_message, detection_messages
+from worker.scorer import Scorer, Scores
 from worker.state.redis_store import RedisStateStore
 from worker.tools import local_services
 from worker.windows import Peek, WindowSpec
 
 BATCH_RECORDS = KafkaSettings().max_poll_records  # the worker's default batch
 REPEATS = 5
+INCIDENT_WARM_BATCHES = 20  # batches before incidents mode is timed: its detector states exist by then
 
 
 def records_for(ids: list[str], first_step: int, n_steps: int, n_features: int, topic: str = "bench") -> list[SourceRecord]:
@@ -68,12 +70,48 @@ def wall_us_per_event(stage: Callable[[], object], n_events: int) -> float:
     return best_us_per_event(stage, n_events, time.perf_counter)
 
 
-def apply(store: RedisStateStore, events: list) -> Peek:
-    """The store's two round trips of a batch: the peek before scoring, the write after delivery."""
+def apply(store: RedisStateStore, events: list, detect: Callable[[Peek], dict[str, bytes]] | None = None) -> Peek:
+    """The store's two round trips of a batch: the peek before scoring, the write after delivery (with
+    `detect`, incidents mode: the detector states it returns are written beside the windows)."""
     now_ms = int(time.time() * 1000)
-    peek = store.peek(events, detector=False, now_ms=now_ms)
-    store.write(peek.pending, {}, now_ms)
+    peek = store.peek(events, detector=detect is not None, now_ms=now_ms)
+    store.write(peek.pending, detect(peek) if detect is not None else {}, now_ms)
     return peek
+
+
+def measure_incidents(client: redis.Redis, spec: WindowSpec, scorer: Scorer, batches: list[list],
+                      n: int) -> dict[str, float]:
+    """Incidents mode's own stages on `batches` (fresh, in order; the last REPEATS are timed). A shadow copy
+    of the state under another key prefix computes each timed batch's detector states first, so the timed
+    store writes real, newer states without paying for the detector."""
+    detector = Detector()
+    judged: list[tuple[Peek, Scores, DetectionResult]] = []
+
+    def detect(peek: Peek) -> dict[str, bytes]:
+        if not peek.windows:
+            return {}
+        scores = scorer.score(np.stack([w.values for w in peek.windows]))
+        judged.append((peek, scores, detector.detect(peek.windows, scores, scorer.info, peek.detector_states)))
+        return judged[-1][2].states
+
+    shadow, store = (RedisStateStore(client, spec, key_prefix=prefix) for prefix in ("shadow", "timed"))
+    warm = len(batches) - REPEATS
+    for events in batches[:warm]:
+        apply(shadow, events, detect)
+        apply(store, events, detect)
+    judged.clear()
+    for events in batches[warm:]:
+        apply(shadow, events, detect)
+    fresh, states = iter(batches[warm:]), iter([result.states for _, _, result in judged])
+    peek, scores, result = judged[-1]
+    now = datetime.now(timezone.utc)
+    return {
+        "incidents_window_store": cpu_us_per_event(lambda: apply(store, next(fresh), lambda _: next(states)), n),
+        "incidents_detect": cpu_us_per_event(
+            lambda: detector.detect(peek.windows, scores, scorer.info, peek.detector_states), n),
+        "incidents_records": cpu_us_per_event(lambda: detection_messages(
+            result, scores, scorer.info, alert_topic="alerts", scores_topic=None, top_k=3, now=now), n),
+    }
 
 
 def measure_window(redis_url: str, opts: options.BenchOptions, window: int, workdir: Path) -> dict[str, float]:
@@ -86,7 +124,8 @@ def measure_window(redis_url: str, opts: options.BenchOptions, window: int, work
     ids = series_ids(opts.series)
     steps = max(1, BATCH_RECORDS // opts.series)
     warm = [parser.parse(r) for r in records_for(ids, 0, window - 1, opts.features)]
-    apply(store, [e for e in warm if isinstance(e, Event)])
+    warm_events = [e for e in warm if isinstance(e, Event)]
+    apply(store, warm_events)
     # The store is timed on fresh batches (a re-applied batch would take the replay path instead).
     batches = [[parser.parse(r) for r in records_for(ids, window - 1 + k * steps, steps, opts.features)]
                for k in range(REPEATS + 1)]
@@ -98,7 +137,7 @@ def measure_window(redis_url: str, opts: options.BenchOptions, window: int, work
     server_us = evalsha.get("usec", math.nan) / (REPEATS * len(batches[0]))
     fresh = iter(batches[1:])
     client.flushall()
-    apply(store, [e for e in warm if isinstance(e, Event)])
+    apply(store, warm_events)
     apply(store, batches[0])
     store_wall = wall_us_per_event(lambda: apply(store, next(fresh)), len(batches[0]))
     records = records_for(ids, window - 1, steps, opts.features)
@@ -124,10 +163,18 @@ def measure_window(redis_url: str, opts: options.BenchOptions, window: int, work
     every_window_alerts = replace(scorer.info, threshold=0.0)
     per_alert = cpu_us_per_event(lambda: [alert_message(a, "alerts") for a in decide_alerts(
         applied.windows, scores, every_window_alerts, top_k=3, now=now)], len(applied.windows))
+    client.flushall()
+    incidents_batches = [[parser.parse(r) for r in records_for(ids, window - 1 + k * steps, steps, opts.features)]
+                         for k in range(INCIDENT_WARM_BATCHES + REPEATS)]
+    figures.update(measure_incidents(client, store.spec, scorer, [warm_events] + incidents_batches, n))
     client.close()
     suffix = f"_w{window}"
     result = {f"stage_{name}_cpu_us_per_event{suffix}": value for name, value in figures.items()}
-    result[f"stage_total_cpu_us_per_event{suffix}"] = sum(figures.values())
+    windows_mode = ("parse", "window_store", "stack", "forward", "decide_alerts", "metrics")
+    result[f"stage_total_cpu_us_per_event{suffix}"] = sum(figures[name] for name in windows_mode)
+    result[f"stage_incidents_total_cpu_us_per_event{suffix}"] = sum(
+        figures[name] for name in ("parse", "incidents_window_store", "stack", "forward", "incidents_detect",
+                                   "incidents_records", "metrics"))
     result[f"stage_alert_build_cpu_us_per_alert{suffix}"] = per_alert
     result[f"stage_window_store_wall_us_per_event{suffix}"] = store_wall
     result[f"stage_redis_server_us_per_event{suffix}"] = server_us

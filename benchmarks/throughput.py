@@ -192,7 +192,8 @@ def measure_baseline(stack: Stack, opts: options.BenchOptions, window: int, work
                     "from bench_models import write_artifact; write_artifact(Path(sys.argv[2]), sys.argv[3], "
                     "int(sys.argv[4]), int(sys.argv[5]))", str(code / "benchmarks"), str(model), opts.preset,
                     str(window), str(opts.features)], env={**os.environ, "PYTHONPATH": str(code)}, cwd=code, check=True)
-    figures = {}
+    figures: dict[str, float] = {}
+    medians: dict[str, tuple[float, float]] = {}  # mode: this revision's (events/s, CPU us per event)
     current_model = workdir / f"{opts.preset}-w{window}.pt"
     for mode, first in (("windows", worker), ("incidents", incidents)):
         # Alternated, so load that comes and goes on a shared machine hits both sides alike.
@@ -212,6 +213,10 @@ def measure_baseline(stack: Stack, opts: options.BenchOptions, window: int, work
         figures[f"baseline_{mode}_events_per_s"] = base_rate
         figures[f"{mode}_vs_baseline"] = rate / base_rate
         figures[f"{mode}_cpu_vs_baseline"] = base_cpu / cpu
+        medians[mode] = (rate, cpu)
+    # the same ratio as incidents_vs_windows_mode, from this revision's medians (steadier than one run each)
+    figures["incidents_vs_windows_mode_median"] = medians["incidents"][0] / medians["windows"][0]
+    figures["incidents_vs_windows_mode_cpu_median"] = medians["windows"][1] / medians["incidents"][1]
     return figures
 
 

@@ -17,8 +17,9 @@ layout in a store: worker/state/codec.py.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -127,9 +128,10 @@ class Reference:
         return np.minimum(np.maximum(self.train_windows, settings.learning_windows), settings.max_learning_windows)
 
 
+@lru_cache(maxsize=16)
 def prior(n_features: int, settings: CalibrationSettings) -> np.ndarray:
-    """(COLUMNS, BINS): what a series expects before it has a history: on held-out windows each
-    feature's standardised error is about N(0, 1), so v is the max of F of them; the level column,
+    """(COLUMNS, BINS), read-only: what a series expects before it has a history: on held-out windows
+    each feature's standardised error is about N(0, 1), so v is the max of F of them; the level column,
     a max of F standardised deviations, is given the same shape."""
     from math import erf, sqrt
 
@@ -137,7 +139,9 @@ def prior(n_features: int, settings: CalibrationSettings) -> np.ndarray:
     mass = np.diff(cdf)
     mass[0] += cdf[0]
     mass[-1] += 1.0 - cdf[-1]
-    return np.tile(settings.prior_weight * mass / mass.sum(), (COLUMNS, 1))
+    expected = np.tile(settings.prior_weight * mass / mass.sum(), (COLUMNS, 1))
+    expected.setflags(write=False)
+    return expected
 
 
 # ----------------------------------------------------------------------------------------- the state
@@ -185,7 +189,7 @@ class Batch:
     peak_surprise: np.ndarray  # (S,) its surprise,
     peak_score: np.ndarray  # (S,) its reconstruction error,
     opening_surprise: np.ndarray  # (S,) and the surprise of the window that opened it
-    hist: np.ndarray  # (S, COLUMNS, BINS) float64: each column's decayed histogram
+    hist: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram
     pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
     pending_level: np.ndarray  # (S, quarantine, F) their levels
     centre: np.ndarray  # (S, F) the series' level centre
@@ -198,7 +202,7 @@ class Batch:
         scalars = {name: np.zeros(s, kind) for name, kind in SCALARS}
         scalars["last_end_ms"][:] = -1
         scalars["model_key"][:] = model_key
-        return cls(**scalars, hist=np.tile(_stored(prior(n_features, settings)), (s, 1, 1)),
+        return cls(**scalars, hist=np.tile(prior(n_features, settings).astype(np.float32), (s, 1, 1)),
                    pending=np.zeros((s, d, COLUMNS)), pending_level=np.zeros((s, d, n_features)),
                    centre=np.zeros((s, n_features)), spread=np.ones((s, n_features)),
                    peak_shares=np.zeros((s, n_features)))
@@ -214,11 +218,29 @@ class Batch:
             getattr(self, f.name)[index] = getattr(part, f.name)
 
 
+# a round of at least this many histograms sums its tails bin by bin across them (one numpy call per bin),
+# a smaller one with one cumulative sum along each
+_ACROSS = 256
+
+
 def cumulative(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(above, moment) of histograms (..., BINS): mass in bins >= j, and that mass times the centres: the
-    tail sums a step reads in O(1) per window (tail_probability)."""
-    above = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]
-    moment = np.cumsum((hist * CENTRES)[..., ::-1], axis=-1)[..., ::-1]
+    """(above, moment), each (BINS + 1, R), of R histograms (R, BINS): the mass in bins >= j, and that
+    mass times the centres (row BINS: none): the tail sums a step reads in O(1) per window. Bins first,
+    so that reading one bin of every histogram is one contiguous row. One allocation for all the work:
+    several arrays of this size each cost their page faults again, every round."""
+    r = hist.shape[0]
+    work = np.empty((4, BINS + 1, r))
+    bins, weighted, above, moment = work
+    bins[:BINS] = hist.T
+    np.multiply(bins[:BINS], CENTRES[:, None], out=weighted[:BINS])
+    above[BINS] = moment[BINS] = 0.0
+    if r < _ACROSS:
+        above[:BINS] = np.cumsum(bins[BINS - 1::-1], axis=0)[::-1]
+        moment[:BINS] = np.cumsum(weighted[BINS - 1::-1], axis=0)[::-1]
+        return above, moment
+    for j in range(BINS - 1, -1, -1):
+        np.add(above[j + 1], bins[j], out=above[j])
+        np.add(moment[j + 1], weighted[j], out=moment[j])
     return above, moment
 
 
@@ -249,25 +271,24 @@ def window_level(values: np.ndarray, reference: Reference, settings: Calibration
 # ------------------------------------------------------------------------------------------ the tail
 
 
-def tail_probability(above: np.ndarray, moment: np.ndarray, w: np.ndarray, floor: float | np.ndarray,
+def tail_probability(hist: np.ndarray, w: np.ndarray, floor: float | np.ndarray,
                      settings: CalibrationSettings) -> np.ndarray:
-    """(R,) P(column >= w) from (R, BINS) cumulative histograms (`cumulative`): empirical up to the alpha
-    level, exponential beyond it with scale max(mean excess, floor) (module docstring)."""
-    r = above.shape[0]
-    rows = np.arange(r)
-    nxt = np.concatenate([above[:, 1:], np.zeros((r, 1))], axis=1)  # mass in bins > j
-    nxt_moment = np.concatenate([moment[:, 1:], np.zeros((r, 1))], axis=1)
-    total = np.maximum(above[:, 0], 1e-12)
+    """(R,) P(column >= w) from R histograms (R, BINS): empirical up to the alpha level, exponential
+    beyond it with scale max(mean excess, floor) (module docstring)."""
+    above, moment = cumulative(hist)
+    rows = np.arange(hist.shape[0])
+    total = np.maximum(above[0], 1e-12)
     pos = np.clip((w - LO) / STEP, 0.0, BINS - 1e-9)
     j = pos.astype(np.int64)
-    mass_w = nxt[rows, j] + ((j + 1) - pos) * (above[rows, j] - nxt[rows, j])
+    mass_w = above[j + 1, rows] + ((j + 1) - pos) * (above[j, rows] - above[j + 1, rows])
     alpha = np.maximum(settings.tail_mass, settings.tail_count / total)
     target = alpha * total
-    jq = np.clip(np.sum(above >= target[:, None], axis=1) - 1, 0, BINS - 1)  # last bin with enough above
-    hq = above[rows, jq] - nxt[rows, jq]
-    inside = np.clip((target - nxt[rows, jq]) / np.where(hq > 0, hq, 1.0), 0.0, 1.0) * (hq > 0)
+    jq = np.clip(np.sum(above[:BINS] >= target, axis=0) - 1, 0, BINS - 1)  # last bin with enough above
+    above_q = above[jq + 1, rows]  # the mass above bin jq
+    hq = above[jq, rows] - above_q
+    inside = np.clip((target - above_q) / np.where(hq > 0, hq, 1.0), 0.0, 1.0) * (hq > 0)
     q = LO + STEP * (jq + 1 - inside)  # `inside` of bin jq's mass lies above q
-    excess = nxt_moment[rows, jq] - q * nxt[rows, jq] + inside * hq * STEP * inside / 2.0
+    excess = moment[jq + 1, rows] - q * above_q + inside * hq * STEP * inside / 2.0
     sigma = np.maximum(excess / target, floor)
     empirical = mass_w / total
     extrapolated = np.maximum(alpha * np.exp(-(w - q) / sigma), empirical)
@@ -276,7 +297,8 @@ def tail_probability(above: np.ndarray, moment: np.ndarray, w: np.ndarray, floor
 
 def _teach(batch: "Batch", values: np.ndarray, weight: np.ndarray, settings: CalibrationSettings) -> None:
     """Fold (S, COLUMNS) values into the histograms, in place, at weight (S,) each (split linearly between
-    the two nearest bin centres); the histograms decay by decay ** weight first."""
+    the two nearest bin centres); the histograms decay by decay ** weight first. Each operation works in
+    float64 and rounds to the stored float32 (the histograms are only ever held at that precision)."""
     pos = np.clip((values - LO) / STEP - 0.5, 0.0, BINS - 1.0)
     j0 = np.floor(pos).astype(np.int64)
     upper = pos - j0
@@ -284,12 +306,15 @@ def _teach(batch: "Batch", values: np.ndarray, weight: np.ndarray, settings: Cal
     taught = np.flatnonzero(weight > 0)
     if not len(taught):
         return
-    hist = batch.hist[taught] * (settings.decay ** weight[taught])[:, None, None]
+    every = len(taught) == len(weight)  # the usual round: the whole batch in place, no copy
+    hist = batch.hist if every else batch.hist[taught]
+    hist *= (settings.decay ** weight[taught])[:, None, None]
     rows, cols = np.arange(len(taught))[:, None], np.arange(COLUMNS)[None, :]
     w = weight[taught][:, None]
     hist[rows, cols, j0[taught]] += w * (1.0 - upper[taught])
     hist[rows, cols, j1[taught]] += w * upper[taught]
-    batch.hist[taught] = hist
+    if not every:
+        batch.hist[taught] = hist
 
 
 # --------------------------------------------------------------------------------------------- a step
@@ -344,8 +369,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     used = COLUMNS if with_level.any() else LEVEL  # judge every column of every series in one call
     floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor])[:used]
     p = np.ones((n, COLUMNS))
-    above, moment = cumulative(batch.hist[:, :used, :].reshape(n * used, BINS))
-    p[:, :used] = tail_probability(above, moment, judged[:, :used].reshape(-1),
+    p[:, :used] = tail_probability(batch.hist[:, :used, :].reshape(n * used, BINS), judged[:, :used].reshape(-1),
                                    np.tile(floors, n), settings).reshape(n, used)
     p[:, LEVEL] = np.where(with_level, p[:, LEVEL], 1.0)
     columns = np.where(with_level, COLUMNS, LEVEL)  # Bonferroni over the columns asked
@@ -404,10 +428,9 @@ def _stored(values: np.ndarray) -> np.ndarray:
 
 
 def _round_to_stored(batch: Batch) -> None:
-    """Every array the store keeps as float32, rounded to it now: a series then evolves exactly alike
-    whether its state stays in memory or goes through the store between two windows, so a replay cut into
-    other batches leaves the same state, byte for byte."""
-    batch.hist = _stored(batch.hist)
+    """Every array the store keeps as float32 (the histograms are held so throughout), rounded to it now: a
+    series then evolves exactly alike whether its state stays in memory or goes through the store between
+    two windows, so a replay cut into other batches leaves the same state, byte for byte."""
     for name in ("pending", "pending_level", "centre", "spread", "peak_shares"):
         setattr(batch, name, _stored(getattr(batch, name)))
 
@@ -460,15 +483,22 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
         batch.level_n = batch.level_n + learn[:, 0]
 
 
-def rounds(series_ids: Sequence[str]) -> list[np.ndarray]:
+def rounds(series: Sequence[Hashable] | np.ndarray) -> list[np.ndarray]:
     """Positions of a batch's windows (in order) grouped into rounds: round r holds the r-th window of
-    every series that has one, so each round judges each series at most once, in window order."""
-    seen: dict[str, int] = {}
-    grouped: list[list[int]] = []
-    for index, sid in enumerate(series_ids):
-        r = seen.get(sid, 0)
-        seen[sid] = r + 1
-        if r == len(grouped):
-            grouped.append([])
-        grouped[r].append(index)
-    return [np.asarray(group, np.int64) for group in grouped]
+    every series that has one, so each round judges each series at most once, in window order. `series`
+    names each window's series (integer codes are used as they are)."""
+    if isinstance(series, np.ndarray) and series.dtype.kind in "iu":
+        codes = series.astype(np.int64, copy=False)
+    else:
+        index: dict[Hashable, int] = {}
+        codes = np.fromiter((index.setdefault(key, len(index)) for key in series), np.int64, len(series))
+    n = len(codes)
+    if not n:
+        return []
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    rank = np.empty(n, np.int64)  # the window's place among its series' windows
+    rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    by_round = np.argsort(rank, kind="stable")
+    return np.split(by_round, np.cumsum(np.bincount(rank))[:-1])

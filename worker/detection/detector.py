@@ -16,6 +16,7 @@ cannot roll a series' history back.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,9 +34,9 @@ class DetectorSettings:
     calibration: CalibrationSettings = CalibrationSettings()
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """One window judged against its series' history (windows of a replay get none)."""
+class Verdict(NamedTuple):
+    """One window judged against its series' history (windows of a replay get none); a tuple: a batch
+    makes one per window."""
 
     window: DueWindow
     index: int  # position in the batch's scores
@@ -79,9 +80,10 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
               if reference.removes_level else None)
     starts = np.array([w.start_ms for w in windows], np.int64)
     ends = np.array([w.end_ms for w in windows], np.int64)
-    touched: set[int] = set()
-    for positions in rounds([window.series_id for window in windows]):
-        rows = np.array([row[windows[p].series_id] for p in positions], np.int64)
+    codes = np.fromiter((row[window.series_id] for window in windows), np.int64, len(windows))
+    touched = np.zeros(len(batch), bool)
+    for positions in rounds(codes):
+        rows = codes[positions]
         fresh = ends[positions] > batch.last_end_ms[rows]
         result.skipped += int((~fresh).sum())
         positions, rows = positions[fresh], rows[fresh]
@@ -94,19 +96,18 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
                        reference, calibration)
         if not whole:
             batch.put(rows, part)
-        touched.update(rows.tolist())
-        for k, p in enumerate(positions.tolist()):
-            window = windows[p]
-            result.verdicts.append(Verdict(window, p, float(verdict.surprise[k])))
-            if verdict.opened[k]:
-                result.events.append(_event(Phase.OPENED, window, part, k, float(scores.score[p]),
-                                            float(verdict.surprise[k]), None))
-            elif verdict.closed[k]:
-                result.events.append(_event(Phase.CLOSED, window, part, k, float(scores.score[p]),
-                                            float(verdict.surprise[k]), _CLOSE_REASONS[Close(int(verdict.closed[k]))]))
-    changed = sorted(touched)
-    encoded = encode_states(batch.take(np.asarray(changed, np.int64)))
-    result.states = {series[i]: raw for i, raw in zip(changed, encoded)}
+        touched[rows] = True
+        result.verdicts += [Verdict(windows[p], p, s)
+                            for p, s in zip(positions.tolist(), verdict.surprise.tolist())]
+        for k in np.flatnonzero(verdict.opened | (verdict.closed != Close.NONE)).tolist():
+            p = int(positions[k])
+            phase, reason = ((Phase.OPENED, None) if verdict.opened[k]
+                             else (Phase.CLOSED, _CLOSE_REASONS[Close(int(verdict.closed[k]))]))
+            result.events.append(_event(phase, windows[p], part, k, float(scores.score[p]),
+                                        float(verdict.surprise[k]), reason))
+    changed = np.flatnonzero(touched)
+    encoded = encode_states(batch.take(changed))
+    result.states = {series[i]: raw for i, raw in zip(changed.tolist(), encoded)}
     return result
 
 
