@@ -6,7 +6,8 @@ the signal, standardised by the model's own per-feature calibration; what the mo
 window (its level, for a model trained with `window_level=remove`) is judged beside it. Four columns
 (the point confirmed by the window before, a recent and a slow average, the level) are each judged by
 a decayed histogram of the series' past values with an exponential tail beyond it. A window teaches
-the history only a quarantine later, nothing is learnt while an incident is open, a young series
+the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
+drift does not keep pace with itself), nothing is learnt while an incident is open, a young series
 opens nothing while it learns, and an incident closes when the stream is back ("recovered") or after a
 day as the new normal ("settled"). The formulas, the defaults and why each part is there:
 docs/detection.md; how they were chosen: benchmarks/STREAM_TYPES.md.
@@ -62,6 +63,8 @@ class CalibrationSettings:
     level_spread_floor: float = 0.2  # scaled units
     level_prior: float = 300.0  # windows: the training data's own centre (0) and spread (1) as a prior
     quarantine: int = 32  # windows before a judged window teaches the history
+    hold_slots: int = 16  # past the learning period, every hold_stride-th window that left the quarantine then
+    hold_stride: int = 12  # waits hold_slots x hold_stride windows more (192) and teaches as hold_stride of them
     learning_windows: int = 300  # a series opens no incident before this many windows taught ...
     max_learning_windows: int = 1000  # ... or as many as trained the model, up to this (Reference)
     gap_factor: float = 5.0  # a window holding an outage of this many usual intervals is "gapped"
@@ -76,8 +79,11 @@ class CalibrationSettings:
             raise ValueError("close_surprise must not exceed open_surprise (hysteresis needs close <= open)")
         if self.close_after < 1 or self.level_events < 1:
             raise ValueError("close_after and level_events must be at least 1")
-        if not 1 <= self.quarantine <= 62:
-            raise ValueError("quarantine must be within [1, 62] windows (its flags are one int64 bit mask)")
+        if not 1 <= self.quarantine <= 62 or not 0 <= self.hold_slots <= 62:
+            raise ValueError("quarantine must be within [1, 62] windows and hold_slots within [0, 62] (their flags "
+                             "are one int64 bit mask each)")
+        if self.hold_stride < 1:
+            raise ValueError("hold_stride must be at least 1")
         if not (self.error_floor > 0 and self.scale_floor > 0 and self.tail_floor > 0 and self.halflife > 0):
             raise ValueError("error_floor, scale_floor, tail_floor and halflife must be positive")
 
@@ -157,6 +163,7 @@ SCALARS = (
     ("open", np.int64), ("normal_run", np.int64), ("open_windows", np.int64), ("opened_ms", np.int64),
     ("above_run", np.int64), ("last_anomalous_ms", np.int64), ("peak_end_ms", np.int64),
     ("peak_surprise", np.float64), ("peak_score", np.float64), ("opening_surprise", np.float64),
+    ("hold_n", np.int64), ("hold_skip", np.int64), ("hold_incident", np.int64),
 )
 
 
@@ -189,9 +196,14 @@ class Batch:
     peak_surprise: np.ndarray  # (S,) its surprise,
     peak_score: np.ndarray  # (S,) its reconstruction error,
     opening_surprise: np.ndarray  # (S,) and the surprise of the window that opened it
+    hold_n: np.ndarray  # (S,) hold slots filled
+    hold_skip: np.ndarray  # (S,) windows that left the quarantine since the last one held
+    hold_incident: np.ndarray  # (S,) bit mask over the hold slots, as pending_incident
     hist: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram
     pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
     pending_level: np.ndarray  # (S, quarantine, F) their levels
+    hold: np.ndarray  # (S, hold_slots, COLUMNS) values that left the quarantine, waiting again, oldest first
+    hold_level: np.ndarray  # (S, hold_slots, F) their levels
     centre: np.ndarray  # (S, F) the series' level centre
     spread: np.ndarray  # (S, F) and spread
     peak_shares: np.ndarray  # (S, F) each feature's share of the error at the incident's peak
@@ -204,6 +216,8 @@ class Batch:
         scalars["model_key"][:] = model_key
         return cls(**scalars, hist=np.tile(prior(n_features, settings).astype(np.float32), (s, 1, 1)),
                    pending=np.zeros((s, d, COLUMNS)), pending_level=np.zeros((s, d, n_features)),
+                   hold=np.zeros((s, settings.hold_slots, COLUMNS)), hold_level=np.zeros((s, settings.hold_slots,
+                                                                                          n_features)),
                    centre=np.zeros((s, n_features)), spread=np.ones((s, n_features)),
                    peak_shares=np.zeros((s, n_features)))
 
@@ -400,13 +414,14 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     batch.opened_ms = np.where(opened, end_ms, batch.opened_ms)
     _track_incident(batch, opened, going, surprise, score, shares, end_ms, settings)
 
-    _learn(batch, counted, judged, level if with_level.any() else None, with_level, opened, now_open,
+    _learn(batch, counted, judged, level if with_level.any() else None, with_level, opened, now_open, learning,
            settings)
     restart = settled
     if restart.any():  # a new normal: the histograms start again from the prior, and the series relearns
         batch.hist[restart] = prior(batch.centre.shape[1], settings)
         batch.pending_n[restart] = 0
         batch.pending_incident[restart] = 0
+        batch.hold_n[restart] = batch.hold_skip[restart] = batch.hold_incident[restart] = 0
         batch.level_n[restart] = 0  # the level centre and spread keep their values but learn fast again
 
     _round_to_stored(batch)
@@ -431,7 +446,7 @@ def _round_to_stored(batch: Batch) -> None:
     """Every array the store keeps as float32 (the histograms are held so throughout), rounded to it now: a
     series then evolves exactly alike whether its state stays in memory or goes through the store between
     two windows, so a replay cut into other batches leaves the same state, byte for byte."""
-    for name in ("pending", "pending_level", "centre", "spread", "peak_shares"):
+    for name in ("pending", "pending_level", "hold", "hold_level", "centre", "spread", "peak_shares"):
         setattr(batch, name, _stored(getattr(batch, name)))
 
 
@@ -450,37 +465,69 @@ def _track_incident(batch: Batch, opened: np.ndarray, going: np.ndarray, surpris
 
 
 def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, with_level: np.ndarray,
-           opened: np.ndarray, now_open: np.ndarray, settings: CalibrationSettings) -> None:
-    """Push this window into the quarantine and teach the one leaving it (module docstring: Learning)."""
+           opened: np.ndarray, now_open: np.ndarray, learning: np.ndarray, settings: CalibrationSettings) -> None:
+    """Push this window into the quarantine; the one leaving it teaches the history at once while the
+    series learns, and after the hold once it has learnt (module docstring: Learning)."""
     d = settings.quarantine
-    full_mask = (1 << d) - 1
     # the windows waiting when an incident opens are its ramp: flag them, and this one if open
-    flags = np.where(opened, full_mask, batch.pending_incident)
+    flags = np.where(opened, (1 << d) - 1, batch.pending_incident)
     ready = taught & (batch.pending_n >= d)
     leaving = batch.pending[:, 0, :].copy()
     leaving_level = batch.pending_level[:, 0, :].copy()
     leaving_incident = (flags & 1).astype(bool)
-    shifted = np.roll(batch.pending, -1, axis=1)
-    shifted[:, -1, :] = judged
-    batch.pending = np.where(taught[:, None, None], shifted, batch.pending)
+    _shift_in(batch, "pending", taught, judged)
     if level is not None:
-        shifted_level = np.roll(batch.pending_level, -1, axis=1)
-        shifted_level[:, -1, :] = level
-        batch.pending_level = np.where(taught[:, None, None], shifted_level, batch.pending_level)
-    new_flags = (flags >> 1) | (now_open.astype(np.int64) << (d - 1))
-    batch.pending_incident = np.where(taught, new_flags, flags)
+        _shift_in(batch, "pending_level", taught, level)
+    batch.pending_incident = np.where(taught, (flags >> 1) | (now_open.astype(np.int64) << (d - 1)), flags)
     batch.pending_n = np.where(taught, np.minimum(batch.pending_n + 1, d), batch.pending_n)
+    clean = ready & ~leaving_incident
+    h, k = settings.hold_slots, settings.hold_stride
+    if h == 0:
+        _teach_window(batch, clean, leaving, leaving_level, 1, level, with_level, settings)
+        return
+    _teach_window(batch, clean & learning, leaving, leaving_level, 1, level, with_level, settings)
 
-    teach = ready & ~leaving_incident
-    _teach(batch, leaving, teach.astype(np.float64), settings)
-    batch.taught = batch.taught + teach
+    # The hold: a fault that creeps up over hours (a drift) must not teach its own start as normal a
+    # quarantine later, so once a series has learnt, what leaves the quarantine waits h x k windows more.
+    # Every k-th window waits, standing for k (the history learns slowly anyway); an incident that opens
+    # flags the hold too, so its ramp never teaches.
+    held = clean & ~learning
+    hold_flags = np.where(opened, (1 << h) - 1, batch.hold_incident)
+    batch.hold_skip = np.where(held, (batch.hold_skip + 1) % k, batch.hold_skip)
+    push = held & (batch.hold_skip == 0)
+    out_ready = push & (batch.hold_n >= h)
+    out, out_level = batch.hold[:, 0, :].copy(), batch.hold_level[:, 0, :].copy()
+    out_incident = (hold_flags & 1).astype(bool)
+    _shift_in(batch, "hold", push, leaving)
+    _shift_in(batch, "hold_level", push, leaving_level)
+    batch.hold_incident = np.where(push, (hold_flags >> 1) | (now_open.astype(np.int64) << (h - 1)), hold_flags)
+    batch.hold_n = np.where(push, np.minimum(batch.hold_n + 1, h), batch.hold_n)
+    _teach_window(batch, out_ready & ~out_incident, out, out_level, k, level, with_level, settings)
+
+
+def _shift_in(batch: Batch, name: str, where: np.ndarray, values: np.ndarray) -> None:
+    """Append (S, ...) `values` to the ring `name` (S, slots, ...) where `where`, dropping its oldest."""
+    ring = getattr(batch, name)
+    shifted = np.roll(ring, -1, axis=1)
+    shifted[:, -1] = values
+    setattr(batch, name, np.where(where[:, None, None], shifted, ring))
+
+
+def _teach_window(batch: Batch, teach: np.ndarray, values: np.ndarray, levels: np.ndarray, weight: int,
+                  level: np.ndarray | None, with_level: np.ndarray, settings: CalibrationSettings) -> None:
+    """Teach (S, COLUMNS) `values` and (S, F) `levels` where `teach`, each standing for `weight` windows."""
+    if not teach.any():
+        return
+    _teach(batch, values, teach * float(weight), settings)
+    batch.taught = batch.taught + teach * weight
     if level is not None:
         learn = (teach & with_level)[:, None]
         a = np.maximum(1.0 / (batch.level_n + 1.0 + settings.level_prior), 1.0 - settings.decay)[:, None]
-        deviation = leaving_level - batch.centre
+        a = 1.0 - (1.0 - a) ** weight
+        deviation = levels - batch.centre
         batch.centre = np.where(learn, batch.centre + a * deviation, batch.centre)
         batch.spread = np.where(learn, batch.spread + a * (1.2533 * np.abs(deviation) - batch.spread), batch.spread)
-        batch.level_n = batch.level_n + learn[:, 0]
+        batch.level_n = batch.level_n + learn[:, 0] * weight
 
 
 def rounds(series: Sequence[Hashable] | np.ndarray) -> list[np.ndarray]:

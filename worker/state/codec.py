@@ -2,7 +2,7 @@
 
     state = the scalars of worker.detection.calibration.SCALARS (int64 / float64, in that order), then
             float32 arrays: the 4 x 96 histograms, the quarantine (q x 4 values, q x F levels), the
-            level centre and spread (F each), the peak shares (F)
+            hold (h x 4 values, h x F levels), the level centre and spread (F each), the peak shares (F)
 
 All little endian, a fixed size for a feature count (`detector_state_bytes`). The state starts with
 last_end_ms (int64): both stores compare those 8 bytes so an older state never replaces a newer one,
@@ -19,26 +19,26 @@ import numpy as np
 
 from worker.detection.calibration import BINS, COLUMNS, SCALARS, Batch, CalibrationSettings
 
-_ARRAYS = ("hist", "pending", "pending_level", "centre", "spread", "peak_shares")
+_ARRAYS = ("hist", "pending", "pending_level", "hold", "hold_level", "centre", "spread", "peak_shares")
 
 
 @lru_cache(maxsize=32)
-def _layout(n_features: int, quarantine: int) -> np.dtype:
+def _layout(n_features: int, quarantine: int, hold: int) -> np.dtype:
     q, f = quarantine, n_features
-    shapes = ((COLUMNS, BINS), (q, COLUMNS), (q, f), (f,), (f,), (f,))
+    shapes = ((COLUMNS, BINS), (q, COLUMNS), (q, f), (hold, COLUMNS), (hold, f), (f,), (f,), (f,))
     return np.dtype([(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
                     + [(name, "<f4", shape) for name, shape in zip(_ARRAYS, shapes)])
 
 
 def detector_state_bytes(n_features: int, settings: CalibrationSettings = CalibrationSettings()) -> int:
     """Bytes of one series' state: fixed by the feature count, whatever the stream length."""
-    return _layout(n_features, settings.quarantine).itemsize
+    return _layout(n_features, settings.quarantine, settings.hold_slots).itemsize
 
 
 def encode_states(batch: Batch) -> list[bytes]:
     """Each series' state of a batch."""
     n, n_features = len(batch), batch.centre.shape[1]
-    layout = _layout(n_features, batch.pending.shape[1])
+    layout = _layout(n_features, batch.pending.shape[1], batch.hold.shape[1])
     records = np.empty(n, layout)
     for name, _ in SCALARS:
         records[name] = getattr(batch, name)
@@ -55,7 +55,7 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
     Rule on a model swap: errors of two models live on different scales, so a state kept for another
     model, or of another layout, restarts fresh, keeping its replay mark (last_end_ms)."""
     batch = Batch.fresh(len(raws), n_features, settings, model_key)
-    layout = _layout(n_features, settings.quarantine)
+    layout = _layout(n_features, settings.quarantine, settings.hold_slots)
     usable = [i for i, raw in enumerate(raws) if raw is not None and len(raw) == layout.itemsize]
     for i, raw in enumerate(raws):
         if raw is not None and len(raw) >= 8 and len(raw) != layout.itemsize:
