@@ -250,3 +250,7 @@ def test_settings_refuse_what_cannot_work() -> None:
         c2.CalibrationSettings(open_surprise=2.0, close_surprise=3.0)
     with pytest.raises(ValueError, match="quarantine"):
         c2.CalibrationSettings(quarantine=100)
+    with pytest.raises(ValueError, match="hold_slots"):
+        c2.CalibrationSettings(hold_slots=63)
+    with pytest.raises(ValueError, match="hold_stride"):
+        c2.CalibrationSettings(hold_stride=0)

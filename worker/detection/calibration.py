@@ -20,8 +20,8 @@ layout in a store: worker/state/codec.py.
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, fields
-from functools import lru_cache
 from enum import IntEnum
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
