@@ -83,15 +83,17 @@ def test_surprise_stays_finite_and_ranks_far_beyond_the_history() -> None:
     gets a curve), up to the top of the scale, where a non-finite error (an overflow) lands."""
     errors = noisy(2000)
 
-    def last(value: float) -> float:  # two windows in a row: consecutive windows confirm each other
-        return float(replay(np.r_[errors, [value, value]])[-1].surprise[0])
+    def last(value: float) -> float:  # three windows in a row: consecutive windows confirm each other
+        return float(replay(np.r_[errors, [value, value, value]])[-1].surprise[0])
 
     assert 3.0 < last(1.0) < last(100.0) < last(1e8) <= last(np.inf) < 300.0
 
 
-def test_one_window_alone_is_not_confirmed() -> None:
-    """An error that jumps in ONE of two overlapping windows is the model rendering that window badly."""
+def test_one_or_two_windows_alone_are_not_confirmed() -> None:
+    """An error that jumps in one or two of three overlapping windows is the model rendering those windows
+    badly (a fault stays in every window that holds it: T of them)."""
     assert replay(np.r_[noisy(2000), [1.0]])[-1].surprise[0] < 3.0
+    assert replay(np.r_[noisy(2000), [1.0, 1.0]])[-1].surprise[0] < 3.0
 
 
 # ------------------------------------------------------------------------------------ faults

@@ -4,7 +4,7 @@ Each window of a series is turned into a surprise (-log10 of a tail probability)
 own history, and the series' incident opens, stays open or closes. The VRAE's reconstruction error is
 the signal, standardised by the model's own per-feature calibration; what the model removed from the
 window (its level, for a model trained with `window_level=remove`) is judged beside it. Four columns
-(the point confirmed by the window before, a recent and a slow average, the level) are each judged by
+(the point confirmed by the two windows before, a recent and a slow average, the level) are each judged by
 a decayed histogram of the series' past values with an exponential tail beyond it. A window teaches
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
 drift does not keep pace with itself), nothing is learnt while an incident is open, a young series
@@ -163,7 +163,7 @@ SCALARS = (
     ("open", np.int64), ("normal_run", np.int64), ("open_windows", np.int64), ("opened_ms", np.int64),
     ("above_run", np.int64), ("last_anomalous_ms", np.int64), ("peak_end_ms", np.int64),
     ("peak_surprise", np.float64), ("peak_score", np.float64), ("opening_surprise", np.float64),
-    ("hold_n", np.int64), ("hold_skip", np.int64), ("hold_incident", np.int64),
+    ("hold_n", np.int64), ("hold_skip", np.int64), ("hold_incident", np.int64), ("previous2", np.float64),
 )
 
 
@@ -199,6 +199,7 @@ class Batch:
     hold_n: np.ndarray  # (S,) hold slots filled
     hold_skip: np.ndarray  # (S,) windows that left the quarantine since the last one held
     hold_incident: np.ndarray  # (S,) bit mask over the hold slots, as pending_incident
+    previous2: np.ndarray  # (S,) the v of the window before the previous one
     hist: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram
     pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
     pending_level: np.ndarray  # (S, quarantine, F) their levels
@@ -365,7 +366,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     overlaps = ~young & ~gapped  # consecutive overlapping windows confirm each other's point
 
     judged = np.zeros((n, COLUMNS))
-    judged[:, POINT] = np.where(overlaps, np.minimum(v, batch.previous), v)
+    judged[:, POINT] = np.where(overlaps, np.minimum(np.minimum(v, batch.previous), batch.previous2), v)
     first = young
     judged[:, RECENT] = np.where(first, v, batch.recent + settings.recent_rate * (v - batch.recent))
     slow = np.where(first, v, batch.slow + settings.slow_rate * (v - batch.slow))
@@ -425,6 +426,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         batch.level_n[restart] = 0  # the level centre and spread keep their values but learn fast again
 
     _round_to_stored(batch)
+    batch.previous2 = np.where(counted, np.where(young, v, batch.previous), batch.previous2)
     batch.previous = np.where(counted, v, batch.previous)
     batch.recent = np.where(counted, judged[:, RECENT], batch.recent)
     batch.slow = np.where(counted, slow, batch.slow)
