@@ -21,7 +21,7 @@ training part included, then goes through each detector; a detection is an incid
 The baselines get a label-free surprise the same way: their statistic's tail probability by its
 distribution on the training part (empirical body, generalised Pareto tail: vrae_model.calibration),
 through a plain incident machine with the worker's default levels (open at 3, close after 5 windows
-below 2: worker.tools.evaluation.incident_openings, stepped here to keep which rows are open).
+below 2: worker.tools.evaluation.incident_positions, which also says where each closes).
 
 Scores per stream type, pooled over the streams and seeds (worker.tools.evaluation.score_detections):
 NAB standard (A_FP -0.11) and low-FP (A_FP -0.22) profiles (an anomaly's NAB window is its labelled span
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stream_outputs import DEFAULT_CACHE, WINDOW, Stream, count_windows, load, parse_seeds
 from vrae_model.calibration import fit_calibration, surprises
 from vrae_model.synth import STREAM_KINDS
-from worker.tools.evaluation import anomaly_windows, matches, score_detections
+from worker.tools.evaluation import anomaly_windows, incident_positions, matches, score_detections
 
 Z_WINDOW = 288
 WORKER = "VRAE worker"
@@ -75,21 +75,13 @@ def _open_rows(n: int, openings: Sequence[int], closings: Sequence[int]) -> np.n
 
 def plain_incidents(stream: Stream, surprise: np.ndarray, due: np.ndarray | None = None, open_level: float = 3.0,
                     close_level: float = 2.0, close_after: int = 5) -> Run:
-    """The incident machine without per-series learning on any per-window surprise (NaN opens)."""
+    """The incident machine without per-series learning on any per-window surprise (NaN opens): the one
+    tune-levels screens with (worker.tools.evaluation.incident_positions)."""
     due = stream.due if due is None else due
-    openings, closings = [], []
-    is_open, run = False, 0
-    for i, s in enumerate(surprise.tolist()):
-        if not is_open:
-            if not s < open_level:
-                is_open, run = True, 0
-                openings.append(int(due[i]))
-        else:
-            run = run + 1 if s < close_level else 0
-            if run >= close_after:
-                is_open = False
-                closings.append((int(due[i]), "recovered"))
-    return Run(openings, _open_rows(len(stream.timestamps), openings, [c for c, _ in closings]), len(due), closings)
+    opened, closed = incident_positions(surprise, (open_level, close_level), close_after)
+    openings, closings = due[opened].tolist(), due[closed].tolist()
+    return Run(openings, _open_rows(len(stream.timestamps), openings, closings), len(due),
+               [(c, "recovered") for c in closings])
 
 
 def worker_settings() -> tuple[object, int, float]:
@@ -233,7 +225,8 @@ def event_card(streams: Sequence[Stream], runs: Sequence[Run]) -> Card:
     for stream, run in zip(streams, runs, strict=True):
         areas = anomaly_windows(stream.labels, WINDOW)
         hit = [False] * len(areas)
-        for d, k in matches(areas, run.openings):
+        matched = list(matches(areas, run.openings))
+        for d, k in matched:
             if k >= 0:
                 hit[k] = True
             else:
@@ -244,7 +237,7 @@ def event_card(streams: Sequence[Stream], runs: Sequence[Run]) -> Card:
             if not h:
                 kind = next((kd for lo, _, kd in stream.anomaly_kinds if lo == a), "?")
                 missed[kind] = missed.get(kind, 0) + 1
-        detections = {d for d, k in matches(areas, run.openings) if k >= 0}
+        detections = {d for d, k in matched if k >= 0}
         for opened, (at, reason) in zip(run.openings, run.closings, strict=False):
             closed[reason] += 1
             hours[reason].append((stream.timestamps[at] - stream.timestamps[opened]) / 3_600_000)

@@ -144,12 +144,13 @@ def incident_openings(stats: Stats, levels: Levels, close_after: int) -> dict[st
     in Python took 20 s to minutes per grid (tests/unit/test_evaluation.py pins the two equal)."""
     if levels[1] > levels[0] or close_after < 1:
         raise ValueError("levels need close <= open and close_after >= 1")
-    return {sid: stats.due[sid][_opening_positions(values, levels, close_after)].tolist()
+    return {sid: stats.due[sid][incident_positions(values, levels, close_after)[0]].tolist()
             for sid, values in stats.values.items()}
 
 
-def _opening_positions(values: np.ndarray, levels: Levels, close_after: int) -> np.ndarray:
-    """Positions in `values` where `step` would open an incident.
+def incident_positions(values: np.ndarray, levels: Levels, close_after: int) -> tuple[np.ndarray, np.ndarray]:
+    """(openings, closings): positions in `values` where `step` would open an incident, and where each
+    closes (the last window of its run below the close level; one fewer when the last stays open).
 
     Closed, the machine opens at the first window that is not below the open level (NaN opens, as in
     `step`). Open, it closes at the first window that ends `close_after` windows in a row below the
@@ -160,6 +161,7 @@ def _opening_positions(values: np.ndarray, levels: Levels, close_after: int) -> 
     run_ends = np.arange(close_after, len(values) + 1)  # one past the last window of each full run
     run_ends = run_ends[normal[run_ends] - normal[run_ends - close_after] == close_after] - 1
     found: list[int] = []
+    closed: list[int] = []
     position = 0
     while (k := int(np.searchsorted(can_open, position))) < len(can_open):
         opened = int(can_open[k])
@@ -167,8 +169,9 @@ def _opening_positions(values: np.ndarray, levels: Levels, close_after: int) -> 
         e = int(np.searchsorted(run_ends, opened + close_after))  # the run must start after the opening
         if e == len(run_ends):
             break
-        position = int(run_ends[e]) + 1
-    return np.asarray(found, dtype=np.int64)
+        closed.append(int(run_ends[e]))
+        position = closed[-1] + 1
+    return np.asarray(found, dtype=np.int64), np.asarray(closed, dtype=np.int64)
 
 
 def level_grid(stats: Stats) -> list[Levels]:
