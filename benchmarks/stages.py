@@ -24,7 +24,7 @@ import torch
 import options
 from bench_models import write_artifact
 from harness import INTERVAL_MS, START_MS, encode_event, run_script, series_ids, stream_values
-from worker.config import KafkaSettings, ModelSettings
+from worker.config import KafkaSettings, ModelSettings, RedisSettings
 from worker.detection.alerts import decide_alerts
 from worker.detection.detector import DetectionResult, Detector
 from worker.events import Event, EventParser, SourceRecord
@@ -94,7 +94,9 @@ def measure_incidents(client: redis.Redis, spec: WindowSpec, scorer: Scorer, bat
         judged.append((peek, scores, detector.detect(peek.windows, scores, scorer.info, peek.detector_states)))
         return judged[-1][2].states
 
-    shadow, store = (RedisStateStore(client, spec, key_prefix=prefix) for prefix in ("shadow", "timed"))
+    cache_bytes = int(RedisSettings().detector_cache_mb * 2**20)  # the worker's default
+    shadow, store = (RedisStateStore(client, spec, key_prefix=prefix, detector_cache_bytes=cache_bytes)
+                     for prefix in ("shadow", "timed"))
     warm = len(batches) - REPEATS
     for events in batches[:warm]:
         apply(shadow, events, detect)

@@ -74,7 +74,8 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     model = reloading_scorer(scorer, settings.model) if settings.model.reload_interval_s > 0 else None
     client = connect(settings.redis)
     store = RedisStateStore(client, window_spec(settings, scorer.info), key_prefix=settings.redis.key_prefix,
-                            max_series=settings.window.max_series)
+                            max_series=settings.window.max_series,
+                            detector_cache_bytes=int(settings.redis.detector_cache_mb * 2**20))
     parser = EventParser(feature_names=scorer.info.features, max_bytes=settings.events.max_bytes,
                          max_series_id_length=settings.events.max_series_id_length)
     sink = KafkaSink(build_producer(settings.kafka), timeout_s=settings.kafka.delivery_timeout_s,

@@ -33,9 +33,11 @@ def run(store: RedisStateStore | MemoryStateStore, series: str, first: int, scor
     return result
 
 
-def test_redis_store_matches_the_memory_store_and_stays_bounded(redis_url: str) -> None:
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 20])
+def test_redis_store_matches_the_memory_store_and_stays_bounded(redis_url: str, cache_bytes: int) -> None:
     client = redis.Redis.from_url(redis_url)
-    lua, memory = RedisStateStore(client, SPEC, key_prefix="q"), MemoryStateStore(SPEC)
+    client.delete(*[detector_key("q", s) for s in ("pump-1", "pump-2")], "q:win:{pump-1}", "q:win:{pump-2}")
+    lua, memory = RedisStateStore(client, SPEC, key_prefix="q", detector_cache_bytes=cache_bytes), MemoryStateStore(SPEC)
     rng = np.random.default_rng(0)
     scores = (0.1 * np.exp(0.2 * rng.standard_normal(700))).tolist()
     scores[500:530] = [5.0] * 30  # one incident, after the learning period
@@ -74,3 +76,49 @@ def test_an_older_state_never_overwrites_a_newer_one(redis_url: str) -> None:
     store.write({}, {"s": older}, NOW_MS)
     assert client.get(detector_key("o", "s")) == newer
     assert last_end_ms(newer) == 20_000
+
+
+def detector_reads(client: redis.Redis) -> int:
+    """Full GETs in scripts so far: one per series peeked for its window state, one more where the detector
+    state is read back."""
+    return int(client.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+def test_a_cached_state_is_not_read_back_unless_another_worker_changed_it(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    mine = RedisStateStore(client, SPEC, key_prefix="c", detector_cache_bytes=1 << 20)
+    other = RedisStateStore(client, SPEC, key_prefix="c", detector_cache_bytes=1 << 20)
+    memory = MemoryStateStore(SPEC)
+    run(mine, "s", 1, [0.1] * 20)
+    run(memory, "s", 1, [0.1] * 20)
+    client.config_resetstat()
+    run(mine, "s", 21, [0.1] * 20)  # its own copy is current: only the window state is read
+    run(memory, "s", 21, [0.1] * 20)
+    assert detector_reads(client) == 1
+    run(other, "s", 41, [0.1] * 20)  # another worker (a rebalance) judges the series: it reads the state
+    run(memory, "s", 41, [0.1] * 20)
+    assert detector_reads(client) == 3
+    # and the first worker, on the series again, reads what the other wrote, not its own stale copy
+    got, expected = run(mine, "s", 61, [0.1] * 10 + [5.0] * 10), run(memory, "s", 61, [0.1] * 10 + [5.0] * 10)
+    assert detector_reads(client) == 5
+    assert [v.surprise for v in got.verdicts] == [v.surprise for v in expected.verdicts]
+    assert client.get(detector_key("c", "s")) == memory.detector_raw("s")
+
+
+def test_after_a_write_that_timed_out_the_peek_reads_what_is_stored(redis_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    client = redis.Redis.from_url(redis_url)
+    store = RedisStateStore(client, SPEC, key_prefix="f", detector_cache_bytes=1 << 20)
+    run(store, "s", 1, [0.1] * 20)
+    newer = run(MemoryStateStore(SPEC), "s", 1, [0.1] * 30).states["s"]
+    stored = store._store
+
+    def timed_out(*args: object) -> None:  # the script ran, its reply was lost
+        stored(*args)
+        raise redis.exceptions.TimeoutError("reply lost")
+
+    monkeypatch.setattr(store, "_store", timed_out)
+    with pytest.raises(redis.exceptions.TimeoutError):
+        store.write({}, {"s": newer}, NOW_MS)
+    event = scored_windows("s", 31, [0.1])[0][0].event
+    assert store.peek([event], detector=True, now_ms=NOW_MS).detector_states["s"] == newer

@@ -19,6 +19,10 @@ import numpy as np
 
 from worker.detection.calibration import BINS, COLUMNS, SCALARS, Batch, CalibrationSettings
 
+# A state's first bytes, last_end_ms and model_key: which windows it judged, under which model. Two states
+# that start alike are the same series' history (worker.state.cache).
+MARK_BYTES = 16
+
 _ARRAYS = ("hist", "pending", "pending_level", "hold", "hold_level", "centre", "spread", "peak_shares")
 
 
@@ -54,9 +58,15 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
 
     Rule on a model swap: errors of two models live on different scales, so a state kept for another
     model, or of another layout, restarts fresh, keeping its replay mark (last_end_ms)."""
-    batch = Batch.fresh(len(raws), n_features, settings, model_key)
     layout = _layout(n_features, settings.quarantine, settings.hold_slots)
     usable = [i for i, raw in enumerate(raws) if raw is not None and len(raw) == layout.itemsize]
+    if len(usable) == len(raws) and usable:  # the usual batch: every series has a state; one copy a field
+        records = np.frombuffer(b"".join(raws), layout)  # type: ignore[arg-type]
+        if bool((records["model_key"] == model_key).all()):
+            return Batch(**{name: np.array(records[name], kind) for name, kind in SCALARS},
+                         **{name: np.array(records[name], np.float32 if name == "hist" else np.float64)
+                            for name in _ARRAYS})
+    batch = Batch.fresh(len(raws), n_features, settings, model_key)
     for i, raw in enumerate(raws):
         if raw is not None and len(raw) >= 8 and len(raw) != layout.itemsize:
             batch.last_end_ms[i] = last_end_ms(raw)

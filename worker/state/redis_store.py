@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 
 from worker.config import RedisSettings
 from worker.events import Event
+from worker.state.cache import DetectorStateCache
 from worker.state.scripts import ADMIT, PEEK, WRITE
 from worker.windows import DueWindow, Outcome, Peek, WindowSpec, group_by_series
 
@@ -108,7 +109,7 @@ class RedisStateStore:
     """Each series' window and detector state in Redis, read by the PEEK script and stored by WRITE."""
 
     def __init__(self, client: RedisClient, spec: WindowSpec, key_prefix: str = "vrae", *,
-                 max_series: int = 0) -> None:
+                 max_series: int = 0, detector_cache_bytes: int = 0) -> None:
         self.spec = spec
         self._client = client
         self._prefix = key_prefix
@@ -117,6 +118,8 @@ class RedisStateStore:
         self._write = LoadedScript(client, WRITE)
         self._admit = LoadedScript(client, ADMIT)
         self._value_bytes = 4 * spec.n_features
+        # the detector states this store wrote: a peek reads back only those changed since (0: none kept)
+        self._cache = DetectorStateCache(detector_cache_bytes) if detector_cache_bytes > 0 else None
 
     def close(self) -> None:
         self._client.close()
@@ -152,7 +155,14 @@ class RedisStateStore:
         if not series:
             return
         # Repeated after a lost script: a state already stored is not replaced by an equal or older one.
-        self._write.run(lambda sha: self._store(sha, series, windows, detector_states))
+        try:
+            self._write.run(lambda sha: self._store(sha, series, windows, detector_states))
+        except BaseException:
+            if self._cache is not None:
+                self._cache.drop(detector_states)
+            raise
+        if self._cache is not None:
+            self._cache.put(detector_states)
 
     def _store(self, sha: str, series: list[str], windows: dict[str, Any], detector_states: dict[str, bytes]) -> None:
         """One WRITE call per chunk of series, all in one pipeline."""
@@ -171,8 +181,9 @@ class RedisStateStore:
         """One PEEK reply per series, in `groups` order."""
         spec = self.spec
         registry_ms = spec.ttl_s * 1000 if self._max_series else 0
+        marks = self._cache.mark if detector and self._cache is not None else None
         head = (spec.window, spec.stride, self._value_bytes, repr(float(spec.gaps.factor)), spec.gaps.interval_ms,
-                now_ms, registry_ms, 1 if detector else 0)
+                now_ms, registry_ms, (2 if marks is not None else 1) if detector else 0)
         chunks = chunks_by_slot(self._client, list(groups), self.key)
         pipe = self._client.pipeline(transaction=False)
         pack = _EVENT_HEAD.pack
@@ -181,9 +192,10 @@ class RedisStateStore:
             keys: list[str] = []
             for series_id in chunk:
                 keys += [self.key(series_id), detector_key(self._prefix, series_id)]
-                args.append(b"".join([pack(event.record.offset, event.ts_ms)
-                                      + event.values.astype("<f4", copy=False).tobytes()
-                                      for event in map(events.__getitem__, groups[series_id])]))
+                args.append(b"".join([marks(series_id) if marks is not None else b"",
+                                      *[pack(event.record.offset, event.ts_ms)
+                                        + event.values.astype("<f4", copy=False).tobytes()
+                                        for event in map(events.__getitem__, groups[series_id])]]))
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         by_series = {series_id: reply for chunk, chunk_replies in zip(chunks, pipe.execute())
                      for series_id, reply in zip(chunk, chunk_replies)}
@@ -200,6 +212,8 @@ class RedisStateStore:
             result.new_series.append(series_id)
         elif flags == b"f":
             result.refresh.append(series_id)
+        if detector == 1 and self._cache is not None:  # the stored state is the one this store wrote
+            detector = self._cache.get(series_id)
         if detector:
             result.detector_states[series_id] = detector
         if window:

@@ -36,10 +36,13 @@ REGISTERED_BYTES: Final = slice(38, 44)  # the header's `registered`: the one fi
 # the window state the batch leads to, which WRITE stores later. KEYS: per series, in order, its window
 # key and its detector key.
 # ARGV: window, stride, value_bytes, gap_factor, interval_ms (a new series' starting interval),
-# now_ms, registry_ms (0: no series registry), load_detector (1/0), then per series ONE string of its
-# events in offset order, each (offset int64 LE, ts_ms int64 LE, value bytes).
-# Returns, per series: {statuses, flags, detector state or false, new window state or false (nothing to
-# write), then per due window: event position (0-based), values, start ts}. Status letters: a accepted,
+# now_ms, registry_ms (0: no series registry), load_detector (0 no, 1 yes, 2 yes unless the worker's own
+# copy is current), then per series ONE string: with load_detector 2 first the mark of the worker's copy
+# of its detector state (16 bytes, worker/state/cache.py; all 0xff: none), then its events in offset
+# order, each (offset int64 LE, ts_ms int64 LE, value bytes).
+# Returns, per series: {statuses, flags, detector state or false (or 1: the stored state starts with the
+# mark sent), new window state or false (nothing to write), then per due window: event position
+# (0-based), values, start ts}. Status letters: a accepted,
 # g accepted after a gap (a fresh segment), d duplicate, l late, r replayed (applied before). Flags: n
 # the series has no state yet, f its registration is due for a refresh.
 PEEK: Final = r"""
@@ -52,7 +55,10 @@ local gap_factor = tonumber(ARGV[4])
 local interval0 = tonumber(ARGV[5])
 local now_ms = tonumber(ARGV[6])
 local registry_ms = tonumber(ARGV[7])
-local load_detector = ARGV[8] == '1'
+local load_detector = ARGV[8] ~= '0'
+local MARK_BYTES = 0
+if ARGV[8] == '2' then MARK_BYTES = 16 end
+local NO_MARK = string.rep('\255', 16)
 local FIRST = 8
 local capacity = math.max(T - 1, 1)
 local EVENT_BYTES = 16 + vb
@@ -91,7 +97,9 @@ local function refresh_due(registered)
   return registry_ms > 0 and registered < now_ms + registry_ms / 2
 end
 
-local function peek_series(wkey, dkey, events)
+local function peek_series(wkey, dkey, arg)
+  local mark = string.sub(arg, 1, MARK_BYTES)
+  local events = string.sub(arg, MARK_BYTES + 1)
   local n, last_off, last_ts, base_ts, seg, interval, registered, count, features, vals, deltas
   local raw = redis.call('GET', wkey)
   if raw then
@@ -178,7 +186,13 @@ local function peek_series(wkey, dkey, events)
     out[4] = struct.pack(HEADER, n, last_off, last_ts, base_ts, seg, interval, registered, count, vb / 4) .. vals
              .. deltas
   end
-  if load_detector then out[3] = redis.call('GET', dkey) end
+  if load_detector then
+    if MARK_BYTES > 0 and mark ~= NO_MARK and redis.call('GETRANGE', dkey, 0, MARK_BYTES - 1) == mark then
+      out[3] = 1
+    else
+      out[3] = redis.call('GET', dkey)
+    end
+  end
   return out
 end
 
@@ -216,8 +230,8 @@ for s = 1, #KEYS / 2 do
     end
   end
   if detector ~= '' then
-    local old = redis.call('GET', dkey)
-    if not old or struct.unpack('<i8', detector) > struct.unpack('<i8', old) then
+    local old = redis.call('GETRANGE', dkey, 0, 7)  -- its last_end_ms ('' for none)
+    if #old < 8 or struct.unpack('<i8', detector) > struct.unpack('<i8', old) then
       redis.call('SET', dkey, detector, 'PX', ttl_ms)
     end
   end

@@ -1,0 +1,34 @@
+"""The worker's copy of the detector states it wrote: marks, and a bounded size."""
+
+from worker.state.cache import NO_MARK, DetectorStateCache
+from worker.state.codec import MARK_BYTES
+
+
+def state(mark: int, size: int = 100) -> bytes:
+    return mark.to_bytes(MARK_BYTES, "little") + bytes(size - MARK_BYTES)
+
+
+def test_a_series_without_a_cached_state_sends_no_mark() -> None:
+    cache = DetectorStateCache(1000)
+    assert cache.mark("s") == NO_MARK and cache.get("s") is None
+    cache.put({"s": state(7)})
+    assert cache.mark("s") == state(7)[:MARK_BYTES] and cache.get("s") == state(7)
+
+
+def test_the_series_written_longest_ago_go_first() -> None:
+    cache = DetectorStateCache(300)
+    cache.put({"a": state(1), "b": state(2), "c": state(3)})
+    cache.put({"a": state(4)})  # written again: now the newest
+    cache.put({"d": state(5)})
+    assert cache.get("b") is None and [cache.get(s) for s in "cad"] == [state(3), state(4), state(5)]
+    assert len(cache) == 3 and cache.nbytes == 300
+
+
+def test_a_state_larger_than_the_budget_is_not_kept_and_drop_forgets() -> None:
+    cache = DetectorStateCache(50)
+    cache.put({"s": state(1)})
+    assert cache.get("s") is None and cache.nbytes == 0
+    cache = DetectorStateCache(1000)
+    cache.put({"s": state(1), "t": state(2)})
+    cache.drop(["s", "unknown"])
+    assert cache.get("s") is None and cache.mark("t") == state(2)[:MARK_BYTES] and cache.nbytes == 100
