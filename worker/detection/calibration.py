@@ -425,7 +425,6 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         batch.hold_n[restart] = batch.hold_skip[restart] = batch.hold_incident[restart] = 0
         batch.level_n[restart] = 0  # the level centre and spread keep their values but learn fast again
 
-    _round_to_stored(batch)
     batch.previous2 = np.where(counted, np.where(young, v, batch.previous), batch.previous2)
     batch.previous = np.where(counted, v, batch.previous)
     batch.recent = np.where(counted, judged[:, RECENT], batch.recent)
@@ -444,12 +443,10 @@ def _stored(values: np.ndarray) -> np.ndarray:
     return np.asarray(values, np.float32).astype(np.float64)
 
 
-def _round_to_stored(batch: Batch) -> None:
-    """Every array the store keeps as float32 (the histograms are held so throughout), rounded to it now: a
-    series then evolves exactly alike whether its state stays in memory or goes through the store between
-    two windows, so a replay cut into other batches leaves the same state, byte for byte."""
-    for name in ("pending", "pending_level", "hold", "hold_level", "centre", "spread", "peak_shares"):
-        setattr(batch, name, _stored(getattr(batch, name)))
+# Every array the store keeps as float32 (the histograms are held so throughout) is rounded to it where
+# it is written (`_stored`): a series then evolves exactly alike whether its state stays in memory or goes
+# through the store between two windows, so a replay cut into other batches leaves the same state, byte
+# for byte.
 
 
 def _track_incident(batch: Batch, opened: np.ndarray, going: np.ndarray, surprise: np.ndarray, score: np.ndarray,
@@ -459,7 +456,7 @@ def _track_incident(batch: Batch, opened: np.ndarray, going: np.ndarray, surpris
     batch.peak_surprise = np.where(higher, surprise, batch.peak_surprise)
     batch.peak_score = np.where(higher, np.asarray(score, np.float64), batch.peak_score)
     batch.peak_end_ms = np.where(higher, end_ms, batch.peak_end_ms)
-    batch.peak_shares = np.where(higher[:, None], np.nan_to_num(np.asarray(shares, np.float64), nan=0.0),
+    batch.peak_shares = np.where(higher[:, None], _stored(np.nan_to_num(np.asarray(shares, np.float64), nan=0.0)),
                                  batch.peak_shares)
     anomalous = opened | (going & (surprise >= settings.close_surprise))
     batch.last_anomalous_ms = np.where(anomalous, end_ms, batch.last_anomalous_ms)
@@ -508,11 +505,16 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
 
 
 def _shift_in(batch: Batch, name: str, where: np.ndarray, values: np.ndarray) -> None:
-    """Append (S, ...) `values` to the ring `name` (S, slots, ...) where `where`, dropping its oldest."""
+    """Append (S, ...) `values` (rounded as stored) to the ring `name` (S, slots, ...) where `where`, in place,
+    dropping its oldest."""
     ring = getattr(batch, name)
-    shifted = np.roll(ring, -1, axis=1)
-    shifted[:, -1] = values
-    setattr(batch, name, np.where(where[:, None, None], shifted, ring))
+    if where.all():  # the usual round: in place
+        ring[:, :-1] = ring[:, 1:]
+        ring[:, -1] = _stored(values)
+    elif where.any():
+        rows = np.flatnonzero(where)
+        ring[rows, :-1] = ring[rows, 1:]
+        ring[rows, -1] = _stored(values[rows])
 
 
 def _teach_window(batch: Batch, teach: np.ndarray, values: np.ndarray, levels: np.ndarray, weight: int,
@@ -527,8 +529,9 @@ def _teach_window(batch: Batch, teach: np.ndarray, values: np.ndarray, levels: n
         a = np.maximum(1.0 / (batch.level_n + 1.0 + settings.level_prior), 1.0 - settings.decay)[:, None]
         a = 1.0 - (1.0 - a) ** weight
         deviation = levels - batch.centre
-        batch.centre = np.where(learn, batch.centre + a * deviation, batch.centre)
-        batch.spread = np.where(learn, batch.spread + a * (1.2533 * np.abs(deviation) - batch.spread), batch.spread)
+        batch.centre = np.where(learn, _stored(batch.centre + a * deviation), batch.centre)
+        batch.spread = np.where(learn, _stored(batch.spread + a * (1.2533 * np.abs(deviation) - batch.spread)),
+                                batch.spread)
         batch.level_n = batch.level_n + learn[:, 0] * weight
 
 

@@ -45,10 +45,17 @@ class Verdict(NamedTuple):
 
 @dataclass
 class DetectionResult:
-    verdicts: list[Verdict] = field(default_factory=list)
     events: list[IncidentEvent] = field(default_factory=list)
     states: dict[str, bytes] = field(default_factory=dict)  # changed states, to write after delivery
     skipped: int = 0  # replayed windows, judged before
+    windows: Sequence[DueWindow] = ()  # the batch's windows
+    positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # those judged, in judging order,
+    surprise: np.ndarray = field(default_factory=lambda: np.zeros(0))  # and their surprise
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        """One per judged window; built on demand (only a scores topic and the backtest ask)."""
+        return [Verdict(self.windows[p], p, s) for p, s in zip(self.positions.tolist(), self.surprise.tolist())]
 
 
 def model_key(sha256: str) -> int:
@@ -68,7 +75,7 @@ def reference_of(model: ModelInfo) -> Reference:
 def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, bytes], model: ModelInfo,
            settings: DetectorSettings) -> DetectionResult:
     """Judge every window in order per series; `raw_states` is what the store holds for their series."""
-    result = DetectionResult()
+    result = DetectionResult(windows=windows)
     if not windows:
         return result
     calibration, reference = settings.calibration, reference_of(model)
@@ -82,6 +89,8 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
     ends = np.array([w.end_ms for w in windows], np.int64)
     codes = np.fromiter((row[window.series_id] for window in windows), np.int64, len(windows))
     touched = np.zeros(len(batch), bool)
+    judged: list[np.ndarray] = []
+    surprises: list[np.ndarray] = []
     for positions in rounds(codes):
         rows = codes[positions]
         fresh = ends[positions] > batch.last_end_ms[rows]
@@ -97,16 +106,18 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
         if not whole:
             batch.put(rows, part)
         touched[rows] = True
-        result.verdicts += [Verdict(windows[p], p, s)
-                            for p, s in zip(positions.tolist(), verdict.surprise.tolist())]
+        judged.append(positions)
+        surprises.append(verdict.surprise)
         for k in np.flatnonzero(verdict.opened | (verdict.closed != Close.NONE)).tolist():
             p = int(positions[k])
             phase, reason = ((Phase.OPENED, None) if verdict.opened[k]
                              else (Phase.CLOSED, _CLOSE_REASONS[Close(int(verdict.closed[k]))]))
             result.events.append(_event(phase, windows[p], part, k, float(scores.score[p]),
                                         float(verdict.surprise[k]), reason))
+    if judged:
+        result.positions, result.surprise = np.concatenate(judged), np.concatenate(surprises)
     changed = np.flatnonzero(touched)
-    encoded = encode_states(batch.take(changed))
+    encoded = encode_states(batch if len(changed) == len(batch) else batch.take(changed))
     result.states = {series[i]: raw for i, raw in zip(changed.tolist(), encoded)}
     return result
 
