@@ -3,8 +3,9 @@
 Each window of a series is turned into a surprise (-log10 of a tail probability) against THAT series'
 own history, and the series' incident opens, stays open or closes. The VRAE's reconstruction error is
 the signal, standardised by the model's own per-feature calibration; what the model removed from the
-window (its level, for a model trained with `window_level=remove`) is judged beside it. Four columns
-(the point confirmed by the two windows before, a recent and a slow average, the level) are each judged by
+window (its level, for a model trained with `window_level=remove`) is judged beside it. Five columns
+(the point confirmed by the two windows before, a recent and a slow average, how much quieter than usual
+the quietest feature is, the level) are each judged by
 a decayed histogram of the series' past values with an exponential tail beyond it. A window teaches
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
 drift does not keep pace with itself), nothing is learnt while an incident is open, a young series
@@ -32,8 +33,8 @@ LO, HI, STEP = -4.0, 44.0, 0.5
 BINS = int(round((HI - LO) / STEP))
 CENTRES = LO + STEP * (np.arange(BINS) + 0.5)
 EDGES = LO + STEP * np.arange(BINS + 1)
-POINT, RECENT, SLOW, LEVEL = range(4)
-COLUMNS = 4
+POINT, RECENT, SLOW, QUIET, LEVEL = range(5)
+COLUMNS = 5
 MAX_LOG_ERROR = math.log(float(np.finfo(np.float32).max))
 
 
@@ -164,6 +165,7 @@ SCALARS = (
     ("above_run", np.int64), ("last_anomalous_ms", np.int64), ("peak_end_ms", np.int64),
     ("peak_surprise", np.float64), ("peak_score", np.float64), ("opening_surprise", np.float64),
     ("hold_n", np.int64), ("hold_skip", np.int64), ("hold_incident", np.int64), ("previous2", np.float64),
+    ("quiet", np.float64),
 )
 
 
@@ -200,6 +202,7 @@ class Batch:
     hold_skip: np.ndarray  # (S,) windows that left the quarantine since the last one held
     hold_incident: np.ndarray  # (S,) bit mask over the hold slots, as pending_incident
     previous2: np.ndarray  # (S,) the v of the window before the previous one
+    quiet: np.ndarray  # (S,) EW mean of u, recent_halflife
     hist: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram
     pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
     pending_level: np.ndarray  # (S, quarantine, F) their levels
@@ -262,9 +265,11 @@ def cumulative(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------- the statistic
 
 
-def statistic(score: np.ndarray, shares: np.ndarray, reference: Reference, settings: CalibrationSettings) -> np.ndarray:
-    """(S,) v: the max over features of the model-standardised, floored log error (module docstring).
-    NaN or inf (the model overflowed) lands at the top of the scale."""
+def statistic(score: np.ndarray, shares: np.ndarray, reference: Reference,
+              settings: CalibrationSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(S,) v, the max over features of the model-standardised, floored log error (module docstring), and
+    (S,) u, minus their min: how much quieter than usual the quietest feature is. NaN or inf (the model
+    overflowed) lands at the top of the scale."""
     f = shares.shape[1]
     shares = np.where(np.isfinite(shares), shares, 1.0 / f)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -273,7 +278,8 @@ def statistic(score: np.ndarray, shares: np.ndarray, reference: Reference, setti
     x = np.log(np.maximum(np.where(np.isnan(errors), np.inf, errors), MIN_ERROR))
     x = np.clip(x, floor, MAX_LOG_ERROR)
     centre = np.maximum(reference.median, floor)
-    return np.max((x - centre) / np.maximum(reference.scale, settings.scale_floor), axis=1)
+    z = (x - centre) / np.maximum(reference.scale, settings.scale_floor)
+    return np.max(z, axis=1), -np.min(z, axis=1)
 
 
 def window_level(values: np.ndarray, reference: Reference, settings: CalibrationSettings) -> np.ndarray:
@@ -355,7 +361,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     Windows of one series must come in order; a window ending at or before the series' last_end_ms is
     a replay and must not be passed (`Batch.last_end_ms`)."""
     n = len(batch)
-    v = statistic(score, shares, reference, settings)
+    v, u = statistic(score, shares, reference, settings)
     start_ms, end_ms = np.asarray(start_ms, np.int64), np.asarray(end_ms, np.int64)
 
     # gaps: this window's span against the series' usual span
@@ -374,6 +380,8 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # lags below the recent one anyway), and an incident closes once the stream is back, not a few slow
     # half-lives later
     judged[:, SLOW] = np.minimum(slow, judged[:, RECENT])
+    # a feature quieter than usual, window after window (a stuck sensor, a flatlined signal)
+    judged[:, QUIET] = np.where(first, u, batch.quiet + settings.recent_rate * (u - batch.quiet))
     # the level column, for the series whose model removes levels (a bool, or one per series)
     with_level = np.broadcast_to(np.asarray(reference.removes_level, bool), (n,)) & (level is not None)
     if with_level.any():
@@ -428,6 +436,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     batch.previous2 = np.where(counted, np.where(young, v, batch.previous), batch.previous2)
     batch.previous = np.where(counted, v, batch.previous)
     batch.recent = np.where(counted, judged[:, RECENT], batch.recent)
+    batch.quiet = np.where(counted, judged[:, QUIET], batch.quiet)
     batch.slow = np.where(counted, slow, batch.slow)
     batch.span = np.where(counted, np.where(young, span, batch.span + 0.01 * (span - batch.span)),
                           batch.span)
