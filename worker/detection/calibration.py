@@ -54,6 +54,7 @@ class CalibrationSettings:
     scale_floor: float = 0.25  # ln units: the model's per-feature robust scale is floored here
     recent_halflife: float = 8.0  # windows
     slow_halflife: float = 64.0  # windows
+    quiet_halflife: float = 3.0  # windows: a stuck sensor is found sooner than by the recent column's 8
     halflife: float = 2000.0  # windows taught: the memory of the histograms
     prior_weight: float = 300.0  # windows: the model's expectation a young series starts from
     tail_mass: float = 0.002
@@ -95,6 +96,10 @@ class CalibrationSettings:
     @property
     def recent_rate(self) -> float:
         return 1.0 - 2.0 ** (-1.0 / self.recent_halflife)
+
+    @property
+    def quiet_rate(self) -> float:
+        return 1.0 - 2.0 ** (-1.0 / self.quiet_halflife)
 
     @property
     def slow_rate(self) -> float:
@@ -382,7 +387,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # half-lives later
     judged[:, SLOW] = np.minimum(slow, judged[:, RECENT])
     # a feature quieter than usual, window after window (a stuck sensor, a flatlined signal)
-    judged[:, QUIET] = np.where(first, u, batch.quiet + settings.recent_rate * (u - batch.quiet))
+    judged[:, QUIET] = np.where(first, u, batch.quiet + settings.quiet_rate * (u - batch.quiet))
     # the level column, for the series whose model removes levels (a bool, or one per series)
     with_level = np.broadcast_to(np.asarray(reference.removes_level, bool), (n,)) & (level is not None)
     if with_level.any():
