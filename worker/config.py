@@ -84,7 +84,7 @@ class RedisSettings(BaseModel):
     socket_timeout_s: float = Field(5.0, gt=0)
     detector_cache_mb: float = Field(128.0, ge=0, description="incidents mode: the detector states this worker "
                                      "wrote, kept in memory so a batch reads back only those another worker "
-                                     "changed (about 2.7 KB a series at 1 feature); 0 reads every state back")
+                                     "changed (about 3.3 KB a series at 1 feature); 0 reads every state back")
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for `from_url` that the URL itself cannot carry (explicit creds, TLS files)."""

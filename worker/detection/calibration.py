@@ -207,7 +207,7 @@ class Batch:
     hold_skip: np.ndarray  # (S,) windows that left the quarantine since the last one held
     hold_incident: np.ndarray  # (S,) bit mask over the hold slots, as pending_incident
     previous2: np.ndarray  # (S,) the v of the window before the previous one
-    quiet: np.ndarray  # (S,) EW mean of u, recent_halflife
+    quiet: np.ndarray  # (S,) EW mean of u, quiet_halflife
     hist: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram
     pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
     pending_level: np.ndarray  # (S, quarantine, F) their levels
