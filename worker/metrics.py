@@ -26,6 +26,9 @@ class Metrics:
                                       "Series whose window state was created (new or expired by TTL)", registry=r)
         self.series_tracked = Gauge("vrae_series_tracked", "Series the state store tracks, of at most "
                                     "VRAE_WINDOW__MAX_SERIES (set when a batch brings new series)", registry=r)
+        self.detector_states = Counter("vrae_detector_states_total", "Detector states a batch judged from, by "
+                                       "source: the worker's own copy, or read back from redis (another worker "
+                                       "changed it, or none was kept)", ["source"], registry=r)
         self.batches = Counter("vrae_batches_total", "Batches processed and committed", registry=r)
         self.batch_failures = Counter("vrae_batch_failures_total",
                                       "Batches abandoned for a retry (Redis or broker unavailable)", ["cause"],

@@ -195,6 +195,9 @@ class Pipeline:
         for reason, count in Counter(item.reason for item in invalid).items():
             self._metrics.invalid.labels(reason.value).inc(count)
         self._metrics.series_created.inc(len(admitted))
+        if peek.detector_states:
+            self._metrics.detector_states.labels("copy").inc(peek.detector_cached)
+            self._metrics.detector_states.labels("redis").inc(len(peek.detector_states) - peek.detector_cached)
         if tracked is not None:
             self._metrics.series_tracked.set(tracked)
         self._metrics.windows_scored.inc(windows)

@@ -79,6 +79,7 @@ class Peek:
     new_series: list[str] = field(default_factory=list)  # series without state yet
     refresh: list[str] = field(default_factory=list)  # series whose registration is due for a refresh
     detector_states: dict[str, bytes] = field(default_factory=dict)  # raw, for the series that have one
+    detector_cached: int = 0  # of them, the ones the store took from the worker's own copy, not read back
     pending: dict[str, Any] = field(default_factory=dict)  # the window states to write, in the store's own form
 
 

@@ -91,6 +91,9 @@ def test_a_cached_state_is_not_read_back_unless_another_worker_changed_it(redis_
     memory = MemoryStateStore(SPEC)
     run(mine, "s", 1, [0.1] * 20)
     run(memory, "s", 1, [0.1] * 20)
+    event = scored_windows("s", 21, [0.1])[0][0].event
+    assert mine.peek([event], detector=True, now_ms=NOW_MS).detector_cached == 1
+    assert other.peek([event], detector=True, now_ms=NOW_MS).detector_cached == 0
     client.config_resetstat()
     run(mine, "s", 21, [0.1] * 20)  # its own copy is current: only the window state is read
     run(memory, "s", 21, [0.1] * 20)

@@ -168,7 +168,8 @@ def test_no_record_escapes_the_pipeline_and_every_offset_is_committed(make_setti
     config.detection = DetectionSettings(mode=mode)
     client = redis.Redis.from_url(redis_url)
     scorer = Scorer.from_settings(config.model)  # as the worker loads it: one torch thread
-    store = RedisStateStore(client, WindowSpec(window=scorer.info.window, n_features=len(scorer.info.features)))
+    store = RedisStateStore(client, WindowSpec(window=scorer.info.window, n_features=len(scorer.info.features)),
+                            detector_cache_bytes=int(config.redis.detector_cache_mb * 2**20))  # as the worker does
     metrics = Metrics()
     topics = Topics(alerts=config.kafka.alert_topic, dead_letters=config.kafka.dlq_topic)
     pipeline = Pipeline(EventParser(scorer.info.features, max_bytes=MAX_BYTES), store, scorer, metrics, topics,
@@ -217,3 +218,8 @@ def test_no_record_escapes_the_pipeline_and_every_offset_is_committed(make_setti
         client.close()
     assert next_offset[0] > 1000  # thousands of records (3,300 a mode in the regular run)
     assert counted(metrics, "vrae_windows_scored") > 100  # good events came due and were scored
+    if mode == "incidents":  # one worker, so every stored state it judges from is its own copy's
+        by_source = {sample.labels["source"]: sample.value for metric in metrics.registry.collect()
+                     if metric.name == "vrae_detector_states" for sample in metric.samples
+                     if sample.name.endswith("_total")}
+        assert by_source["copy"] > 100 and by_source["redis"] == 0, by_source

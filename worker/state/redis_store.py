@@ -214,6 +214,7 @@ class RedisStateStore:
             result.refresh.append(series_id)
         if detector == 1 and self._cache is not None:  # the stored state is the one this store wrote
             detector = self._cache.get(series_id)
+            result.detector_cached += 1
         if detector:
             result.detector_states[series_id] = detector
         if window:
