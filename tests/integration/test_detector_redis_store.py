@@ -125,3 +125,22 @@ def test_after_a_write_that_timed_out_the_peek_reads_what_is_stored(redis_url: s
         store.write({}, {"s": newer}, NOW_MS)
     event = scored_windows("s", 31, [0.1])[0][0].event
     assert store.peek([event], detector=True, now_ms=NOW_MS).detector_states["s"] == newer
+
+
+def test_after_a_write_that_failed_the_copy_still_matches_what_is_stored(redis_url: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    client = redis.Redis.from_url(redis_url)
+    store = RedisStateStore(client, SPEC, key_prefix="g", detector_cache_bytes=1 << 20)
+    run(store, "s", 1, [0.1] * 20)
+    stored = client.get(detector_key("g", "s"))
+    newer = run(MemoryStateStore(SPEC), "s", 1, [0.1] * 30).states["s"]
+
+    def refused(*args: object) -> None:  # nothing reached Redis
+        raise redis.exceptions.ConnectionError("down")
+
+    monkeypatch.setattr(store, "_store", refused)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        store.write({}, {"s": newer}, NOW_MS)
+    event = scored_windows("s", 21, [0.1])[0][0].event
+    peek = store.peek([event], detector=True, now_ms=NOW_MS)
+    assert peek.detector_states["s"] == stored and peek.detector_cached == 1

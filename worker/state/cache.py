@@ -10,8 +10,6 @@ worker judged the series after a rebalance, the write failed, the key expired). 
 mark judged the same windows under the same model, so either is the series' history.
 """
 
-from collections.abc import Iterable
-
 from worker.state.codec import MARK_BYTES
 
 NO_MARK = b"\xff" * MARK_BYTES  # no state is cached: no stored state starts with it (last_end_ms -1 is never stored)
@@ -51,9 +49,3 @@ class DetectorStateCache:
         while self._bytes > self._max_bytes:
             oldest = next(iter(self._states))
             self._bytes -= len(self._states.pop(oldest))
-
-    def drop(self, series_ids: Iterable[str]) -> None:
-        """Forget these series: their write may not have happened."""
-        for series_id in series_ids:
-            old = self._states.pop(series_id, None)
-            self._bytes -= len(old) if old is not None else 0

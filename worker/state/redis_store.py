@@ -155,12 +155,8 @@ class RedisStateStore:
         if not series:
             return
         # Repeated after a lost script: a state already stored is not replaced by an equal or older one.
-        try:
-            self._write.run(lambda sha: self._store(sha, series, windows, detector_states))
-        except BaseException:
-            if self._cache is not None:
-                self._cache.drop(detector_states)
-            raise
+        # A write that fails leaves the copy as it was: where it went through anyway, the marks differ.
+        self._write.run(lambda sha: self._store(sha, series, windows, detector_states))
         if self._cache is not None:
             self._cache.put(detector_states)
 
