@@ -726,27 +726,37 @@ def _spikes_and_shifts(config: StreamConfig, rng: np.random.Generator, signal: n
 
 
 def _gaps_irregular(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
-    """A road sensor's occupancy: a daily pattern with noise, sampled at jittered intervals (0.5-1.5x
-    the nominal one) and with outages of 10-300 intervals (no events at all; unlabelled: the data after
-    an outage is normal and must not page). Labelled: level shifts and spikes."""
+    """A road sensor's occupancy: a daily pattern with noise, sampled at jittered times (each event within
+    a quarter interval of its slot, so steps of 0.5-1.5x the nominal interval) and with outages of 10-300
+    intervals (the events that fell in them are lost; unlabelled: the data after an outage is normal and
+    must not page). Labelled: level shifts and spikes. The clock keeps running through an outage, so the
+    daily pattern stays where the clock says it is."""
     n = len(real)
     signal = _smooth_daily(config, rng, real, amplitude=1.0, ar=0.9, ar_sd=0.15)
     signal += 0.2 * rng.standard_normal(n)
     spread = float(np.std(signal))
     spans = _spikes_and_shifts(config, rng, signal, spread)
-    steps = (config.interval_ms * rng.uniform(0.5, 1.5, size=n)).astype(np.int64)
-    steps[0] = 0
-    labelled = np.zeros(n, bool)
+    timestamps = real + (config.interval_ms * rng.uniform(-0.25, 0.25, size=n)).astype(np.int64)
+    timestamps[0] = real[0]
+    busy = np.zeros(n + 1, bool)  # labelled, near a label, or in an outage already
     for a, b, _, _ in spans:
-        labelled[max(a - 64, 0):b + 64] = True
+        busy[max(a - 64, 0):b + 64] = True
     quiet = int(config.quiet_fraction * n) + 64
-    benign: list[tuple[int, int, str]] = []
-    candidates = np.flatnonzero(~labelled[quiet:]) + quiet
-    for at in np.sort(rng.choice(candidates, size=min(3, len(candidates)), replace=False)):
-        steps[at] += int(rng.integers(10, 301)) * config.interval_ms
-        benign.append((int(at), int(at) + 1, "gap"))  # the first event after the outage
-    timestamps = real[0] + np.cumsum(steps)
-    return _Stream((50.0 + 12.0 * signal)[:, None], spans, benign, timestamps, decimals=2)
+    lost = np.zeros(n, bool)
+    outages: list[int] = []
+    for length in rng.integers(10, 301, size=3):
+        free = np.convolve(~busy[quiet:n - 64], np.ones(int(length) + 1, int), "valid") == length + 1
+        candidates = np.flatnonzero(free) + quiet
+        if not len(candidates):
+            continue
+        at = int(rng.choice(candidates))
+        lost[at:at + int(length)] = True
+        busy[max(at - 64, 0):at + int(length) + 64] = True
+        outages.append(at + int(length))  # the first event after the outage
+    kept = np.cumsum(~lost) - 1  # each event's index once the lost ones are gone
+    spans = [(int(kept[a]), int(kept[a]) + (b - a), kind, f) for a, b, kind, f in spans]
+    benign = sorted((int(kept[at]), int(kept[at]) + 1, "gap") for at in outages)
+    return _Stream((50.0 + 12.0 * signal)[~lost, None], spans, benign, timestamps[~lost], decimals=2)
 
 
 def _duplicate_timestamps(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
