@@ -738,21 +738,22 @@ def _gaps_irregular(config: StreamConfig, rng: np.random.Generator, real: np.nda
     spans = _spikes_and_shifts(config, rng, signal, spread)
     timestamps = real + (config.interval_ms * rng.uniform(-0.25, 0.25, size=n)).astype(np.int64)
     timestamps[0] = real[0]
-    busy = np.zeros(n + 1, bool)  # labelled, near a label, or in an outage already
+    busy = np.zeros(n, bool)  # labelled, near a label, or in an outage already
     for a, b, _, _ in spans:
         busy[max(a - 64, 0):b + 64] = True
     quiet = int(config.quiet_fraction * n) + 64
     lost = np.zeros(n, bool)
     outages: list[int] = []
-    for length in rng.integers(10, 301, size=3):
-        free = np.convolve(~busy[quiet:n - 64], np.ones(int(length) + 1, int), "valid") == length + 1
+    for length in rng.integers(10, 301, size=3).tolist():
+        # an outage and the event after it, clear of labels and of other outages
+        free = np.convolve(~busy[quiet:n - 64], np.ones(length + 1, int), "valid") == length + 1
         candidates = np.flatnonzero(free) + quiet
         if not len(candidates):
             continue
         at = int(rng.choice(candidates))
-        lost[at:at + int(length)] = True
-        busy[max(at - 64, 0):at + int(length) + 64] = True
-        outages.append(at + int(length))  # the first event after the outage
+        lost[at:at + length] = True
+        busy[max(at - 64, 0):at + length + 64] = True
+        outages.append(at + length)  # the first event after the outage
     kept = np.cumsum(~lost) - 1  # each event's index once the lost ones are gone
     spans = [(int(kept[a]), int(kept[a]) + (b - a), kind, f) for a, b, kind, f in spans]
     benign = sorted((int(kept[at]), int(kept[at]) + 1, "gap") for at in outages)
