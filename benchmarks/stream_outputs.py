@@ -142,13 +142,21 @@ def write_training_csv(stream: Stream, path: Path) -> None:
             out.writerow([stream.name, ts, *(repr(float(x)) for x in row)])
 
 
+# Part of the cache key: bump it when what `vrae train` makes of the same CSV changes (2: a flat line's
+# model removes window levels), so a checkout never reads models that today's training would not make.
+TRAINING_REVISION = 2
+
+
 def cache_paths(stream: Stream, cache: Path) -> tuple[Path, Path]:
-    """(model, outputs) files of a stream's model, keyed on its training CSV and the torch version."""
+    """(model, outputs) files of a stream's model, keyed on its training CSV, the torch version and the
+    training revision."""
     import torch
 
     stamps, values = stream.train_rows
     digest = hashlib.sha256(stamps.tobytes() + np.ascontiguousarray(values, np.float32).tobytes())
     digest.update(repr((stream.features, WINDOW, torch.__version__, "vrae train defaults")).encode())
+    if TRAINING_REVISION > 1:
+        digest.update(f"revision {TRAINING_REVISION}".encode())
     safe = stream.name.replace("/", "__")
     key = digest.hexdigest()[:16]
     return cache / "models" / f"{safe}-{key}.pt", cache / "outputs" / f"{safe}-{key}.npz"

@@ -81,6 +81,22 @@ def test_checkpoint_without_calibration_cannot_be_exported(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+def test_a_constant_stream_trains_a_level_free_model_that_still_sees_a_glitch_after_a_step(tmp_path: Path) -> None:
+    """A flat line (a limit, a replica count) steps to a new level that stays, then glitches: the model
+    must judge the new flat level like the old one, and the glitch as a glitch."""
+    flat = WindowSet(windows=np.full((48, 8, 1), 4.0, np.float32), feature_names=["limit"],
+                     series_ids=np.full(48, "m"), end_timestamps=np.arange(48, dtype=np.int64), stride=1)
+    result = train(flat, "default", out=tmp_path / "model.pt", progress_bar=False, overrides=TINY)
+    assert result.metrics["window_level"] == "remove"
+    stepped = np.full((3, 8, 1), 4.0, np.float32)
+    stepped[1:] = 5.5
+    stepped[2, 5] = 6.5  # one event off the new level
+    score = score_windows(load_artifact(result.artifact_path), stepped)["score"]
+    assert score[1] == pytest.approx(score[0], rel=1e-4)  # the new level is as flat as the old
+    assert score[2] > 100 * score[1]
+
+
+@pytest.mark.slow
 def test_tiny_training_run_writes_a_calibrated_artifact_and_reexport_scores_identically(tmp_path: Path) -> None:
     data = sine_windows()
     result = train(data, "default", out=tmp_path / "model.pt", progress_bar=False, overrides=TINY)
