@@ -206,6 +206,21 @@ def test_a_change_that_stays_closes_as_settled_after_a_day_and_is_then_normal() 
     assert [i for i in openings(verdicts) if i > closed_at] == []  # the new level is the new normal
 
 
+def test_after_a_settled_step_only_the_columns_it_moved_relearn_and_a_glitch_opens_at_once() -> None:
+    """A flat line steps to a level that stays (the level column settles into it), then glitches within the
+    relearning period: the error columns did not move, kept their history, and judge it."""
+    errors = noisy(5000)
+    levels = 0.3 * np.random.default_rng(2).standard_normal(5000)
+    levels[2000:] += 4.0
+    errors[3600:3632] *= 200.0  # one bad event, in every window that holds it
+    verdicts = replay(errors, levels=levels)
+    (closed_at, reason), = [(i, r) for i, r in closings(verdicts) if i < 3600]
+    assert reason is c2.Close.SETTLED and 3600 - 300 < closed_at < 3600 - 32  # relearning when the glitch comes
+    (glitch,) = [i for i in openings(verdicts) if i > closed_at]
+    assert glitch in range(3600, 3604)  # the point column: confirmed by the two windows before
+    assert not verdicts[glitch].learning[0]
+
+
 # ------------------------------------------------------------------------- state and batching
 
 

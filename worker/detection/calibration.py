@@ -10,8 +10,8 @@ a decayed histogram of the series' past values with an exponential tail beyond i
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
 drift does not keep pace with itself), nothing is learnt while an incident is open, a young series
 opens nothing while it learns, and an incident closes when the stream is back ("recovered") or after a
-day as the new normal ("settled"). The formulas, the defaults and why each part is there:
-docs/detection.md; how they were chosen: benchmarks/STREAM_TYPES.md.
+day as the new normal ("settled": the columns that tell it from the old one relearn it). The formulas,
+the defaults and why each part is there: docs/detection.md; how they were chosen: benchmarks/STREAM_TYPES.md.
 
 `Batch` holds S series side by side; `step` judges one window per series, so the detector judges all
 due windows of a batch round by round (`rounds`) with a few numpy operations per round. Its byte
@@ -170,7 +170,7 @@ SCALARS = (
     ("above_run", np.int64), ("last_anomalous_ms", np.int64), ("peak_end_ms", np.int64),
     ("peak_surprise", np.float64), ("peak_score", np.float64), ("opening_surprise", np.float64),
     ("hold_n", np.int64), ("hold_skip", np.int64), ("hold_incident", np.int64), ("previous2", np.float64),
-    ("quiet", np.float64),
+    ("quiet", np.float64), ("relearn", np.int64), ("lasting", np.int64),
 )
 
 
@@ -208,6 +208,8 @@ class Batch:
     hold_incident: np.ndarray  # (S,) bit mask over the hold slots, as pending_incident
     previous2: np.ndarray  # (S,) the v of the window before the previous one
     quiet: np.ndarray  # (S,) EW mean of u, quiet_halflife
+    relearn: np.ndarray  # (S,) bit mask over the columns restarted by the last settled incident
+    lasting: np.ndarray  # (S,) bit mask over the columns still anomalous in the open incident past its onset
     hist: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram
     pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
     pending_level: np.ndarray  # (S, quarantine, F) their levels
@@ -402,12 +404,18 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
                                    np.tile(floors, n), settings).reshape(n, used)
     p[:, LEVEL] = np.where(with_level, p[:, LEVEL], 1.0)
     columns = np.where(with_level, COLUMNS, LEVEL)  # Bonferroni over the columns asked
-    surprise = -np.log10(np.clip(columns * p.min(axis=1), MIN_PROBABILITY, 1.0))
 
     # incidents
-    # the first learning period (never settled: seen == since_reset) follows the model's training size
-    learning = batch.since_reset < np.where(batch.seen == batch.since_reset, reference.learning_windows(settings),
-                                            settings.learning_windows)
+    # the first learning period (never settled: seen == since_reset) follows the model's training size; after
+    # a settled incident only the columns it restarted relearn (learning_windows), and the others judge on
+    first_period = batch.seen == batch.since_reset
+    relearning = ~first_period & (batch.since_reset < settings.learning_windows)
+    masked = relearning[:, None] & ((batch.relearn[:, None] >> np.arange(COLUMNS)) & 1).astype(bool)
+    masked[:, LEVEL] |= ~with_level
+    raw_p = p
+    p = np.where(masked, 1.0, p)
+    surprise = -np.log10(np.clip(columns * p.min(axis=1), MIN_PROBABILITY, 1.0))
+    learning = (first_period & (batch.since_reset < reference.learning_windows(settings))) | masked.all(axis=1)
     was_open = batch.open.astype(bool)
     counted = ~gapped  # the windows that count: judged, taught, advancing an incident
     candidate = counted & ~learning & ~was_open
@@ -428,16 +436,33 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     batch.open_windows = np.where(opened, 1, batch.open_windows)  # kept after a close: its record says it
     batch.opened_ms = np.where(opened, end_ms, batch.opened_ms)
     _track_incident(batch, opened, going, surprise, score, shares, end_ms, settings)
+    # which columns still tell the incident from the old normal once its onset has passed through the windows
+    # (a step inside a window moves the error columns only while it passes; a new level moves the level
+    # column for good): those, and only those, relearn if it settles
+    anomalous = columns[:, None] * raw_p <= 10.0 ** -settings.close_surprise
+    bits = (anomalous.astype(np.int64) << np.arange(COLUMNS)).sum(axis=1)
+    past_onset = going & (batch.open_windows > 2 * settings.quarantine)
+    batch.lasting = np.where(opened, 0, np.where(past_onset, batch.lasting | bits, batch.lasting))
 
-    _learn(batch, counted, judged, level if with_level.any() else None, with_level, opened, now_open, learning,
-           settings)
+    _learn(batch, counted, judged, level if with_level.any() else None, with_level, opened, now_open,
+           learning | relearning, settings)
     restart = settled
-    if restart.any():  # a new normal: the histograms start again from the prior, and the series relearns
-        batch.hist[restart] = prior(batch.centre.shape[1], settings)
+    if restart.any():
+        # a new normal: the columns that kept telling it from the old one (`lasting`; none: all) start again
+        # from the prior and relearn; the others keep their history and judge on
+        new = ((batch.lasting[:, None] >> np.arange(COLUMNS)) & 1).astype(bool)
+        new[:, LEVEL] &= with_level
+        new = np.where(new.any(axis=1, keepdims=True), new, True)
+        rows = np.flatnonzero(restart)
+        batch.relearn[rows] = (new[rows].astype(np.int64) << np.arange(COLUMNS)).sum(axis=1)
+        fresh = prior(batch.centre.shape[1], settings)
+        for r in rows.tolist():
+            batch.hist[r, new[r]] = fresh[new[r]]
         batch.pending_n[restart] = 0
         batch.pending_incident[restart] = 0
         batch.hold_n[restart] = batch.hold_skip[restart] = batch.hold_incident[restart] = 0
-        batch.level_n[restart] = 0  # the level centre and spread keep their values but learn fast again
+        # the level centre and spread keep their values but learn fast again
+        batch.level_n[restart & new[:, LEVEL]] = 0
 
     batch.previous2 = np.where(counted, np.where(young, v, batch.previous), batch.previous2)
     batch.previous = np.where(counted, v, batch.previous)
