@@ -93,6 +93,20 @@ def test_surprise_stays_finite_and_ranks_far_beyond_the_history() -> None:
     assert 3.0 < last(1.0) < last(100.0) < last(1e8) <= last(np.inf) < 300.0
 
 
+def test_columns_combine_as_bonferroni_when_one_tells_and_as_their_common_p_when_all_agree() -> None:
+    """The harmonic mean p-value: one small column costs the number of columns asked, columns that agree
+    cost nothing, and the level column counts only for a model that removes levels."""
+    one = np.array([[1e-4, 1.0, 1.0, 1.0, 1.0]])
+    assert c2.combined_probability(one, np.array([True]))[0] == pytest.approx(5e-4, rel=1e-3)
+    assert c2.combined_probability(one, np.array([False]))[0] == pytest.approx(4e-4, rel=1e-3)
+    agree = np.full((1, 5), 1e-4)
+    assert c2.combined_probability(agree, np.array([True]))[0] == pytest.approx(1e-4)
+    some = np.array([[1e-4, 3e-4, 1e-2, 1.0, 1e-3]])
+    combined = c2.combined_probability(some, np.array([True]))[0]
+    assert 1e-4 < combined < 5e-4
+    assert c2.combined_probability(np.zeros((1, 5)), np.array([True]))[0] == c2.MIN_PROBABILITY
+
+
 def test_one_or_two_windows_alone_are_not_confirmed() -> None:
     """An error that jumps in one or two of three overlapping windows is the model rendering those windows
     badly (a fault stays in every window that holds it: T of them)."""

@@ -5,8 +5,8 @@ own history, and the series' incident opens, stays open or closes. The VRAE's re
 the signal, standardised by the model's own per-feature calibration; what the model removed from the
 window (its level, for a model trained with `window_level=remove`) is judged beside it. Five columns
 (the point confirmed by the two windows before, a recent and a slow average, how much quieter than usual
-the quietest feature is, the level) are each judged by
-a decayed histogram of the series' past values with an exponential tail beyond it. A window teaches
+the quietest feature is, the level) are each judged by a decayed histogram of the series' past values
+with an exponential tail beyond it, and their tail probabilities combined (harmonic mean). A window teaches
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
 drift does not keep pace with itself), nothing is learnt while an incident is open, a young series
 opens nothing while it learns, and an incident closes when the stream is back ("recovered") or after a
@@ -323,6 +323,20 @@ def tail_probability(hist: np.ndarray, w: np.ndarray, floor: float | np.ndarray,
     return np.clip(np.where(w > q, extrapolated, empirical), MIN_PROBABILITY, 1.0)
 
 
+def combined_probability(p: np.ndarray, with_level: np.ndarray) -> np.ndarray:
+    """(S,) one tail probability from each series' column probabilities (S, COLUMNS): their harmonic mean
+    p-value (Wilson 2019, equal weights) over the columns asked (the level column only `with_level`).
+
+    It lies between the smallest p and Bonferroni's n_columns x the smallest p: where one column alone
+    tells, it is Bonferroni; where columns that move together (the point, recent and slow averages of one
+    error) agree, it is their common p rather than n_columns times it. The columns are strongly and
+    positively dependent: Bonferroni stays valid there but overcharges, the harmonic mean is robust to it."""
+    asked = np.ones(p.shape, bool)
+    asked[:, LEVEL] = with_level
+    inverse = np.where(asked, 1.0 / np.maximum(p, MIN_PROBABILITY), 0.0)
+    return np.clip(asked.sum(axis=1) / inverse.sum(axis=1), MIN_PROBABILITY, 1.0)
+
+
 def _teach(batch: "Batch", values: np.ndarray, weight: np.ndarray, settings: CalibrationSettings) -> None:
     """Fold (S, COLUMNS) values into the histograms, in place, at weight (S,) each (split linearly between
     the two nearest bin centres); the histograms decay by decay ** weight first. They are only ever held at
@@ -403,7 +417,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     p[:, :used] = tail_probability(batch.hist[:, :used, :].reshape(n * used, BINS), judged[:, :used].reshape(-1),
                                    np.tile(floors, n), settings).reshape(n, used)
     p[:, LEVEL] = np.where(with_level, p[:, LEVEL], 1.0)
-    columns = np.where(with_level, COLUMNS, LEVEL)  # Bonferroni over the columns asked
+    columns = np.where(with_level, COLUMNS, LEVEL)  # the columns asked
 
     # incidents
     # the first learning period (never settled: seen == since_reset) follows the model's training size; after
@@ -414,7 +428,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     masked[:, LEVEL] |= ~with_level
     raw_p = p
     p = np.where(masked, 1.0, p)
-    surprise = -np.log10(np.clip(columns * p.min(axis=1), MIN_PROBABILITY, 1.0))
+    surprise = -np.log10(combined_probability(p, with_level))
     learning = (first_period & (batch.since_reset < reference.learning_windows(settings))) | masked.all(axis=1)
     was_open = batch.open.astype(bool)
     counted = ~gapped  # the windows that count: judged, taught, advancing an incident
