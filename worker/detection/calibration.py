@@ -328,7 +328,7 @@ def combined_probability(p: np.ndarray, with_level: np.ndarray) -> np.ndarray:
     p-value (Wilson 2019, equal weights) over the columns asked (the level column only `with_level`).
 
     It lies between the smallest p and Bonferroni's n_columns x the smallest p: where one column alone
-    tells, it is Bonferroni; where columns that move together (the point, recent and slow averages of one
+    tells, it is about Bonferroni's; where columns that move together (the point, recent and slow averages of one
     error) agree, it is their common p rather than n_columns times it. The columns are strongly and
     positively dependent: Bonferroni stays valid there but overcharges, the harmonic mean is robust to it."""
     asked = np.ones(p.shape, bool)
