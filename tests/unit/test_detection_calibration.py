@@ -94,17 +94,23 @@ def test_surprise_stays_finite_and_ranks_far_beyond_the_history() -> None:
 
 
 def test_columns_combine_as_bonferroni_when_one_tells_and_as_their_common_p_when_all_agree() -> None:
-    """The harmonic mean p-value: one small column costs the number of columns asked, columns that agree
-    cost nothing, and the level column counts only for a model that removes levels."""
-    one = np.array([[1e-4, 1.0, 1.0, 1.0, 1.0]])
-    assert c2.combined_probability(one, np.array([True]))[0] == pytest.approx(5e-4, rel=1e-3)
-    assert c2.combined_probability(one, np.array([False]))[0] == pytest.approx(4e-4, rel=1e-3)
-    agree = np.full((1, 5), 1e-4)
-    assert c2.combined_probability(agree, np.array([True]))[0] == pytest.approx(1e-4)
-    some = np.array([[1e-4, 3e-4, 1e-2, 1.0, 1e-3]])
-    combined = c2.combined_probability(some, np.array([True]))[0]
-    assert 1e-4 < combined < 5e-4
-    assert c2.combined_probability(np.zeros((1, 5)), np.array([True]))[0] == c2.MIN_PROBABILITY
+    """The weighted harmonic mean p-value: one small column costs the total weight over its own (the number
+    of columns asked, for a column of weight 1), columns that agree cost nothing, the point and the jump
+    (two views of the window's error now) share one column's weight, and the level column counts only for
+    a model that removes levels."""
+    level, no_level = np.array([True]), np.array([False])
+    one = np.array([[1.0, 1e-4, 1.0, 1.0, 1.0, 1.0]])  # the recent column alone
+    assert c2.combined_probability(one, level)[0] == pytest.approx(5e-4, rel=1e-3)
+    assert c2.combined_probability(one, no_level)[0] == pytest.approx(4e-4, rel=1e-3)
+    point = np.array([[1e-4, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    assert c2.combined_probability(point, level)[0] == pytest.approx(1e-3, rel=1e-3)
+    both = np.array([[1e-4, 1.0, 1.0, 1.0, 1e-4, 1.0]])  # the point and the jump agree: one column's cost
+    assert c2.combined_probability(both, level)[0] == pytest.approx(5e-4, rel=1e-3)
+    agree = np.full((1, c2.COLUMNS), 1e-4)
+    assert c2.combined_probability(agree, level)[0] == pytest.approx(1e-4)
+    some = np.array([[1e-4, 3e-4, 1e-2, 1.0, 1e-3, 1e-3]])
+    assert 1e-4 < c2.combined_probability(some, level)[0] < 1e-3
+    assert c2.combined_probability(np.zeros((1, c2.COLUMNS)), level)[0] == c2.MIN_PROBABILITY
 
 
 def test_one_or_two_windows_alone_are_not_confirmed() -> None:
@@ -154,6 +160,30 @@ def test_level_shift_opens_through_the_level_when_the_model_removes_it() -> None
     levels[2000:] += 4.0
     found = [i for i in openings(replay(errors, levels=levels)) if i >= 2000]
     assert found and found[0] < 2005
+
+
+def daily_errors(days: int, seed: int = 0) -> np.ndarray:
+    """Window errors that swing with the time of day (counts whose noise grows with the rate): far below the
+    model's usual at night (v about -3), above it in the afternoon (v about +1), smoothly."""
+    t = np.arange(days * 288)
+    x = np.random.default_rng(seed).standard_normal(len(t) + T)
+    wiggle = np.convolve(x, np.ones(8) / math.sqrt(8), mode="valid")[:len(t)]
+    v = -3.0 + 4.0 * (0.5 - 0.5 * np.cos(2 * np.pi * t / 288)) + 0.3 * wiggle
+    return 0.01 * np.exp(0.5 * v)  # the reference: median 0.01, scale 0.5
+
+
+def test_a_burst_at_night_opens_through_its_jump_from_the_hours_before() -> None:
+    """A burst at night errs no more than a normal afternoon: only its jump from the errors of the hours
+    before tells, and it closes once the burst is over. The same days without it open nothing."""
+    assert openings(replay(daily_errors(12))) == []
+    errors = daily_errors(12)
+    start = 10 * 288 + 20  # 20 windows after midnight
+    errors[start:start + 40] *= math.exp(0.5 * 4.5)  # v from about -3 to +1.5
+    verdicts = replay(errors)
+    assert [i - start for i in openings(verdicts)] in ([0], [1], [2], [3])
+    # the context was frozen while it was open: the burst's end is no jump from the burst
+    (closed_at, reason), = closings(verdicts)
+    assert reason is c2.Close.RECOVERED and 40 <= closed_at - start <= 40 + T
 
 
 def test_a_stuck_feature_opens_through_the_quiet_column() -> None:
@@ -251,7 +281,7 @@ def test_state_round_trips_through_bytes_and_has_a_fixed_size() -> None:
                 ref, settings)
         batch.put(rows, part)
     raws = encode_states(batch)
-    assert {len(raw) for raw in raws} == {detector_state_bytes(3)} and detector_state_bytes(3) < 3800
+    assert {len(raw) for raw in raws} == {detector_state_bytes(3)} and detector_state_bytes(3) < 4400
     again = decode_states(raws, 0, 3, settings)
     for name in ("last_end_ms", "seen", "taught", "open", "pending_incident", "opened_ms", "peak_end_ms"):
         np.testing.assert_array_equal(getattr(again, name), getattr(batch, name))

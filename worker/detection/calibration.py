@@ -3,10 +3,11 @@
 Each window of a series is turned into a surprise (-log10 of a tail probability) against THAT series'
 own history, and the series' incident opens, stays open or closes. The VRAE's reconstruction error is
 the signal, standardised by the model's own per-feature calibration; what the model removed from the
-window (its level, for a model trained with `window_level=remove`) is judged beside it. Five columns
+window (its level, for a model trained with `window_level=remove`) is judged beside it. Six columns
 (the point confirmed by the two windows before, a recent and a slow average, how much quieter than usual
-the quietest feature is, the level) are each judged by a decayed histogram of the series' past values
-with an exponential tail beyond it, and their tail probabilities combined (harmonic mean). A window teaches
+the quietest feature is, the jump of either from the series' last hours, the level) are each judged by a
+decayed histogram of the series' past values with an exponential tail beyond it, and their tail
+probabilities combined (weighted harmonic mean). A window teaches
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
 drift does not keep pace with itself), nothing is learnt while an incident is open, a young series
 opens nothing while it learns, and an incident closes when the stream is back ("recovered") or after a
@@ -33,8 +34,11 @@ LO, HI, STEP = -4.0, 44.0, 0.5
 BINS = int(round((HI - LO) / STEP))
 CENTRES = LO + STEP * (np.arange(BINS) + 0.5)
 EDGES = LO + STEP * np.arange(BINS + 1)
-POINT, RECENT, SLOW, QUIET, LEVEL = range(5)
-COLUMNS = 5
+POINT, RECENT, SLOW, QUIET, JUMP, LEVEL = range(6)
+COLUMNS = 6
+# each column's weight in the combination: the point and the jump are two views of the window's error now
+# and share one column's (combined_probability)
+WEIGHTS = np.array([0.5, 1.0, 1.0, 1.0, 0.5, 1.0])
 MAX_LOG_ERROR = math.log(float(np.finfo(np.float32).max))
 
 
@@ -55,6 +59,7 @@ class CalibrationSettings:
     recent_halflife: float = 8.0  # windows
     slow_halflife: float = 64.0  # windows
     quiet_halflife: float = 3.0  # windows: a stuck sensor is found sooner than by the recent column's 8
+    context_halflife: float = 32.0  # windows: the jump column's context, the errors of the last few hours
     halflife: float = 2000.0  # windows taught: the memory of the histograms
     prior_weight: float = 300.0  # windows: the model's expectation a young series starts from
     tail_mass: float = 0.002
@@ -100,6 +105,10 @@ class CalibrationSettings:
     @property
     def quiet_rate(self) -> float:
         return 1.0 - 2.0 ** (-1.0 / self.quiet_halflife)
+
+    @property
+    def context_rate(self) -> float:
+        return 1.0 - 2.0 ** (-1.0 / self.context_halflife)
 
     @property
     def slow_rate(self) -> float:
@@ -170,7 +179,8 @@ SCALARS = (
     ("above_run", np.int64), ("last_anomalous_ms", np.int64), ("peak_end_ms", np.int64),
     ("peak_surprise", np.float64), ("peak_score", np.float64), ("opening_surprise", np.float64),
     ("hold_n", np.int64), ("hold_skip", np.int64), ("hold_incident", np.int64), ("previous2", np.float64),
-    ("quiet", np.float64), ("relearn", np.int64), ("lasting", np.int64),
+    ("quiet", np.float64), ("relearn", np.int64), ("lasting", np.int64), ("context", np.float64),
+    ("context_quiet", np.float64),
 )
 
 
@@ -210,6 +220,8 @@ class Batch:
     quiet: np.ndarray  # (S,) EW mean of u, quiet_halflife
     relearn: np.ndarray  # (S,) bit mask over the columns restarted by the last settled incident
     lasting: np.ndarray  # (S,) bit mask over the columns still anomalous in the open incident past its onset
+    context: np.ndarray  # (S,) EW mean of v, context_halflife: the errors of the last few hours
+    context_quiet: np.ndarray  # (S,) and of u
     hist: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram
     pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
     pending_level: np.ndarray  # (S, quarantine, F) their levels
@@ -323,18 +335,26 @@ def tail_probability(hist: np.ndarray, w: np.ndarray, floor: float | np.ndarray,
     return np.clip(np.where(w > q, extrapolated, empirical), MIN_PROBABILITY, 1.0)
 
 
-def combined_probability(p: np.ndarray, with_level: np.ndarray) -> np.ndarray:
-    """(S,) one tail probability from each series' column probabilities (S, COLUMNS): their harmonic mean
-    p-value (Wilson 2019, equal weights) over the columns asked (the level column only `with_level`).
+def column_weights(with_level: np.ndarray) -> np.ndarray:
+    """(S, COLUMNS) each column's weight in the combination (0: not asked)."""
+    weights = np.tile(WEIGHTS, (len(with_level), 1))
+    weights[:, LEVEL] *= with_level
+    return weights
 
-    It lies between the smallest p and Bonferroni's n_columns x the smallest p: where one column alone
-    tells, it is about Bonferroni's; where columns that move together (the point, recent and slow averages of one
-    error) agree, it is their common p rather than n_columns times it. The columns are strongly and
-    positively dependent: Bonferroni stays valid there but overcharges, the harmonic mean is robust to it."""
-    asked = np.ones(p.shape, bool)
-    asked[:, LEVEL] = with_level
-    inverse = np.where(asked, 1.0 / np.maximum(p, MIN_PROBABILITY), 0.0)
-    return np.clip(asked.sum(axis=1) / inverse.sum(axis=1), MIN_PROBABILITY, 1.0)
+
+def combined_probability(p: np.ndarray, with_level: np.ndarray) -> np.ndarray:
+    """(S,) one tail probability from each series' column probabilities (S, COLUMNS): their weighted harmonic
+    mean p-value (Wilson 2019, `WEIGHTS`) over the columns asked (the level column only `with_level`).
+
+    It lies between the smallest p and Bonferroni's (total weight / that column's weight) x the smallest p:
+    where one column alone tells, it is about Bonferroni's; where columns that move together (the point,
+    recent and slow averages of one error) agree, it is their common p rather than a multiple of it. The
+    columns are strongly and positively dependent: Bonferroni stays valid there but overcharges, the
+    harmonic mean is robust to it. The point and the jump share one column's weight: on a quiet stretch
+    they are the same number, and two equal weights would halve what a lone spike is charged."""
+    weights = column_weights(with_level)
+    inverse = weights / np.maximum(p, MIN_PROBABILITY)
+    return np.clip(weights.sum(axis=1) / inverse.sum(axis=1), MIN_PROBABILITY, 1.0)
 
 
 def _teach(batch: "Batch", values: np.ndarray, weight: np.ndarray, settings: CalibrationSettings) -> None:
@@ -403,7 +423,12 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # half-lives later
     judged[:, SLOW] = np.minimum(slow, judged[:, RECENT])
     # a feature quieter than usual, window after window (a stuck sensor, a flatlined signal)
-    judged[:, QUIET] = np.where(first, u, batch.quiet + settings.quiet_rate * (u - batch.quiet))
+    quiet = np.where(first, u, batch.quiet + settings.quiet_rate * (u - batch.quiet))
+    judged[:, QUIET] = quiet
+    # the jump from the series' own last hours, either way: where the errors swing with the series' state
+    # (counts whose noise grows with the rate), a burst at night errs like a normal afternoon and only its
+    # change from the errors of the hours before tells
+    judged[:, JUMP] = np.where(first, 0.0, np.maximum(judged[:, POINT] - batch.context, quiet - batch.context_quiet))
     # the level column, for the series whose model removes levels (a bool, or one per series)
     with_level = np.broadcast_to(np.asarray(reference.removes_level, bool), (n,)) & (level is not None)
     if with_level.any():
@@ -417,7 +442,6 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     p[:, :used] = tail_probability(batch.hist[:, :used, :].reshape(n * used, BINS), judged[:, :used].reshape(-1),
                                    np.tile(floors, n), settings).reshape(n, used)
     p[:, LEVEL] = np.where(with_level, p[:, LEVEL], 1.0)
-    columns = np.where(with_level, COLUMNS, LEVEL)  # the columns asked
 
     # incidents
     # the first learning period (never settled: seen == since_reset) follows the model's training size; after
@@ -452,8 +476,11 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     _track_incident(batch, opened, going, surprise, score, shares, end_ms, settings)
     # which columns still tell the incident from the old normal once its onset has passed through the windows
     # (a step inside a window moves the error columns only while it passes; a new level moves the level
-    # column for good): those, and only those, relearn if it settles
-    anomalous = columns[:, None] * raw_p <= 10.0 ** -settings.close_surprise
+    # column for good): those, and only those, relearn if it settles. A column's own surprise is its p charged
+    # as if it alone told (the total weight over its own)
+    weights = column_weights(with_level)
+    charge = weights.sum(axis=1, keepdims=True) / np.maximum(weights, 1e-12)
+    anomalous = raw_p * charge <= 10.0 ** -settings.close_surprise
     bits = (anomalous.astype(np.int64) << np.arange(COLUMNS)).sum(axis=1)
     past_onset = going & (batch.open_windows > 2 * settings.quarantine)
     batch.lasting = np.where(opened, 0, np.where(past_onset, batch.lasting | bits, batch.lasting))
@@ -481,7 +508,14 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     batch.previous2 = np.where(counted, np.where(young, v, batch.previous), batch.previous2)
     batch.previous = np.where(counted, v, batch.previous)
     batch.recent = np.where(counted, judged[:, RECENT], batch.recent)
-    batch.quiet = np.where(counted, judged[:, QUIET], batch.quiet)
+    batch.quiet = np.where(counted, quiet, batch.quiet)
+    # the jump's context is frozen with the rest while an incident is open (the end of a fault is no jump from
+    # the fault), and starts at the new normal after a settled one
+    follow = counted & ~now_open
+    batch.context = np.where(young | restart, v, np.where(follow, batch.context + settings.context_rate
+                                                          * (v - batch.context), batch.context))
+    batch.context_quiet = np.where(young | restart, u, np.where(follow, batch.context_quiet + settings.context_rate
+                                                                * (u - batch.context_quiet), batch.context_quiet))
     batch.slow = np.where(counted, slow, batch.slow)
     batch.span = np.where(counted, np.where(young, span, batch.span + 0.01 * (span - batch.span)),
                           batch.span)

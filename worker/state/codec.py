@@ -1,8 +1,8 @@
 """Detector state <-> bytes: the one place that knows how a series' detector state is laid out in a store.
 
     state = the scalars of worker.detection.calibration.SCALARS (int64 / float64, in that order), then
-            float32 arrays: the 5 x 96 histograms, the quarantine (q x 5 values, q x F levels), the
-            hold (h x 5 values, h x F levels), the level centre and spread (F each), the peak shares (F)
+            float32 arrays: the 6 x 96 histograms, the quarantine (q x 6 values, q x F levels), the
+            hold (h x 6 values, h x F levels), the level centre and spread (F each), the peak shares (F)
 
 All little endian, a fixed size for a feature count (`detector_state_bytes`). The state starts with
 last_end_ms (int64): both stores compare those 8 bytes so an older state never replaces a newer one,
