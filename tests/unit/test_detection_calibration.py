@@ -283,7 +283,8 @@ def test_state_round_trips_through_bytes_and_has_a_fixed_size() -> None:
     raws = encode_states(batch)
     assert {len(raw) for raw in raws} == {detector_state_bytes(3)} and detector_state_bytes(3) < 4400
     again = decode_states(raws, 0, 3, settings)
-    for name in ("last_end_ms", "seen", "taught", "open", "pending_incident", "opened_ms", "peak_end_ms"):
+    for name in ("last_end_ms", "seen", "taught", "open", "pending_incident", "opened_ms", "peak_end_ms", "context",
+                 "context_quiet"):
         np.testing.assert_array_equal(getattr(again, name), getattr(batch, name))
     np.testing.assert_array_equal(again.hist, batch.hist)  # the state is kept at the precision it is stored
     assert int.from_bytes(raws[0][:8], "little", signed=True) == batch.last_end_ms[0]  # the replay mark first
