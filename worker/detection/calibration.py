@@ -342,9 +342,9 @@ def column_weights(with_level: np.ndarray) -> np.ndarray:
     return weights
 
 
-def combined_probability(p: np.ndarray, with_level: np.ndarray) -> np.ndarray:
+def combined_probability(p: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(S,) one tail probability from each series' column probabilities (S, COLUMNS): their weighted harmonic
-    mean p-value (Wilson 2019, `WEIGHTS`) over the columns asked (the level column only `with_level`).
+    mean p-value (Wilson 2019) with the columns' `weights` (S, COLUMNS: `column_weights`, 0 where not asked).
 
     It lies between the smallest p and Bonferroni's (total weight / that column's weight) x the smallest p:
     where one column alone tells, it is about Bonferroni's; where columns that move together (the point,
@@ -352,7 +352,6 @@ def combined_probability(p: np.ndarray, with_level: np.ndarray) -> np.ndarray:
     columns are strongly and positively dependent: Bonferroni stays valid there but overcharges, the
     harmonic mean is robust to it. The point and the jump share one column's weight: on a quiet stretch
     they are the same number, and two equal weights would halve what a lone spike is charged."""
-    weights = column_weights(with_level)
     inverse = weights / np.maximum(p, MIN_PROBABILITY)
     return np.clip(weights.sum(axis=1) / inverse.sum(axis=1), MIN_PROBABILITY, 1.0)
 
@@ -452,7 +451,8 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     masked[:, LEVEL] |= ~with_level
     raw_p = p
     p = np.where(masked, 1.0, p)
-    surprise = -np.log10(combined_probability(p, with_level))
+    weights = column_weights(with_level)
+    surprise = -np.log10(combined_probability(p, weights))
     learning = (first_period & (batch.since_reset < reference.learning_windows(settings))) | masked.all(axis=1)
     was_open = batch.open.astype(bool)
     counted = ~gapped  # the windows that count: judged, taught, advancing an incident
@@ -478,7 +478,6 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # (a step inside a window moves the error columns only while it passes; a new level moves the level
     # column for good): those, and only those, relearn if it settles. A column's own surprise is its p charged
     # as if it alone told (the total weight over its own)
-    weights = column_weights(with_level)
     charge = weights.sum(axis=1, keepdims=True) / np.maximum(weights, 1e-12)
     anomalous = raw_p * charge <= 10.0 ** -settings.close_surprise
     bits = (anomalous.astype(np.int64) << np.arange(COLUMNS)).sum(axis=1)
@@ -511,11 +510,11 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     batch.quiet = np.where(counted, quiet, batch.quiet)
     # the jump's context is frozen with the rest while an incident is open (the end of a fault is no jump from
     # the fault), and starts at the new normal after a settled one
-    follow = counted & ~now_open
-    batch.context = np.where(young | restart, v, np.where(follow, batch.context + settings.context_rate
-                                                          * (v - batch.context), batch.context))
-    batch.context_quiet = np.where(young | restart, u, np.where(follow, batch.context_quiet + settings.context_rate
-                                                                * (u - batch.context_quiet), batch.context_quiet))
+    follow, fresh_context = counted & ~now_open, young | restart
+    for name, value in (("context", v), ("context_quiet", u)):
+        old = getattr(batch, name)
+        setattr(batch, name, np.where(fresh_context, value,
+                                      np.where(follow, old + settings.context_rate * (value - old), old)))
     batch.slow = np.where(counted, slow, batch.slow)
     batch.span = np.where(counted, np.where(young, span, batch.span + 0.01 * (span - batch.span)),
                           batch.span)
