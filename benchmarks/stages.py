@@ -31,6 +31,7 @@ from worker.events import Event, EventParser, SourceRecord
 from worker.metrics import Metrics
 from worker.records import alert_message, detection_messages
 from worker.scorer import Scorer, Scores
+from worker.state.codec import state_layout
 from worker.state.redis_store import RedisStateStore
 from worker.tools import local_services
 from worker.windows import Peek, WindowSpec
@@ -95,8 +96,9 @@ def measure_incidents(client: redis.Redis, spec: WindowSpec, scorer: Scorer, bat
         return judged[-1][2].states
 
     cache_bytes = int(RedisSettings().detector_cache_mb * 2**20)  # the worker's default
-    shadow, store = (RedisStateStore(client, spec, key_prefix=prefix, detector_cache_bytes=cache_bytes)
-                     for prefix in ("shadow", "timed"))
+    layout = state_layout(spec.n_features, detector.settings.calibration)
+    shadow, store = (RedisStateStore(client, spec, key_prefix=prefix, detector_cache_bytes=cache_bytes,
+                                     detector_layout=layout) for prefix in ("shadow", "timed"))
     warm = len(batches) - REPEATS
     for events in batches[:warm]:
         apply(shadow, events, detect)

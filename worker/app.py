@@ -24,6 +24,7 @@ from worker.metrics import Metrics
 from worker.model_reload import ReloadingScorer
 from worker.pipeline import Pipeline, Topics
 from worker.scorer import ModelInfo, Scorer
+from worker.state.codec import state_layout
 from worker.state.redis_store import RedisStateStore, connect
 from worker.windows import WindowSpec
 
@@ -73,9 +74,12 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     scorer = Scorer.from_settings(settings.model)
     model = reloading_scorer(scorer, settings.model) if settings.model.reload_interval_s > 0 else None
     client = connect(settings.redis)
+    detector = build_detector(settings)
     store = RedisStateStore(client, window_spec(settings, scorer.info), key_prefix=settings.redis.key_prefix,
                             max_series=settings.window.max_series,
-                            detector_cache_bytes=int(settings.redis.detector_cache_mb * 2**20))
+                            detector_cache_bytes=int(settings.redis.detector_cache_mb * 2**20),
+                            detector_layout=(state_layout(len(scorer.info.features), detector.settings.calibration)
+                                             if detector is not None else None))
     parser = EventParser(feature_names=scorer.info.features, max_bytes=settings.events.max_bytes,
                          max_series_id_length=settings.events.max_series_id_length)
     sink = KafkaSink(build_producer(settings.kafka), timeout_s=settings.kafka.delivery_timeout_s,
@@ -85,7 +89,7 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     topics = Topics(alerts=settings.kafka.alert_topic, dead_letters=settings.kafka.dlq_topic,
                     max_message_bytes=settings.kafka.producer_max_request_bytes)
     pipeline = Pipeline(parser, store, model or scorer, metrics, topics, top_k=settings.model.top_features,
-                        detector=build_detector(settings))
+                        detector=detector)
     checkpoint = Checkpoint(sink, source, metrics)
     heartbeat = Heartbeat(settings.service.heartbeat_file)
     backoff = Backoff(settings.service.backoff_initial_s, settings.service.backoff_max_s)

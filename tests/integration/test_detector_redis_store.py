@@ -1,5 +1,5 @@
 """Detector state in a real redis-server through the state store: same results as the memory store,
-newer-wins, replays inert."""
+newer-wins, replays inert, whether states are written whole or only their changed part."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from detector_batches import scored_windows
 from worker.detection.calibration import Reference
 from worker.detection.detector import DetectionResult, DetectorSettings, detect
 from worker.scorer import ModelInfo
-from worker.state.codec import detector_state_bytes, last_end_ms
+from worker.state.codec import detector_state_bytes, last_end_ms, state_layout
 from worker.state.memory import MemoryStateStore
 from worker.state.redis_store import RedisStateStore, detector_key
 from worker.windows import WindowSpec
@@ -22,6 +22,7 @@ MODEL = ModelInfo(name="vrae", version="v1", sha256="ab" * 32, window=4, feature
                   reference=REFERENCE)
 SPEC = WindowSpec(window=4, n_features=2, ttl_s=60)
 NOW_MS = 1_764_000_000_000
+LAYOUT = state_layout(2, DetectorSettings().calibration)  # as the worker builds its store: changed parts only
 
 
 def run(store: RedisStateStore | MemoryStateStore, series: str, first: int, scores: list[float]) -> DetectionResult:
@@ -33,11 +34,15 @@ def run(store: RedisStateStore | MemoryStateStore, series: str, first: int, scor
     return result
 
 
-@pytest.mark.parametrize("cache_bytes", [0, 1 << 20])
-def test_redis_store_matches_the_memory_store_and_stays_bounded(redis_url: str, cache_bytes: int) -> None:
+@pytest.mark.parametrize("cache_bytes, partial", [(0, False), (1 << 20, False), (1 << 20, True)])
+def test_redis_store_matches_the_memory_store_and_stays_bounded(redis_url: str, cache_bytes: int,
+                                                                partial: bool) -> None:
     client = redis.Redis.from_url(redis_url)
     client.delete(*[detector_key("q", s) for s in ("pump-1", "pump-2")], "q:win:{pump-1}", "q:win:{pump-2}")
-    lua, memory = RedisStateStore(client, SPEC, key_prefix="q", detector_cache_bytes=cache_bytes), MemoryStateStore(SPEC)
+    lua = RedisStateStore(client, SPEC, key_prefix="q", detector_cache_bytes=cache_bytes,
+                          detector_layout=LAYOUT if partial else None)
+    memory = MemoryStateStore(SPEC)
+    client.config_resetstat()
     rng = np.random.default_rng(0)
     scores = (0.1 * np.exp(0.2 * rng.standard_normal(700))).tolist()
     scores[500:530] = [5.0] * 30  # one incident, after the learning period
@@ -55,6 +60,52 @@ def test_redis_store_matches_the_memory_store_and_stays_bounded(redis_url: str, 
         assert raw == memory.detector_raw(series)
         assert len(raw) == detector_state_bytes(2)
         assert 0 < client.pttl(detector_key("q", series)) <= 60_000
+    assert bool(setranges(client)) == partial
+
+
+def setranges(client: redis.Redis) -> int:
+    """Changed parts written in scripts so far."""
+    return int(client.info("commandstats").get("cmdstat_setrange", {}).get("calls", 0))
+
+
+def test_past_the_learning_period_a_write_sends_a_part_of_the_state(redis_url: str) -> None:
+    """One window a batch, as a series at a slow rate: its quarantine and scalars change with every window, its
+    histograms and hold with one window in hold_stride (12) once it has learnt (300 windows)."""
+    client = redis.Redis.from_url(redis_url)
+    scores = (0.1 * np.exp(0.2 * np.random.default_rng(1).standard_normal(700))).tolist()
+    sent: dict[bool, int] = {}
+    for partial in (False, True):
+        store = RedisStateStore(client, SPEC, key_prefix=f"p{partial:d}", detector_cache_bytes=1 << 20,
+                                detector_layout=LAYOUT if partial else None)
+        for first in range(400):
+            run(store, "s", first + 1, scores[first:first + 1])
+        client.config_resetstat()
+        for first in range(400, 700):
+            run(store, "s", first + 1, scores[first:first + 1])
+        sent[partial] = int(client.info("stats")["total_net_input_bytes"])
+    assert client.get(detector_key("p1", "s")) == client.get(detector_key("p0", "s"))
+    assert sent[True] < 0.5 * sent[False]  # 0.43 here: the peek and the window state go whole either way
+
+
+@pytest.mark.parametrize("elsewhere", ["expired", "older", "newer"])
+def test_a_changed_part_is_applied_only_to_the_state_it_changes(redis_url: str, elsewhere: str) -> None:
+    """When the stored state is not the one the worker's copy says (expired, or another worker's), the part
+    is not applied: the state goes whole, or not at all if the stored one is newer."""
+    client = redis.Redis.from_url(redis_url)
+    key = detector_key("x", elsewhere)
+    client.delete(key)
+    store = RedisStateStore(client, SPEC, key_prefix="x", detector_cache_bytes=1 << 20, detector_layout=LAYOUT)
+    run(store, elsewhere, 1, [0.1] * 20)
+    other = {"expired": None, "older": run(MemoryStateStore(SPEC), elsewhere, 1, [0.1] * 10).states[elsewhere],
+             "newer": run(MemoryStateStore(SPEC), elsewhere, 1, [0.2] * 40).states[elsewhere]}[elsewhere]
+    client.delete(key)
+    if other is not None:
+        client.set(key, other)
+    mine = run(MemoryStateStore(SPEC), elsewhere, 1, [0.1] * 21).states[elsewhere]
+    client.config_resetstat()
+    store.write({}, {elsewhere: mine}, NOW_MS)  # its copy (the 20 windows) says a part suffices
+    assert client.get(key) == (other if elsewhere == "newer" else mine)
+    assert setranges(client) == 0
 
 
 def test_replayed_batch_leaves_the_stored_history_unchanged(redis_url: str) -> None:
@@ -84,10 +135,12 @@ def detector_reads(client: redis.Redis) -> int:
     return int(client.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
 
 
-def test_a_cached_state_is_not_read_back_unless_another_worker_changed_it(redis_url: str) -> None:
+@pytest.mark.parametrize("layout", [None, LAYOUT])
+def test_a_cached_state_is_not_read_back_unless_another_worker_changed_it(redis_url: str, layout) -> None:
     client = redis.Redis.from_url(redis_url)
-    mine = RedisStateStore(client, SPEC, key_prefix="c", detector_cache_bytes=1 << 20)
-    other = RedisStateStore(client, SPEC, key_prefix="c", detector_cache_bytes=1 << 20)
+    client.delete(detector_key("c", "s"), "c:win:{s}")
+    mine = RedisStateStore(client, SPEC, key_prefix="c", detector_cache_bytes=1 << 20, detector_layout=layout)
+    other = RedisStateStore(client, SPEC, key_prefix="c", detector_cache_bytes=1 << 20, detector_layout=layout)
     memory = MemoryStateStore(SPEC)
     run(mine, "s", 1, [0.1] * 20)
     run(memory, "s", 1, [0.1] * 20)

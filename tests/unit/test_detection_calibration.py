@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from worker.detection import calibration as c2
-from worker.state.codec import decode_states, detector_state_bytes, encode_states
+from worker.state.codec import LAYOUT_VERSION, decode_states, detector_state_bytes, encode_states, state_layout
 
 MINUTE = 60_000
 T = 32  # window length in events
@@ -302,6 +302,33 @@ def test_a_state_of_another_model_or_layout_restarts_fresh_keeping_its_replay_ma
     assert loaded.last_end_ms.tolist() == [batch.last_end_ms[0]] * 2 + [-1]
     swapped = decode_states([raw], model_key=8, n_features=1, settings=settings)
     assert swapped.seen[0] == 0 and swapped.model_key[0] == 8 and swapped.last_end_ms[0] == batch.last_end_ms[0]
+    relaid = bytearray(raw)
+    relaid[16:24] = (LAYOUT_VERSION + 1).to_bytes(8, "little")  # same size, fields in another order
+    moved = decode_states([bytes(relaid)], model_key=7, n_features=1, settings=settings)
+    assert moved.seen[0] == 0 and moved.last_end_ms[0] == batch.last_end_ms[0]
+
+
+def test_most_windows_change_only_the_start_of_a_state() -> None:
+    """The layout orders a state's parts by how often they change, so a store can write only the changed
+    start: every window past the learning period but one in hold_stride changes only the quarantine and
+    the scalars."""
+    settings = c2.CalibrationSettings(learning_windows=100, max_learning_windows=100)
+    layout = state_layout(1, settings)
+    batch = c2.Batch.fresh(1, 1, settings)
+    rng = np.random.default_rng(5)
+    cuts = []
+    for i in range(400):
+        before = encode_states(batch)[0]
+        c2.step(batch, np.array([0.01 * np.exp(0.2 * rng.standard_normal())]), np.ones((1, 1)),
+                np.array([i * MINUTE]), np.array([(i + T) * MINUTE]), None, reference(), settings)
+        after = encode_states(batch)[0]
+        cut = layout.changed_prefix(after, before)
+        assert after[cut:] == before[cut:] and len(after) == layout.size
+        cuts.append(cut)
+    short, past = min(layout.stable_offsets), cuts[200:]
+    assert all(cut == short for cut in cuts[:settings.quarantine])  # nothing taught yet
+    assert sum(cut == short for cut in past) >= len(past) - (len(past) // settings.hold_stride + 1)
+    assert short < layout.size / 3
 
 
 def test_a_batch_judges_each_series_as_if_it_were_alone() -> None:

@@ -1,5 +1,5 @@
-"""The detector states a worker wrote, kept in its memory so a batch's peek reads back only those that
-changed in the store since (pure: no I/O).
+"""The detector states a worker wrote or read, kept in its memory so a batch's peek reads back only those
+that changed in the store since, and its write sends only the part of a state that changed (pure: no I/O).
 
 A series' detector state is written after every batch that judged one of its windows, and read back by
 the next batch's peek: at 1,000 series and a 2,000-event batch, megabytes a batch read back unchanged.
@@ -7,7 +7,9 @@ The peek sends each series' mark instead (the state's first bytes, `worker.state
 the end of the last window it judged and the model it belongs to); the store answers "yours is current"
 where the stored state starts with that mark, and sends the stored state where it does not (another
 worker judged the series after a rebalance, the write failed, the key expired). Two states with the same
-mark judged the same windows under the same model, so either is the series' history.
+mark judged the same windows under the same model, so either is the series' history. The write sends a
+state's changed start with the mark of the copy it changes (worker.state.codec.StateLayout), applied only
+where the stored state still starts with that mark.
 """
 
 from worker.state.codec import MARK_BYTES
@@ -16,7 +18,7 @@ NO_MARK = b"\xff" * MARK_BYTES  # no state is cached: no stored state starts wit
 
 
 class DetectorStateCache:
-    """Per series the state last written, within `max_bytes`; the series written longest ago go first."""
+    """Per series the state last written or read, within `max_bytes`; the series written longest ago go first."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes

@@ -1,36 +1,50 @@
 """Detector state <-> bytes: the one place that knows how a series' detector state is laid out in a store.
 
-    state = the scalars of worker.detection.calibration.SCALARS (int64 / float64, in that order), then
-            float32 arrays: the 6 x 96 histograms, the quarantine (q x 6 values, q x F levels), the
-            hold (h x 6 values, h x F levels), the level centre and spread (F each), the peak shares (F)
+    state = last_end_ms, model_key, the layout version (int64 each), the other scalars of
+            worker.detection.calibration.SCALARS (int64 / float64, in that order), then float32 arrays:
+            the quarantine (q x 6 values, q x F levels), the peak shares, the level centre and spread
+            (F each), the 6 x 96 histograms, the hold (h x 6 values, h x F levels)
 
 All little endian, a fixed size for a feature count (`detector_state_bytes`). The state starts with
 last_end_ms (int64): both stores compare those 8 bytes so an older state never replaces a newer one,
-and the Redis script reads them without decoding the rest. A state of another size (another layout)
-or kept for another model restarts fresh, keeping its replay mark. A batch's states are decoded and
+and the Redis script reads them without decoding the rest. A state of another size or layout version,
+or kept for another model, restarts fresh, keeping its replay mark. A batch's states are decoded and
 encoded with one numpy structured array each way, not series by series.
+
+The arrays are ordered by how often they change, most often first: the quarantine with every window, the
+histograms and the level with every window taught (every window of the learning period, then one in
+`hold_stride`), the hold one window in `hold_stride` once the series has learnt, the peak shares at an
+incident's peak. So most windows change only a state's first ~1.2 kB of 4.2 kB, and the Redis store
+writes only that part (`changed_prefix`).
 """
 
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from worker.detection.calibration import BINS, COLUMNS, SCALARS, Batch, CalibrationSettings
 
-# A state's first bytes, last_end_ms and model_key: which windows it judged, under which model. Two states
-# that start alike are the same series' history (worker.state.cache).
-MARK_BYTES = 16
+# Bumped whenever the layout changes without changing its size: a state of another version restarts fresh.
+LAYOUT_VERSION = 2
 
-_ARRAYS = ("hist", "pending", "pending_level", "hold", "hold_level", "centre", "spread", "peak_shares")
+# A state's first bytes, last_end_ms, model_key and the layout version: which windows it judged, under which
+# model, laid out how. Two states that start alike are the same series' history (worker.state.cache).
+MARK_BYTES = 24
+
+_ARRAYS = ("pending", "pending_level", "peak_shares", "centre", "spread", "hist", "hold", "hold_level")
+# where a state's tail may start that a window leaves as it was (see the module docstring)
+_STABLE_FROM = ("peak_shares", "hist", "hold")
 
 
 @lru_cache(maxsize=32)
 def _layout(n_features: int, quarantine: int, hold: int) -> np.dtype:
     q, f = quarantine, n_features
-    shapes = ((COLUMNS, BINS), (q, COLUMNS), (q, f), (hold, COLUMNS), (hold, f), (f,), (f,), (f,))
-    return np.dtype([(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
+    shapes = ((q, COLUMNS), (q, f), (f,), (f,), (f,), (COLUMNS, BINS), (hold, COLUMNS), (hold, f))
+    scalars = [(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
+    return np.dtype(scalars[:2] + [("layout", "<i8")] + scalars[2:]
                     + [(name, "<f4", shape) for name, shape in zip(_ARRAYS, shapes)])
 
 
@@ -39,11 +53,37 @@ def detector_state_bytes(n_features: int, settings: CalibrationSettings = Calibr
     return _layout(n_features, settings.quarantine, settings.hold_slots).itemsize
 
 
+@dataclass(frozen=True)
+class StateLayout:
+    """What a store needs to write only the changed part of a state: its size, and where the parts that
+    most windows leave unchanged start (ascending)."""
+
+    size: int
+    stable_offsets: tuple[int, ...]
+
+    def changed_prefix(self, state: bytes, base: bytes) -> int:
+        """How much of `state` a store holding `base` must overwrite: up to the first stable offset from
+        which both are equal, else all of it. Comparing bytes, not fields, keeps it right whatever changed
+        them."""
+        if len(state) != self.size or len(base) != self.size:
+            return len(state)
+        for offset in self.stable_offsets:
+            if state[offset:] == base[offset:]:
+                return offset
+        return len(state)
+
+
+def state_layout(n_features: int, settings: CalibrationSettings = CalibrationSettings()) -> StateLayout:
+    layout = _layout(n_features, settings.quarantine, settings.hold_slots)
+    return StateLayout(layout.itemsize, tuple(sorted(layout.fields[name][1] for name in _STABLE_FROM)))
+
+
 def encode_states(batch: Batch) -> list[bytes]:
     """Each series' state of a batch."""
     n, n_features = len(batch), batch.centre.shape[1]
     layout = _layout(n_features, batch.pending.shape[1], batch.hold.shape[1])
     records = np.empty(n, layout)
+    records["layout"] = LAYOUT_VERSION
     for name, _ in SCALARS:
         records[name] = getattr(batch, name)
     for name in _ARRAYS:
@@ -62,7 +102,7 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
     usable = [i for i, raw in enumerate(raws) if raw is not None and len(raw) == layout.itemsize]
     if len(usable) == len(raws) and usable:  # the usual batch: every series has a state; one copy a field
         records = np.frombuffer(b"".join(raws), layout)  # type: ignore[arg-type]
-        if bool((records["model_key"] == model_key).all()):
+        if bool(((records["model_key"] == model_key) & (records["layout"] == LAYOUT_VERSION)).all()):
             return Batch(**{name: np.array(records[name], kind) for name, kind in SCALARS},
                          **{name: np.array(records[name], np.float32 if name == "hist" else np.float64)
                             for name in _ARRAYS})
@@ -73,7 +113,7 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
     if not usable:
         return batch
     records = np.frombuffer(b"".join(raws[i] for i in usable), layout)
-    mine = records["model_key"] == model_key
+    mine = (records["model_key"] == model_key) & (records["layout"] == LAYOUT_VERSION)
     rows = np.asarray(usable, np.int64)
     batch.last_end_ms[rows] = records["last_end_ms"]
     rows, records = rows[mine], records[mine]

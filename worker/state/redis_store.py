@@ -17,6 +17,7 @@ from redis.cluster import RedisCluster
 from worker.config import RedisSettings
 from worker.events import Event
 from worker.state.cache import DetectorStateCache
+from worker.state.codec import MARK_BYTES, StateLayout
 from worker.state.scripts import ADMIT, PEEK, WRITE
 from worker.windows import DueWindow, Outcome, Peek, WindowSpec, group_by_series
 
@@ -109,7 +110,8 @@ class RedisStateStore:
     """Each series' window and detector state in Redis, read by the PEEK script and stored by WRITE."""
 
     def __init__(self, client: RedisClient, spec: WindowSpec, key_prefix: str = "vrae", *,
-                 max_series: int = 0, detector_cache_bytes: int = 0) -> None:
+                 max_series: int = 0, detector_cache_bytes: int = 0, detector_layout: StateLayout | None = None
+                 ) -> None:
         self.spec = spec
         self._client = client
         self._prefix = key_prefix
@@ -118,8 +120,11 @@ class RedisStateStore:
         self._write = LoadedScript(client, WRITE)
         self._admit = LoadedScript(client, ADMIT)
         self._value_bytes = 4 * spec.n_features
-        # the detector states this store wrote: a peek reads back only those changed since (0: none kept)
+        # the detector states this store wrote or read: a peek reads back only those changed since, a write
+        # sends only the part of a state that changed (0: none kept)
         self._cache = DetectorStateCache(detector_cache_bytes) if detector_cache_bytes > 0 else None
+        # with the detector state's layout (and the cache) a write sends only the part of a state that changed
+        self._layout = detector_layout
 
     def close(self) -> None:
         self._client.close()
@@ -135,9 +140,12 @@ class RedisStateStore:
         # Repeated after a lost script: peeking twice reads twice.
         replies = self._peek.run(lambda sha: self._call(sha, events, groups, now_ms, detector))
         due: list[tuple[str, Event, int, bytes]] = []
+        read: dict[str, bytes] = {}
         for (series_id, indices), reply in zip(groups.items(), replies):
-            self._collect(series_id, indices, events, reply, result, due)
+            self._collect(series_id, indices, events, reply, result, due, read)
         self._add_windows(due, result)
+        if self._cache is not None and read:
+            self._cache.put(read)  # what the store holds now: the next peek may skip it, a write change it
         return result
 
     def admit(self, new: Sequence[str], refresh: Sequence[str], now_ms: int) -> tuple[set[str], int | None]:
@@ -154,23 +162,43 @@ class RedisStateStore:
         series = list(dict.fromkeys([*windows, *detector_states]))
         if not series:
             return
-        # Repeated after a lost script: a state already stored is not replaced by an equal or older one.
-        # A write that fails leaves the copy as it was: where it went through anyway, the marks differ.
-        self._write.run(lambda sha: self._store(sha, series, windows, detector_states))
+        # Repeated after a lost script: a state already stored is not replaced by an equal or older one, and
+        # a part applied already no longer finds the mark it changes. A write that fails leaves the copy as
+        # it was: where it went through anyway, the marks differ.
+        parts = self._parts(detector_states)
+        whole = self._write.run(lambda sha: self._store(sha, series, windows, parts))
+        if whole:  # the stored state was not the one the part changes (another worker's, expired): rare
+            self._write.run(lambda sha: self._store(sha, whole, {}, {sid: (detector_states[sid], b"")
+                                                                     for sid in whole}))
         if self._cache is not None:
             self._cache.put(detector_states)
 
-    def _store(self, sha: str, series: list[str], windows: dict[str, Any], detector_states: dict[str, bytes]) -> None:
-        """One WRITE call per chunk of series, all in one pipeline."""
+    def _parts(self, states: dict[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
+        """Per series what to send: the changed start of its state and the mark of the stored state it changes,
+        where this store knows the stored state and it has the same size; else the whole state and no mark."""
+        if self._cache is None or self._layout is None:
+            return {sid: (state, b"") for sid, state in states.items()}
+        parts: dict[str, tuple[bytes, bytes]] = {}
+        for sid, state in states.items():
+            base = self._cache.get(sid)
+            cut = self._layout.changed_prefix(state, base) if base is not None else len(state)
+            parts[sid] = (state[:cut], base[:MARK_BYTES]) if base is not None and cut < len(state) else (state, b"")
+        return parts
+
+    def _store(self, sha: str, series: list[str], windows: dict[str, Any],
+               parts: dict[str, tuple[bytes, bytes]]) -> list[str]:
+        """One WRITE call per chunk of series, all in one pipeline; the series whose part found another
+        state stored, to send whole."""
         pipe = self._client.pipeline(transaction=False)
-        for chunk in chunks_by_slot(self._client, series, self.key):
+        chunks = chunks_by_slot(self._client, series, self.key)
+        for chunk in chunks:
             keys: list[str] = []
-            args: list[Any] = [self.spec.ttl_s * 1000]
+            args: list[Any] = [self.spec.ttl_s * 1000, self._layout.size if self._layout is not None else 0]
             for series_id in chunk:
                 keys += [self.key(series_id), detector_key(self._prefix, series_id)]
-                args += [windows.get(series_id, b""), detector_states.get(series_id, b"")]
+                args += [windows.get(series_id, b""), *parts.get(series_id, (b"", b""))]
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        pipe.execute()
+        return [chunk[int(position) - 1] for chunk, reply in zip(chunks, pipe.execute()) for position in reply]
 
     def _call(self, sha: str, events: Sequence[Event], groups: dict[str, list[int]], now_ms: int,
               detector: bool) -> list[Any]:
@@ -198,9 +226,9 @@ class RedisStateStore:
         return [by_series[series_id] for series_id in groups]
 
     def _collect(self, series_id: str, indices: list[int], events: Sequence[Event], reply: list[Any],
-                 result: Peek, due: list[tuple[str, Event, int, bytes]]) -> None:
+                 result: Peek, due: list[tuple[str, Event, int, bytes]], read: dict[str, bytes]) -> None:
         """Outcomes, flags and the detector state into `result`; each due window as (series, ending event,
-        start ms, raw values)."""
+        start ms, raw values); each detector state read from Redis into `read`."""
         statuses, flags, detector, window = reply[0].decode("ascii"), reply[1], reply[2], reply[3]
         for index, letter in zip(indices, statuses):
             result.outcomes[index] = _OUTCOME_BY_LETTER[letter]
@@ -208,9 +236,11 @@ class RedisStateStore:
             result.new_series.append(series_id)
         elif flags == b"f":
             result.refresh.append(series_id)
-        if detector == 1 and self._cache is not None:  # the stored state is the one this store wrote
+        if detector == 1 and self._cache is not None:  # the stored state is the one this store has
             detector = self._cache.get(series_id)
             result.detector_cached += 1
+        elif detector:
+            read[series_id] = detector
         if detector:
             result.detector_states[series_id] = detector
         if window:

@@ -38,7 +38,7 @@ REGISTERED_BYTES: Final = slice(38, 44)  # the header's `registered`: the one fi
 # ARGV: window, stride, value_bytes, gap_factor, interval_ms (a new series' starting interval),
 # now_ms, registry_ms (0: no series registry), load_detector (0 no, 1 yes, 2 yes unless the worker's own
 # copy is current), then per series ONE string: with load_detector 2 first the mark of the worker's copy
-# of its detector state (16 bytes, worker/state/cache.py; all 0xff: none), then its events in offset
+# of its detector state (24 bytes, worker/state/cache.py; all 0xff: none), then its events in offset
 # order, each (offset int64 LE, ts_ms int64 LE, value bytes).
 # Returns, per series: {statuses, flags, detector state or false (or 1: the stored state starts with the
 # mark sent), new window state or false (nothing to write), then per due window: event position
@@ -57,8 +57,8 @@ local now_ms = tonumber(ARGV[6])
 local registry_ms = tonumber(ARGV[7])
 local load_detector = ARGV[8] ~= '0'
 local MARK_BYTES = 0
-if ARGV[8] == '2' then MARK_BYTES = 16 end
-local NO_MARK = string.rep('\255', 16)
+if ARGV[8] == '2' then MARK_BYTES = 24 end
+local NO_MARK = string.rep('\255', 24)
 local FIRST = 8
 local capacity = math.max(T - 1, 1)
 local EVENT_BYTES = 16 + vb
@@ -208,14 +208,21 @@ return replies
 # offset, a detector state by last_end_ms), so a repeated write (a retry, a client timeout whose script
 # ran later, a slower worker after a rebalance) never rolls a series back. The window state is a
 # deterministic function of the events up to its last offset, so the newest one is right whoever
-# computed it. KEYS: per series its window key and its detector key. ARGV: ttl_ms, then per series its
-# new window state ('' for none) and its detector state ('' for none). Returns the window states stored.
+# computed it. A detector state may come as the changed part only (worker/state/codec.py: most windows
+# change its first ~1.2 kB of 4.2 kB): that part overwrites the stored state's start where the stored
+# state is still the one the worker changed (same size, same mark), so the result is the whole new state.
+# KEYS: per series its window key and its detector key. ARGV: ttl_ms, the detector state's full size,
+# then per series its new window state ('' for none), its detector state or its changed part ('' for
+# none), and for a part the mark of the state it changes ('' for a whole state). Returns the positions
+# (1-based) of the series whose part could not be applied and whose state is not older than the stored
+# one: the caller sends those whole.
 WRITE: Final = r"""
 local ttl_ms = tonumber(ARGV[1])
-local written = 0
+local full_bytes = tonumber(ARGV[2])
+local whole_needed = {}
 for s = 1, #KEYS / 2 do
   local wkey, dkey = KEYS[2 * s - 1], KEYS[2 * s]
-  local window, detector = ARGV[2 * s], ARGV[2 * s + 1]
+  local window, detector, base = ARGV[3 * s], ARGV[3 * s + 1], ARGV[3 * s + 2]
   if window ~= '' then
     local old = redis.call('GET', wkey)
     local _, new_off = struct.unpack('<i6i8', window)
@@ -226,17 +233,26 @@ for s = 1, #KEYS / 2 do
     end
     if newer then
       redis.call('SET', wkey, window, 'PX', ttl_ms)
-      written = written + 1
     end
   end
   if detector ~= '' then
-    local old = redis.call('GETRANGE', dkey, 0, 7)  -- its last_end_ms ('' for none)
-    if #old < 8 or struct.unpack('<i8', detector) > struct.unpack('<i8', old) then
-      redis.call('SET', dkey, detector, 'PX', ttl_ms)
+    if base ~= '' and redis.call('STRLEN', dkey) == full_bytes
+        and redis.call('GETRANGE', dkey, 0, #base - 1) == base then
+      redis.call('SETRANGE', dkey, 0, detector)
+      redis.call('PEXPIRE', dkey, ttl_ms)
+    else
+      local old = redis.call('GETRANGE', dkey, 0, 7)  -- its last_end_ms ('' for none)
+      if #old < 8 or struct.unpack('<i8', detector) > struct.unpack('<i8', old) then
+        if base == '' then
+          redis.call('SET', dkey, detector, 'PX', ttl_ms)
+        else
+          whole_needed[#whole_needed + 1] = s
+        end
+      end
     end
   end
 end
-return written
+return whole_needed
 """
 
 # The series registry (VRAE_WINDOW__MAX_SERIES): one sorted set, member = series id, score = the epoch
