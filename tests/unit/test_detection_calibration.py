@@ -310,8 +310,9 @@ def test_a_state_of_another_model_or_layout_restarts_fresh_keeping_its_replay_ma
 
 def test_most_windows_change_only_the_start_of_a_state() -> None:
     """The layout orders a state's parts by how often they change, so a store can write only the changed
-    start: every window past the learning period but one in hold_stride changes only the quarantine and
-    the scalars."""
+    start: past the learning period, every window but one in hold_stride changes only the quarantine and the
+    scalars; while the series learns, the hold gathers what leaves the quarantine and only one window in
+    hold_stride changes the histograms."""
     settings = c2.CalibrationSettings(learning_windows=100, max_learning_windows=100)
     layout = state_layout(1, settings)
     batch = c2.Batch.fresh(1, 1, settings)
@@ -325,10 +326,38 @@ def test_most_windows_change_only_the_start_of_a_state() -> None:
         cut = layout.changed_prefix(after, before)
         assert after[cut:] == before[cut:] and len(after) == layout.size
         cuts.append(cut)
-    short, past = min(layout.stable_offsets), cuts[200:]
+    short, hist = min(layout.stable_offsets), max(layout.stable_offsets)
+    k = settings.hold_stride
     assert all(cut == short for cut in cuts[:settings.quarantine])  # nothing taught yet
-    assert sum(cut == short for cut in past) >= len(past) - (len(past) // settings.hold_stride + 1)
-    assert short < layout.size / 3
+    learning, past = cuts[settings.quarantine:100], cuts[200:]
+    assert sum(cut <= hist for cut in learning) >= len(learning) - (len(learning) // k + 1)
+    assert sum(cut == short for cut in past) >= len(past) - (len(past) // k + 1)
+    assert short < layout.size / 3 and hist < layout.size / 2
+
+
+def test_a_learning_series_teaches_in_blocks_what_it_would_teach_window_by_window() -> None:
+    """The blocks change when a window teaches, never what: a series whose hold is too small for a block
+    (so every window teaches as it leaves the quarantine) ends its learning period with the same histograms."""
+    blocks = c2.CalibrationSettings(learning_windows=100, max_learning_windows=100)
+    alone = c2.CalibrationSettings(learning_windows=100, max_learning_windows=100, hold_slots=0)
+    errors = noisy(200, seed=4)
+    runs = []
+    for settings in (blocks, alone):
+        batch = c2.Batch.fresh(1, 1, settings)
+        taught, hists = [], []
+        for i, error in enumerate(errors):
+            c2.step(batch, np.array([error]), np.ones((1, 1)), np.array([i * MINUTE]),
+                    np.array([(i + T) * MINUTE]), None, reference(), settings)
+            taught.append(int(batch.taught[0]))
+            hists.append(batch.hist[0].copy())
+        runs.append((taught, hists))
+    (taught_blocks, hist_blocks), (taught_alone, hist_alone) = runs
+    # windows 0..99 learn; each teaches once a quarantine (32) has followed it: 68 by the last of them
+    d, k = blocks.quarantine, blocks.hold_stride
+    assert taught_alone[99] == 100 - d
+    assert taught_blocks[99] == 100 - d - (100 - d) % k  # in blocks of 12: 60, the last 8 still gather
+    assert taught_blocks[100] == taught_alone[99]  # and teach with the first window past the learning period
+    np.testing.assert_allclose(hist_blocks[100], hist_alone[99], rtol=1e-6, atol=1e-9)
 
 
 def test_a_batch_judges_each_series_as_if_it_were_alone() -> None:

@@ -552,8 +552,8 @@ def _track_incident(batch: Batch, opened: np.ndarray, going: np.ndarray, surpris
 
 def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, with_level: np.ndarray,
            opened: np.ndarray, now_open: np.ndarray, learning: np.ndarray, settings: CalibrationSettings) -> None:
-    """Push this window into the quarantine; the one leaving it teaches the history at once while the
-    series learns, and after the hold once it has learnt (module docstring: Learning)."""
+    """Push this window into the quarantine; the one leaving it teaches the history while the series learns
+    (hold_stride at a time), and after the hold once it has learnt (module docstring: Learning)."""
     d = settings.quarantine
     # the windows waiting when an incident opens are its ramp: flag them, and this one if open
     flags = np.where(opened, (1 << d) - 1, batch.pending_incident)
@@ -568,10 +568,13 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     batch.pending_n = np.where(taught, np.minimum(batch.pending_n + 1, d), batch.pending_n)
     clean = ready & ~leaving_incident
     h, k = settings.hold_slots, settings.hold_stride
+    if h < k:  # no room for a block: each window teaches as it leaves
+        _teach_window(batch, clean & learning, leaving, leaving_level, 1, level, with_level, settings)
+    else:
+        _teach_in_blocks(batch, taught, clean, learning, leaving, leaving_level, level, with_level, settings)
     if h == 0:
-        _teach_window(batch, clean, leaving, leaving_level, 1, level, with_level, settings)
+        _teach_window(batch, clean & ~learning, leaving, leaving_level, 1, level, with_level, settings)
         return
-    _teach_window(batch, clean & learning, leaving, leaving_level, 1, level, with_level, settings)
 
     # The hold: a fault that creeps up over hours (a drift) must not teach its own start as normal a
     # quarantine later, so once a series has learnt, what leaves the quarantine waits h x k windows more.
@@ -589,6 +592,37 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     batch.hold_incident = np.where(push, (hold_flags >> 1) | (now_open.astype(np.int64) << (h - 1)), hold_flags)
     batch.hold_n = np.where(push, np.minimum(batch.hold_n + 1, h), batch.hold_n)
     _teach_window(batch, out_ready & ~out_incident, out, out_level, k, level, with_level, settings)
+
+
+# hold_skip of a series whose hold gathers a block of learning windows (past the learning period: 0..k-1)
+BLOCK = -1
+
+
+def _teach_in_blocks(batch: Batch, taught: np.ndarray, clean: np.ndarray, learning: np.ndarray, leaving: np.ndarray,
+                     leaving_level: np.ndarray, level: np.ndarray | None, with_level: np.ndarray,
+                     settings: CalibrationSettings) -> None:
+    """While a series learns, the windows leaving the quarantine gather in the hold (idle until it has learnt)
+    and teach hold_stride at a time, oldest first, each as it would have alone: the histograms then change
+    once in hold_stride windows, and so does most of the state a store rewrites (worker/state/codec.py). Once
+    the series has learnt, a block still gathering teaches at once and the hold starts its own work."""
+    k = settings.hold_stride
+    gather = clean & learning
+    if gather.any():
+        fresh = gather & (batch.hold_skip != BLOCK)  # the first window of the learning period, or after a settle
+        batch.hold_n = np.where(fresh, 0, batch.hold_n)
+        batch.hold_skip = np.where(gather, BLOCK, batch.hold_skip)
+        slot = np.flatnonzero(gather)
+        batch.hold[slot, batch.hold_n[slot]] = _stored(leaving[slot])
+        batch.hold_level[slot, batch.hold_n[slot]] = _stored(leaving_level[slot])
+        batch.hold_n = batch.hold_n + gather
+    due = (batch.hold_skip == BLOCK) & (taught & ~learning | (batch.hold_n >= k))
+    if not due.any():
+        return
+    for j in range(k):
+        _teach_window(batch, due & (batch.hold_n > j), batch.hold[:, j, :], batch.hold_level[:, j, :], 1, level,
+                      with_level, settings)
+    batch.hold_n = np.where(due, 0, batch.hold_n)
+    batch.hold_skip = np.where(due & ~learning, 0, batch.hold_skip)
 
 
 def _shift_in(batch: Batch, name: str, where: np.ndarray, values: np.ndarray) -> None:

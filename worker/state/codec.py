@@ -3,7 +3,7 @@
     state = last_end_ms, model_key, the layout version (int64 each), the other scalars of
             worker.detection.calibration.SCALARS (int64 / float64, in that order), then float32 arrays:
             the quarantine (q x 6 values, q x F levels), the peak shares, the level centre and spread
-            (F each), the 6 x 96 histograms, the hold (h x 6 values, h x F levels)
+            (F each), the hold (h x 6 values, h x F levels), the 6 x 96 histograms
 
 All little endian, a fixed size for a feature count (`detector_state_bytes`). The state starts with
 last_end_ms (int64): both stores compare those 8 bytes so an older state never replaces a newer one,
@@ -11,11 +11,12 @@ and the Redis script reads them without decoding the rest. A state of another si
 or kept for another model, restarts fresh, keeping its replay mark. A batch's states are decoded and
 encoded with one numpy structured array each way, not series by series.
 
-The arrays are ordered by how often they change, most often first: the quarantine with every window, the
-histograms and the level with every window taught (every window of the learning period, then one in
-`hold_stride`), the hold one window in `hold_stride` once the series has learnt, the peak shares at an
-incident's peak. So most windows change only a state's first ~1.2 kB of 4.2 kB, and the Redis store
-writes only that part (`changed_prefix`).
+The arrays are ordered by how often they change, most often first: the quarantine with every window; the
+peak shares at an incident's peak; the level with every window taught; the hold with every window of the
+learning period (it gathers blocks to teach), then with one in `hold_stride`; the histograms with one
+window in `hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
+first 1.2 kB (1.7 kB while it learns) of 3.9 kB at one feature, and the Redis store writes only that part
+(`StateLayout.changed_prefix`).
 """
 
 import struct
@@ -34,15 +35,15 @@ LAYOUT_VERSION = 2
 # model, laid out how. Two states that start alike are the same series' history (worker.state.cache).
 MARK_BYTES = 24
 
-_ARRAYS = ("pending", "pending_level", "peak_shares", "centre", "spread", "hist", "hold", "hold_level")
+_ARRAYS = ("pending", "pending_level", "peak_shares", "centre", "spread", "hold", "hold_level", "hist")
 # where a state's tail may start that a window leaves as it was (see the module docstring)
-_STABLE_FROM = ("peak_shares", "hist", "hold")
+_STABLE_FROM = ("peak_shares", "hold", "hist")
 
 
 @lru_cache(maxsize=32)
 def _layout(n_features: int, quarantine: int, hold: int) -> np.dtype:
     q, f = quarantine, n_features
-    shapes = ((q, COLUMNS), (q, f), (f,), (f,), (f,), (COLUMNS, BINS), (hold, COLUMNS), (hold, f))
+    shapes = ((q, COLUMNS), (q, f), (f,), (f,), (f,), (hold, COLUMNS), (hold, f), (COLUMNS, BINS))
     scalars = [(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
     return np.dtype(scalars[:2] + [("layout", "<i8")] + scalars[2:]
                     + [(name, "<f4", shape) for name, shape in zip(_ARRAYS, shapes)])
