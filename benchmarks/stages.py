@@ -109,8 +109,12 @@ def measure_incidents(client: redis.Redis, spec: WindowSpec, scorer: Scorer, bat
     fresh, states = iter(batches[warm:]), iter([result.states for _, _, result in judged])
     peek, scores, result = judged[-1]
     now = datetime.now(timezone.utc)
+    client.config_resetstat()
+    store_cpu = cpu_us_per_event(lambda: apply(store, next(fresh), lambda _: next(states)), n)
+    server_us = client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", math.nan) / (REPEATS * n)
     return {
-        "incidents_window_store": cpu_us_per_event(lambda: apply(store, next(fresh), lambda _: next(states)), n),
+        "incidents_window_store": store_cpu,
+        "incidents_redis_server": server_us,
         "incidents_detect": cpu_us_per_event(
             lambda: detector.detect(peek.windows, scores, scorer.info, peek.detector_states), n),
         "incidents_records": cpu_us_per_event(lambda: detection_messages(

@@ -303,7 +303,7 @@ def test_a_state_of_another_model_or_layout_restarts_fresh_keeping_its_replay_ma
     swapped = decode_states([raw], model_key=8, n_features=1, settings=settings)
     assert swapped.seen[0] == 0 and swapped.model_key[0] == 8 and swapped.last_end_ms[0] == batch.last_end_ms[0]
     relaid = bytearray(raw)
-    relaid[16:24] = (LAYOUT_VERSION + 1).to_bytes(8, "little")  # same size, fields in another order
+    relaid[16:24] = ((LAYOUT_VERSION + 1) << 32 | len(raw)).to_bytes(8, "little")  # same size, another order
     moved = decode_states([bytes(relaid)], model_key=7, n_features=1, settings=settings)
     assert moved.seen[0] == 0 and moved.last_end_ms[0] == batch.last_end_ms[0]
 

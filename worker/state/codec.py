@@ -15,7 +15,7 @@ The arrays are ordered by how often they change, most often first: the quarantin
 peak shares at an incident's peak; the level with every window taught; the hold with every window of the
 learning period (it gathers blocks to teach), then with one in `hold_stride`; the histograms with one
 window in `hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
-first 1.2 kB (1.7 kB while it learns) of 3.9 kB at one feature, and the Redis store writes only that part
+first 1.2 kB (1.6 kB while it learns) of 3.9 kB at one feature, and the Redis store writes only that part
 (`StateLayout.changed_prefix`).
 """
 
@@ -28,11 +28,12 @@ import numpy as np
 
 from worker.detection.calibration import BINS, COLUMNS, SCALARS, Batch, CalibrationSettings
 
-# Bumped whenever the layout changes without changing its size: a state of another version restarts fresh.
+# Bumped whenever the order of the fields changes: a state of another version restarts fresh.
 LAYOUT_VERSION = 2
 
-# A state's first bytes, last_end_ms, model_key and the layout version: which windows it judged, under which
-# model, laid out how. Two states that start alike are the same series' history (worker.state.cache).
+# A state's first bytes, last_end_ms, model_key and its layout tag (the version and the size): which windows
+# it judged, under which model, laid out how. Two states that start alike are the same series' history
+# (worker.state.cache), of the same size (so the Redis store can overwrite a part of one without reading more).
 MARK_BYTES = 24
 
 _ARRAYS = ("pending", "pending_level", "peak_shares", "centre", "spread", "hold", "hold_level", "hist")
@@ -47,6 +48,10 @@ def _layout(n_features: int, quarantine: int, hold: int) -> np.dtype:
     scalars = [(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
     return np.dtype(scalars[:2] + [("layout", "<i8")] + scalars[2:]
                     + [(name, "<f4", shape) for name, shape in zip(_ARRAYS, shapes)])
+
+
+def layout_tag(layout: np.dtype) -> int:
+    return LAYOUT_VERSION << 32 | layout.itemsize
 
 
 def detector_state_bytes(n_features: int, settings: CalibrationSettings = CalibrationSettings()) -> int:
@@ -84,7 +89,7 @@ def encode_states(batch: Batch) -> list[bytes]:
     n, n_features = len(batch), batch.centre.shape[1]
     layout = _layout(n_features, batch.pending.shape[1], batch.hold.shape[1])
     records = np.empty(n, layout)
-    records["layout"] = LAYOUT_VERSION
+    records["layout"] = layout_tag(layout)
     for name, _ in SCALARS:
         records[name] = getattr(batch, name)
     for name in _ARRAYS:
@@ -103,7 +108,7 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
     usable = [i for i, raw in enumerate(raws) if raw is not None and len(raw) == layout.itemsize]
     if len(usable) == len(raws) and usable:  # the usual batch: every series has a state; one copy a field
         records = np.frombuffer(b"".join(raws), layout)  # type: ignore[arg-type]
-        if bool(((records["model_key"] == model_key) & (records["layout"] == LAYOUT_VERSION)).all()):
+        if bool(((records["model_key"] == model_key) & (records["layout"] == layout_tag(layout))).all()):
             return Batch(**{name: np.array(records[name], kind) for name, kind in SCALARS},
                          **{name: np.array(records[name], np.float32 if name == "hist" else np.float64)
                             for name in _ARRAYS})
@@ -114,7 +119,7 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
     if not usable:
         return batch
     records = np.frombuffer(b"".join(raws[i] for i in usable), layout)
-    mine = (records["model_key"] == model_key) & (records["layout"] == LAYOUT_VERSION)
+    mine = (records["model_key"] == model_key) & (records["layout"] == layout_tag(layout))
     rows = np.asarray(usable, np.int64)
     batch.last_end_ms[rows] = records["last_end_ms"]
     rows, records = rows[mine], records[mine]

@@ -193,7 +193,7 @@ class RedisStateStore:
         chunks = chunks_by_slot(self._client, series, self.key)
         for chunk in chunks:
             keys: list[str] = []
-            args: list[Any] = [self.spec.ttl_s * 1000, self._layout.size if self._layout is not None else 0]
+            args: list[Any] = [self.spec.ttl_s * 1000]
             for series_id in chunk:
                 keys += [self.key(series_id), detector_key(self._prefix, series_id)]
                 args += [windows.get(series_id, b""), *parts.get(series_id, (b"", b""))]

@@ -209,20 +209,19 @@ return replies
 # ran later, a slower worker after a rebalance) never rolls a series back. The window state is a
 # deterministic function of the events up to its last offset, so the newest one is right whoever
 # computed it. A detector state may come as the changed part only (worker/state/codec.py: most windows
-# change its first ~1.2 kB of 4.2 kB): that part overwrites the stored state's start where the stored
-# state is still the one the worker changed (same size, same mark), so the result is the whole new state.
-# KEYS: per series its window key and its detector key. ARGV: ttl_ms, the detector state's full size,
-# then per series its new window state ('' for none), its detector state or its changed part ('' for
-# none), and for a part the mark of the state it changes ('' for a whole state). Returns the positions
-# (1-based) of the series whose part could not be applied and whose state is not older than the stored
-# one: the caller sends those whole.
+# change its first 1.2 kB of 3.9 kB): that part overwrites the stored state's start where the stored
+# state is still the one the worker changed (same mark, which includes its size), so the result is the
+# whole new state. KEYS: per series its window key and its detector key. ARGV: ttl_ms, then per series
+# its new window state ('' for none), its detector state or its changed part ('' for none), and for a
+# part the mark of the state it changes ('' for a whole state). Returns the positions (1-based) of the
+# series whose part could not be applied and whose state is not older than the stored one: the caller
+# sends those whole.
 WRITE: Final = r"""
 local ttl_ms = tonumber(ARGV[1])
-local full_bytes = tonumber(ARGV[2])
 local whole_needed = {}
 for s = 1, #KEYS / 2 do
   local wkey, dkey = KEYS[2 * s - 1], KEYS[2 * s]
-  local window, detector, base = ARGV[3 * s], ARGV[3 * s + 1], ARGV[3 * s + 2]
+  local window, detector, base = ARGV[3 * s - 1], ARGV[3 * s], ARGV[3 * s + 1]
   if window ~= '' then
     local old = redis.call('GET', wkey)
     local _, new_off = struct.unpack('<i6i8', window)
@@ -236,8 +235,7 @@ for s = 1, #KEYS / 2 do
     end
   end
   if detector ~= '' then
-    if base ~= '' and redis.call('STRLEN', dkey) == full_bytes
-        and redis.call('GETRANGE', dkey, 0, #base - 1) == base then
+    if base ~= '' and redis.call('GETRANGE', dkey, 0, #base - 1) == base then
       redis.call('SETRANGE', dkey, 0, detector)
       redis.call('PEXPIRE', dkey, ttl_ms)
     else
