@@ -96,8 +96,8 @@ def test_surprise_stays_finite_and_ranks_far_beyond_the_history() -> None:
 def test_columns_combine_as_bonferroni_when_one_tells_and_as_their_common_p_when_all_agree() -> None:
     """The weighted harmonic mean p-value: one small column costs the total weight over its own (the number
     of columns asked, for a column of weight 1), columns that agree cost nothing, the point and the jump
-    (two views of the window's error now) share one column's weight, and the level column counts only for
-    a model that removes levels."""
+    (two views of the window's error now) share one column's weight, and the level column counts only
+    where levels are given."""
     level, no_level = c2.column_weights(np.array([True])), c2.column_weights(np.array([False]))
     one = np.array([[1.0, 1e-4, 1.0, 1.0, 1.0, 1.0]])  # the recent column alone
     assert c2.combined_probability(one, level)[0] == pytest.approx(5e-4, rel=1e-3)
@@ -160,6 +160,32 @@ def test_level_shift_opens_through_the_level_when_the_model_removes_it() -> None
     levels[2000:] += 4.0
     found = [i for i in openings(replay(errors, levels=levels)) if i >= 2000]
     assert found and found[0] < 2005
+
+
+def test_level_shift_opens_through_the_level_when_the_model_keeps_it() -> None:
+    """A model that keeps window levels errs more as the shifted part fills its windows, slowly; the level
+    column sees the shift once it holds most of the window's last 8 events."""
+    errors = noisy(3000)
+    errors[2000:2000 + T] *= np.exp(np.linspace(0.0, 1.0, T))  # the error grows with the shifted part ...
+    errors[2000 + T:] *= math.e  # ... to a lasting 2.7x, a standardised v of 2 (model scale 0.5)
+    levels = 0.3 * np.random.default_rng(2).standard_normal(3000)
+    levels[2000:] += 4.0
+    keeps = reference(removes_level=False)
+    found = [i for i in openings(replay(errors, levels=levels, ref=keeps)) if i >= 2000]
+    assert found and found[0] < 2005
+    blind = [i for i in openings(replay(errors, ref=keeps)) if i >= 2000]  # without the level column
+    assert not blind or blind[0] > 2100  # 2243 here: the slow column, hours later
+
+
+def test_the_level_is_a_median_so_a_lone_spike_does_not_move_it() -> None:
+    ref, settings = reference(), c2.CalibrationSettings()
+    window = np.full((1, T, 1), 10.0)
+    spiked = window.copy()
+    spiked[0, -3, 0] = spiked[0, -6, 0] = 40.0  # two spikes among the last 8 events
+    shifted = window.copy()
+    shifted[0, -5:, 0] = 14.0  # a level change in the last 5 of them
+    assert c2.window_level(spiked, ref, settings)[0, 0] == c2.window_level(window, ref, settings)[0, 0] == 10.0
+    assert c2.window_level(shifted, ref, settings)[0, 0] == 14.0
 
 
 def daily_errors(days: int, seed: int = 0) -> np.ndarray:

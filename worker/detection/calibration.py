@@ -2,8 +2,9 @@
 
 Each window of a series is turned into a surprise (-log10 of a tail probability) against THAT series'
 own history, and the series' incident opens, stays open or closes. The VRAE's reconstruction error is
-the signal, standardised by the model's own per-feature calibration; what the model removed from the
-window (its level, for a model trained with `window_level=remove`) is judged beside it. Six columns
+the signal, standardised by the model's own per-feature calibration; the window's level is judged beside
+it (a model that removes window levels cannot see a level change, one that keeps them sees it slowly,
+as the changed part fills its windows). Six columns
 (the point confirmed by the two windows before, a recent and a slow average, how much quieter than usual
 the quietest feature is, the jump of either from the series' last hours, the level) are each judged by a
 decayed histogram of the series' past values with an exponential tail beyond it, and their tail
@@ -66,7 +67,7 @@ class CalibrationSettings:
     tail_count: float = 10.0  # the empirical tail is trusted down to max(tail_mass, tail_count / N)
     tail_floor: float = 0.5  # model scales: the exponential tail beyond the history is never steeper
     level_tail_floor: float = 0.4  # the same for the level column, in units of the series' level spread
-    level_events: int = 8  # the level is the mean of the window's last this many events
+    level_events: int = 8  # the level is the median of the window's last this many events
     level_spread_floor: float = 0.2  # scaled units
     level_prior: float = 300.0  # windows: the training data's own centre (0) and spread (1) as a prior
     quarantine: int = 32  # windows before a judged window teaches the history
@@ -302,10 +303,12 @@ def statistic(score: np.ndarray, shares: np.ndarray, reference: Reference,
 
 
 def window_level(values: np.ndarray, reference: Reference, settings: CalibrationSettings) -> np.ndarray:
-    """(S, F) the mean of each window's last `level_events` events in the model's scaled units, from raw
-    windows (S, T, F)."""
+    """(S, F) the median of each window's last `level_events` events in the model's scaled units, from raw
+    windows (S, T, F). The median, not the mean: in heavy-tailed noise a lone spike or two moved the mean
+    of 8 events by a noise scale and opened false incidents (stream-type bench, level-shift), while a level
+    change holds most of the 8."""
     tail = np.asarray(values, np.float64)[:, -settings.level_events:, :]
-    return (tail.mean(axis=1) - reference.mean) / reference.std
+    return (np.median(tail, axis=1) - reference.mean) / reference.std
 
 
 # ------------------------------------------------------------------------------------------ the tail
@@ -398,7 +401,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
          end_ms: np.ndarray, level: np.ndarray | None, reference: Reference, settings: CalibrationSettings) -> Verdict:
     """Judge one window per series of `batch`, advance its incident and teach its history, in place.
 
-    `level` (S, F) is `window_level(...)` of each window when the model removes levels (else None).
+    `level` (S, F) is `window_level(...)` of each window (None: no level column, five columns judged).
     Windows of one series must come in order; a window ending at or before the series' last_end_ms is
     a replay and must not be passed (`Batch.last_end_ms`)."""
     n = len(batch)
@@ -428,8 +431,9 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # (counts whose noise grows with the rate), a burst at night errs like a normal afternoon and only its
     # change from the errors of the hours before tells
     judged[:, JUMP] = np.where(first, 0.0, np.maximum(judged[:, POINT] - batch.context, quiet - batch.context_quiet))
-    # the level column, for the series whose model removes levels (a bool, or one per series)
-    with_level = np.broadcast_to(np.asarray(reference.removes_level, bool), (n,)) & (level is not None)
+    # the level column: a model that removes levels cannot see a level change, one that keeps them sees it
+    # only as the changed part fills its windows (a shift of 4-8 noise scales opened 16 windows late)
+    with_level = np.full(n, level is not None)
     if with_level.any():
         spread = np.maximum(batch.spread, settings.level_spread_floor)
         judged[:, LEVEL] = np.where(with_level, np.max(np.abs(level - batch.centre) / spread, axis=1), 0.0)

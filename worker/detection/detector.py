@@ -83,8 +83,7 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
     row = {sid: i for i, sid in enumerate(series)}
     batch = decode_states([raw_states.get(sid) for sid in series], model_key(model.sha256), len(model.features),
                           calibration)
-    levels = (window_level(np.stack([w.values for w in windows]), reference, calibration)
-              if reference.removes_level else None)
+    levels = window_level(np.stack([w.values for w in windows]), reference, calibration)
     starts = np.array([w.start_ms for w in windows], np.int64)
     ends = np.array([w.end_ms for w in windows], np.int64)
     codes = np.fromiter((row[window.series_id] for window in windows), np.int64, len(windows))
