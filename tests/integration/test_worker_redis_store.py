@@ -7,7 +7,9 @@ import pytest
 import redis
 
 from vrae_model.windowing import GapPolicy
+from worker.detection.calibration import Batch, CalibrationSettings, Reference, step
 from worker.events import Event, SourceRecord
+from worker.state.codec import encode_states, state_layout
 from worker.state.memory import MemoryStateStore
 from worker.state.redis_store import RedisStateStore, detector_key, registry_key, window_key
 from worker.windows import Outcome, Peek, WindowSpec
@@ -175,7 +177,29 @@ def test_store_runs_on_redis_cluster(tmp_path) -> None:
         assert result.outcomes[-1] == Outcome.DUPLICATE
         assert [(w.series_id, w.end_ms) for w in result.windows] == [("a", 2), ("b", 2)]
         assert store.peek(events[:1], detector=True, now_ms=NOW_MS).detector_states == {"a": (2).to_bytes(8, "little")}
+        # a detector state's changed start alone, as the worker writes it (worker.state.codec.StateLayout)
+        first, second = detector_states(2)
+        partial = RedisStateStore(client, spec, key_prefix="p", detector_cache_bytes=1 << 20,
+                                  detector_layout=state_layout(1))
+        partial.write({}, {"a": first}, NOW_MS)
+        partial.write({}, {"a": second}, NOW_MS)
+        assert client.get(detector_key("p", "a")) == second
+        assert client.info("commandstats").get("cmdstat_setrange", {}).get("calls", 0) == 1
         client.close()
+
+
+def detector_states(n: int) -> list[bytes]:
+    """One series' detector states after each of its first n windows (they differ in their start only)."""
+    settings = CalibrationSettings()
+    batch = Batch.fresh(1, 1, settings)
+    reference = Reference(median=np.zeros(1), scale=np.ones(1), mean=np.zeros(1), std=np.ones(1),
+                          removes_level=False, window=2)
+    states = []
+    for i in range(n):
+        step(batch, np.array([0.5]), np.ones((1, 1)), np.array([i * 1000]), np.array([(i + 1) * 1000]),
+             np.zeros((1, 1)), reference, settings)
+        states.append(encode_states(batch)[0])
+    return states
 
 
 def test_state_from_a_model_of_another_shape_is_reused_or_restarted_safely(redis_url: str) -> None:
