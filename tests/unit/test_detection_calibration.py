@@ -98,7 +98,7 @@ def test_columns_combine_as_bonferroni_when_one_tells_and_as_their_common_p_when
     of columns asked, for a column of weight 1), columns that agree cost nothing, the point and the jump
     (two views of the window's error now) share one column's weight, and the level column counts only
     where levels are given."""
-    level, no_level = c2.column_weights(np.array([True])), c2.column_weights(np.array([False]))
+    level, no_level = c2.column_weights(1, True), c2.column_weights(1, False)
     one = np.array([[1.0, 1e-4, 1.0, 1.0, 1.0, 1.0]])  # the recent column alone
     assert c2.combined_probability(one, level)[0] == pytest.approx(5e-4, rel=1e-3)
     assert c2.combined_probability(one, no_level)[0] == pytest.approx(4e-4, rel=1e-3)

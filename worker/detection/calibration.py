@@ -338,9 +338,9 @@ def tail_probability(hist: np.ndarray, w: np.ndarray, floor: float | np.ndarray,
     return np.clip(np.where(w > q, extrapolated, empirical), MIN_PROBABILITY, 1.0)
 
 
-def column_weights(with_level: np.ndarray) -> np.ndarray:
+def column_weights(n_series: int, with_level: bool) -> np.ndarray:
     """(S, COLUMNS) each column's weight in the combination (0: not asked)."""
-    weights = np.tile(WEIGHTS, (len(with_level), 1))
+    weights = np.tile(WEIGHTS, (n_series, 1))
     weights[:, LEVEL] *= with_level
     return weights
 
@@ -433,18 +433,17 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     judged[:, JUMP] = np.where(first, 0.0, np.maximum(judged[:, POINT] - batch.context, quiet - batch.context_quiet))
     # the level column: a model that removes levels cannot see a level change, one that keeps them sees it
     # only as the changed part fills its windows (a shift of 4-8 noise scales opened 16 windows late)
-    with_level = np.full(n, level is not None)
-    if with_level.any():
+    with_level = level is not None
+    if with_level:
         spread = np.maximum(batch.spread, settings.level_spread_floor)
-        judged[:, LEVEL] = np.where(with_level, np.max(np.abs(level - batch.centre) / spread, axis=1), 0.0)
+        judged[:, LEVEL] = np.max(np.abs(level - batch.centre) / spread, axis=1)
     judged = np.clip(judged, LO, HI - 1e-9)
 
-    used = COLUMNS if with_level.any() else LEVEL  # judge every column of every series in one call
+    used = COLUMNS if with_level else LEVEL  # judge every column of every series in one call
     floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor])[:used]
     p = np.ones((n, COLUMNS))
     p[:, :used] = tail_probability(batch.hist[:, :used, :].reshape(n * used, BINS), judged[:, :used].reshape(-1),
                                    np.tile(floors, n), settings).reshape(n, used)
-    p[:, LEVEL] = np.where(with_level, p[:, LEVEL], 1.0)
 
     # incidents
     # the first learning period (never settled: seen == since_reset) follows the model's training size; after
@@ -452,10 +451,10 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     first_period = batch.seen == batch.since_reset
     relearning = ~first_period & (batch.since_reset < settings.learning_windows)
     masked = relearning[:, None] & ((batch.relearn[:, None] >> np.arange(COLUMNS)) & 1).astype(bool)
-    masked[:, LEVEL] |= ~with_level
+    masked[:, LEVEL] |= not with_level
     raw_p = p
     p = np.where(masked, 1.0, p)
-    weights = column_weights(with_level)
+    weights = column_weights(n, with_level)
     surprise = -np.log10(combined_probability(p, weights))
     learning = (first_period & (batch.since_reset < reference.learning_windows(settings))) | masked.all(axis=1)
     was_open = batch.open.astype(bool)
@@ -488,8 +487,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     past_onset = going & (batch.open_windows > 2 * settings.quarantine)
     batch.lasting = np.where(opened, 0, np.where(past_onset, batch.lasting | bits, batch.lasting))
 
-    _learn(batch, counted, judged, level if with_level.any() else None, with_level, opened, now_open,
-           learning | relearning, settings)
+    _learn(batch, counted, judged, level, opened, now_open, learning | relearning, settings)
     restart = settled
     if restart.any():
         # a new normal: the columns that kept telling it from the old one (`lasting`; none: all) start again
@@ -554,8 +552,8 @@ def _track_incident(batch: Batch, opened: np.ndarray, going: np.ndarray, surpris
     batch.opening_surprise = np.where(opened, surprise, batch.opening_surprise)
 
 
-def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, with_level: np.ndarray,
-           opened: np.ndarray, now_open: np.ndarray, learning: np.ndarray, settings: CalibrationSettings) -> None:
+def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, opened: np.ndarray,
+           now_open: np.ndarray, learning: np.ndarray, settings: CalibrationSettings) -> None:
     """Push this window into the quarantine; the one leaving it teaches the history while the series learns
     (hold_stride at a time), and after the hold once it has learnt (module docstring: Learning)."""
     d = settings.quarantine
@@ -572,13 +570,13 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     batch.pending_n = np.where(taught, np.minimum(batch.pending_n + 1, d), batch.pending_n)
     clean = ready & ~leaving_incident
     h, k = settings.hold_slots, settings.hold_stride
-    if h < k:  # no room for a block: each window teaches as it leaves
-        _teach_window(batch, clean & learning, leaving, leaving_level, 1, level, with_level, settings)
-    else:
-        _teach_in_blocks(batch, taught, clean, learning, leaving, leaving_level, level, with_level, settings)
     if h == 0:
-        _teach_window(batch, clean & ~learning, leaving, leaving_level, 1, level, with_level, settings)
+        _teach_window(batch, clean, leaving, leaving_level, 1, level, settings)
         return
+    if h < k:  # no room for a block: each window teaches as it leaves
+        _teach_window(batch, clean & learning, leaving, leaving_level, 1, level, settings)
+    else:
+        _teach_in_blocks(batch, taught, clean, learning, leaving, leaving_level, level, settings)
 
     # The hold: a fault that creeps up over hours (a drift) must not teach its own start as normal a
     # quarantine later, so once a series has learnt, what leaves the quarantine waits h x k windows more.
@@ -595,7 +593,7 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     _shift_in(batch, "hold_level", push, leaving_level)
     batch.hold_incident = np.where(push, (hold_flags >> 1) | (now_open.astype(np.int64) << (h - 1)), hold_flags)
     batch.hold_n = np.where(push, np.minimum(batch.hold_n + 1, h), batch.hold_n)
-    _teach_window(batch, out_ready & ~out_incident, out, out_level, k, level, with_level, settings)
+    _teach_window(batch, out_ready & ~out_incident, out, out_level, k, level, settings)
 
 
 # hold_skip of a series whose hold gathers a block of learning windows (past the learning period: 0..k-1)
@@ -603,17 +601,14 @@ BLOCK = -1
 
 
 def _teach_in_blocks(batch: Batch, taught: np.ndarray, clean: np.ndarray, learning: np.ndarray, leaving: np.ndarray,
-                     leaving_level: np.ndarray, level: np.ndarray | None, with_level: np.ndarray,
-                     settings: CalibrationSettings) -> None:
+                     leaving_level: np.ndarray, level: np.ndarray | None, settings: CalibrationSettings) -> None:
     """While a series learns, the windows leaving the quarantine gather in the hold (idle until it has learnt)
     and teach hold_stride at a time, oldest first, each as it would have alone: the histograms then change
     once in hold_stride windows, and so does most of the state a store rewrites (worker/state/codec.py). Once
     the series has learnt, a block still gathering teaches at once and the hold starts its own work."""
     k = settings.hold_stride
     gather = clean & learning
-    if gather.any():
-        fresh = gather & (batch.hold_skip != BLOCK)  # the first window of the learning period, or after a settle
-        batch.hold_n = np.where(fresh, 0, batch.hold_n)
+    if gather.any():  # the hold is empty when the learning period starts (a new series, or a settle's restart)
         batch.hold_skip = np.where(gather, BLOCK, batch.hold_skip)
         slot = np.flatnonzero(gather)
         batch.hold[slot, batch.hold_n[slot]] = _stored(leaving[slot])
@@ -624,7 +619,7 @@ def _teach_in_blocks(batch: Batch, taught: np.ndarray, clean: np.ndarray, learni
         return
     for j in range(k):
         _teach_window(batch, due & (batch.hold_n > j), batch.hold[:, j, :], batch.hold_level[:, j, :], 1, level,
-                      with_level, settings)
+                      settings)
     batch.hold_n = np.where(due, 0, batch.hold_n)
     batch.hold_skip = np.where(due & ~learning, 0, batch.hold_skip)
 
@@ -643,14 +638,14 @@ def _shift_in(batch: Batch, name: str, where: np.ndarray, values: np.ndarray) ->
 
 
 def _teach_window(batch: Batch, teach: np.ndarray, values: np.ndarray, levels: np.ndarray, weight: int,
-                  level: np.ndarray | None, with_level: np.ndarray, settings: CalibrationSettings) -> None:
+                  level: np.ndarray | None, settings: CalibrationSettings) -> None:
     """Teach (S, COLUMNS) `values` and (S, F) `levels` where `teach`, each standing for `weight` windows."""
     if not teach.any():
         return
     _teach(batch, values, teach * float(weight), settings)
     batch.taught = batch.taught + teach * weight
     if level is not None:
-        learn = (teach & with_level)[:, None]
+        learn = teach[:, None]
         a = np.maximum(1.0 / (batch.level_n + 1.0 + settings.level_prior), 1.0 - settings.decay)[:, None]
         a = 1.0 - (1.0 - a) ** weight
         deviation = levels - batch.centre

@@ -120,8 +120,7 @@ class RedisStateStore:
         self._write = LoadedScript(client, WRITE)
         self._admit = LoadedScript(client, ADMIT)
         self._value_bytes = 4 * spec.n_features
-        # the detector states this store wrote or read: a peek reads back only those changed since, a write
-        # sends only the part of a state that changed (0: none kept)
+        # the detector states this store wrote or read: a peek reads back only those changed since (0: none kept)
         self._cache = DetectorStateCache(detector_cache_bytes) if detector_cache_bytes > 0 else None
         # with the detector state's layout (and the cache) a write sends only the part of a state that changed
         self._layout = detector_layout
