@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vrae_model.synth import STREAM_KINDS, StreamConfig, generate_streams
+from vrae_model.synth import STREAM_INTERVAL_MS, STREAM_KINDS, STREAM_LENGTH, StreamConfig, generate_streams
 
 WINDOW = 32
 TRAIN_FRACTION = 0.15
@@ -97,14 +97,19 @@ def _remap(spans: list[tuple[int, int, str]], kept: np.ndarray) -> list[tuple[in
     return out
 
 
-def synthetic_streams(kind: str, seed: int, n_series: int) -> list[Stream]:
-    data = generate_streams(StreamConfig(kind=kind, n_series=n_series, seed=seed))
+def synthetic_streams(kind: str, seed: int, n_series: int, length: int = STREAM_LENGTH,
+                      interval_ms: int = STREAM_INTERVAL_MS) -> list[Stream]:
+    """`length` events a stream, one every `interval_ms`; a shape other than the default (14 days at 5 min)
+    is named in the streams' names (`slow-drift/seed0-16128x300s/...`)."""
+    data = generate_streams(StreamConfig(kind=kind, n_series=n_series, seed=seed, length=length,
+                                         interval_ms=interval_ms))
+    shape = "" if (length, interval_ms) == (STREAM_LENGTH, STREAM_INTERVAL_MS) else f"-{length}x{interval_ms // 1000}s"
     streams = []
     for one in data.series:
         kept = accepted_events(one.timestamps)
         train_rows = int(TRAIN_FRACTION * len(one.timestamps))
         streams.append(Stream(
-            name=f"{kind}/seed{seed}/{one.series_id}", kind=kind, seed=seed, features=list(data.feature_names),
+            name=f"{kind}/seed{seed}{shape}/{one.series_id}", kind=kind, seed=seed, features=list(data.feature_names),
             timestamps=one.timestamps[kept], values=one.values[kept], labels=one.labels[kept].astype(np.int8),
             train_events=int(np.searchsorted(kept, train_rows)),
             train_rows=(one.timestamps[:train_rows], one.values[:train_rows]),
@@ -212,12 +217,13 @@ def _prepare_quietly(stream: Stream, cache: Path) -> Stream:
 
 
 def load(kinds: Sequence[str], seeds: Sequence[int], n_series: int, cache: Path, skab: bool, jobs: int = 1,
-         log: Callable[[str], None] = print) -> list[Stream]:
+         log: Callable[[str], None] = print, length: int = STREAM_LENGTH,
+         interval_ms: int = STREAM_INTERVAL_MS) -> list[Stream]:
     """The streams with their models; `jobs` > 1 trains that many side by side (one torch thread each)."""
     streams: list[Stream] = []
     for seed in seeds:
         for kind in kinds:
-            streams += synthetic_streams(kind, seed, n_series)
+            streams += synthetic_streams(kind, seed, n_series, length, interval_ms)
     if skab:
         streams += skab_streams()
     missing = [s for s in streams if not all(p.exists() for p in cache_paths(s, cache))]

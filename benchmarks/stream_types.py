@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stream_outputs import DEFAULT_CACHE, WINDOW, Stream, count_windows, load, parse_seeds
 from vrae_model.calibration import fit_calibration, surprises
-from vrae_model.synth import STREAM_KINDS
+from vrae_model.synth import STREAM_INTERVAL_MS, STREAM_KINDS, STREAM_LENGTH
 from worker.tools.evaluation import anomaly_windows, incident_positions, matches, score_detections
 
 Z_WINDOW = 288
@@ -324,8 +324,10 @@ def details(result: dict[str, dict[str, Card]]) -> str:
 
 
 def run(seeds: Sequence[int], n_series: int, kinds: Sequence[str] = STREAM_KINDS, cache: Path = DEFAULT_CACHE,
-        jobs: int = 1, log: Callable[[str], None] = print) -> dict[str, dict[str, Card]]:
-    streams = load(kinds, seeds, n_series, cache, skab=False, jobs=jobs, log=log)
+        jobs: int = 1, log: Callable[[str], None] = print, length: int = STREAM_LENGTH,
+        interval_ms: int = STREAM_INTERVAL_MS) -> dict[str, dict[str, Card]]:
+    streams = load(kinds, seeds, n_series, cache, skab=False, jobs=jobs, log=log, length=length,
+                   interval_ms=interval_ms)
     return evaluate(streams)
 
 
@@ -337,11 +339,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="trained models and their outputs")
     parser.add_argument("--jobs", type=int, default=1, help="models trained side by side")
     parser.add_argument("--details", action="store_true", help="also every detector's full table per type")
+    parser.add_argument("--length", type=int, default=STREAM_LENGTH,
+                        help="events a stream (a shape the defaults were not chosen on: e.g. 16128, 8 weeks)")
+    parser.add_argument("--interval-s", type=int, default=STREAM_INTERVAL_MS // 1000,
+                        help="seconds between events (e.g. 3600: hourly, a day shorter than a window)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     result = run(parse_seeds(args.seeds), args.series, [k for k in args.kinds.split(",") if k], args.cache,
-                 args.jobs, log=lambda line: print(line, flush=True))
-    print(headline(result, f"seeds {args.seeds}, {args.series} streams a type") + "\n\n" + incidents(result))
+                 args.jobs, log=lambda line: print(line, flush=True), length=args.length,
+                 interval_ms=1000 * args.interval_s)
+    shape = f", {args.length} events at {args.interval_s} s" if args.length != STREAM_LENGTH or \
+        args.interval_s != STREAM_INTERVAL_MS // 1000 else ""
+    print(headline(result, f"seeds {args.seeds}, {args.series} streams a type{shape}") + "\n\n" + incidents(result))
     if args.details:
         print("\n" + details(result))
     print(f"\n({time.perf_counter() - started:.0f} s)")

@@ -25,12 +25,13 @@ NOW_MS = 1_764_000_000_000
 LAYOUT = state_layout(2, DetectorSettings().calibration)  # as the worker builds its store: changed parts only
 
 
-def run(store: RedisStateStore | MemoryStateStore, series: str, first: int, scores: list[float]) -> DetectionResult:
+def run(store: RedisStateStore | MemoryStateStore, series: str, first: int, scores: list[float],
+        now_ms: int = NOW_MS) -> DetectionResult:
     """Judge windows with the stored state, then write the new states, as a batch does."""
     windows, scored = scored_windows(series, first, scores)
-    raw = store.peek([window.event for window in windows], detector=True, now_ms=NOW_MS).detector_states
+    raw = store.peek([window.event for window in windows], detector=True, now_ms=now_ms).detector_states
     result = detect(windows, scored, raw, MODEL, DetectorSettings())
-    store.write({}, result.states, NOW_MS)
+    store.write({}, result.states, now_ms)
     return result
 
 
@@ -85,6 +86,28 @@ def test_past_the_learning_period_a_write_sends_a_part_of_the_state(redis_url: s
         sent[partial] = int(client.info("stats")["total_net_input_bytes"])
     assert client.get(detector_key("p1", "s")) == client.get(detector_key("p0", "s"))
     assert sent[True] < 0.5 * sent[False]  # 0.43 here: the peek and the window state go whole either way
+
+
+def test_a_changed_part_refreshes_the_ttl_only_once_a_share_of_it_has_passed(redis_url: str) -> None:
+    """SETRANGE keeps a key's TTL: a part refreshes it only when the store's own last refresh is older than
+    TTL_SLACK of the TTL (60 s / 64 here), so a state still expires within 1 TTL of its series' last write."""
+    client = redis.Redis.from_url(redis_url)
+    key = detector_key("t", "s")
+    client.delete(key)
+    store = RedisStateStore(client, SPEC, key_prefix="t", detector_cache_bytes=1 << 20, detector_layout=LAYOUT)
+    run(store, "s", 1, [0.1] * 20)  # written whole: its TTL set now
+    client.pexpire(key, 5_000)
+    client.config_resetstat()
+    run(store, "s", 21, [0.1], now_ms=NOW_MS + 900)
+    assert setranges(client) == 1 and pexpires(client) == 0 and client.pttl(key) <= 5_000
+    run(store, "s", 22, [0.1], now_ms=NOW_MS + 950)  # 950 ms since the TTL was set: past 60 s / 64
+    assert setranges(client) == 2 and pexpires(client) == 1 and client.pttl(key) > 59_000
+    run(store, "s", 23, [0.1], now_ms=NOW_MS + 1_000)
+    assert setranges(client) == 3 and pexpires(client) == 1
+
+
+def pexpires(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_pexpire", {}).get("calls", 0))
 
 
 @pytest.mark.parametrize("elsewhere", ["expired", "older", "newer"])

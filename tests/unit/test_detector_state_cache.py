@@ -28,3 +28,14 @@ def test_a_state_larger_than_the_budget_is_not_kept() -> None:
     cache = DetectorStateCache(50)
     cache.put({"s": state(1)})
     assert cache.get("s") is None and cache.nbytes == 0
+
+
+def test_when_the_ttl_was_set_is_kept_with_the_state_and_forgotten_with_it() -> None:
+    cache = DetectorStateCache(200)
+    cache.put({"a": state(1), "b": state(2)}, ttl_set=["a"], now_ms=1_000)
+    assert cache.ttl_set_ms("a") == 1_000 and cache.ttl_set_ms("b") is None
+    cache.put({"a": state(3)})  # a part that kept the TTL: the note stays
+    assert cache.ttl_set_ms("a") == 1_000
+    cache.put({"c": state(4)}, ttl_set=["c"], now_ms=2_000)  # "b" goes first, then "a"
+    cache.put({"b": state(5)})
+    assert cache.get("a") is None and cache.ttl_set_ms("a") is None and cache.ttl_set_ms("c") == 2_000

@@ -18,7 +18,7 @@ from worker.config import RedisSettings
 from worker.events import Event
 from worker.state.cache import DetectorStateCache
 from worker.state.codec import MARK_BYTES, StateLayout
-from worker.state.scripts import ADMIT, PEEK, WRITE
+from worker.state.scripts import ADMIT, KEEP_TTL, PEEK, WRITE
 from worker.windows import DueWindow, Outcome, Peek, WindowSpec, group_by_series
 
 _OUTCOME_BY_LETTER = {
@@ -157,6 +157,12 @@ class RedisStateStore:
             *refresh, *new))
         return {raw.decode("utf-8") for raw in reply[:-1]}, int(reply[-1])
 
+    # A changed part keeps the detector key's TTL as it is (SETRANGE does); the store refreshes it with the
+    # part only once its own last refresh is older than this share of the TTL, so a detector state expires
+    # between (1 - TTL_SLACK) and 1 TTL after its series' last write (a PEXPIRE was ~a quarter of a part's
+    # cost in Redis: benchmarks/RESULTS.md)
+    TTL_SLACK = 1 / 64
+
     def write(self, windows: dict[str, Any], detector_states: dict[str, bytes], now_ms: int) -> None:
         series = list(dict.fromkeys([*windows, *detector_states]))
         if not series:
@@ -164,25 +170,38 @@ class RedisStateStore:
         # Repeated after a lost script: a state already stored is not replaced by an equal or older one, and
         # a part applied already no longer finds the mark it changes. A write that fails leaves the copy as
         # it was: where it went through anyway, the marks differ.
-        parts = self._parts(detector_states)
+        parts, ttl_set = self._parts(detector_states, now_ms)
         whole = self._write.run(lambda sha: self._store(sha, series, windows, parts))
         if whole:  # the stored state was not the one the part changes (another worker's, expired): rare
             self._write.run(lambda sha: self._store(sha, whole, {}, {sid: (detector_states[sid], b"")
                                                                      for sid in whole}))
+            ttl_set += whole
         if self._cache is not None:
-            self._cache.put(detector_states)
+            self._cache.put(detector_states, ttl_set, now_ms)
 
-    def _parts(self, states: dict[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
-        """Per series what to send: the changed start of its state and the mark of the stored state it changes,
-        where this store knows the stored state and it has the same size; else the whole state and no mark."""
+    def _parts(self, states: dict[str, bytes], now_ms: int) -> tuple[dict[str, tuple[bytes, bytes]], list[str]]:
+        """Per series what to send: the changed start of its state and the mark of the stored state it changes
+        (then KEEP_TTL where this store set the key's TTL lately), where this store knows the stored state and
+        it has the same size; else the whole state and no mark. And the series whose TTL the write sets."""
         if self._cache is None or self._layout is None:
-            return {sid: (state, b"") for sid, state in states.items()}
+            return {sid: (state, b"") for sid, state in states.items()}, list(states)
         parts: dict[str, tuple[bytes, bytes]] = {}
+        ttl_set: list[str] = []
+        fresh_after = now_ms - int(self.spec.ttl_s * 1000 * self.TTL_SLACK)
         for sid, state in states.items():
             base = self._cache.get(sid)
             cut = self._layout.changed_prefix(state, base) if base is not None else len(state)
-            parts[sid] = (state[:cut], base[:MARK_BYTES]) if base is not None and cut < len(state) else (state, b"")
-        return parts
+            if base is None or cut == len(state):
+                parts[sid] = (state, b"")
+                ttl_set.append(sid)
+                continue
+            set_ms = self._cache.ttl_set_ms(sid)
+            if set_ms is not None and set_ms > fresh_after:
+                parts[sid] = (state[:cut], base[:MARK_BYTES] + KEEP_TTL)
+            else:
+                parts[sid] = (state[:cut], base[:MARK_BYTES])
+                ttl_set.append(sid)
+        return parts, ttl_set
 
     def _store(self, sha: str, series: list[str], windows: dict[str, Any],
                parts: dict[str, tuple[bytes, bytes]]) -> list[str]:

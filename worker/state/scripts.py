@@ -213,15 +213,20 @@ return replies
 # state is still the one the worker changed (same mark, which includes its size), so the result is the
 # whole new state. KEYS: per series its window key and its detector key. ARGV: ttl_ms, then per series
 # its new window state ('' for none), its detector state or its changed part ('' for none), and for a
-# part the mark of the state it changes ('' for a whole state). Returns the positions (1-based) of the
+# part the mark of the state it changes ('' for a whole state), followed by KEEP_TTL where the worker
+# set the key's TTL lately (the part then leaves it as it is). Returns the positions (1-based) of the
 # series whose part could not be applied and whose state is not older than the stored one: the caller
 # sends those whole.
+KEEP_TTL: Final = b"k"
 WRITE: Final = r"""
 local ttl_ms = tonumber(ARGV[1])
+local MARK_BYTES = 24
 local whole_needed = {}
 for s = 1, #KEYS / 2 do
   local wkey, dkey = KEYS[2 * s - 1], KEYS[2 * s]
   local window, detector, base = ARGV[3 * s - 1], ARGV[3 * s], ARGV[3 * s + 1]
+  local keep_ttl = #base > MARK_BYTES
+  if keep_ttl then base = string.sub(base, 1, MARK_BYTES) end
   if window ~= '' then
     local old = redis.call('GET', wkey)
     local _, new_off = struct.unpack('<i6i8', window)
@@ -237,7 +242,7 @@ for s = 1, #KEYS / 2 do
   if detector ~= '' then
     if base ~= '' and redis.call('GETRANGE', dkey, 0, #base - 1) == base then
       redis.call('SETRANGE', dkey, 0, detector)
-      redis.call('PEXPIRE', dkey, ttl_ms)
+      if not keep_ttl then redis.call('PEXPIRE', dkey, ttl_ms) end
     else
       local old = redis.call('GETRANGE', dkey, 0, 7)  -- its last_end_ms ('' for none)
       if #old < 8 or struct.unpack('<i8', detector) > struct.unpack('<i8', old) then
