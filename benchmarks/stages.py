@@ -86,14 +86,16 @@ def measure_incidents(client: redis.Redis, spec: WindowSpec, scorer: Scorer, bat
     of the state under another key prefix computes each timed batch's detector states first, so the timed
     store writes real, newer states without paying for the detector."""
     detector = Detector()
-    judged: list[tuple[Peek, Scores, DetectionResult]] = []
+    judged: list[tuple[Peek, np.ndarray, Scores, DetectionResult]] = []
 
     def detect(peek: Peek) -> dict[str, bytes]:
         if not peek.windows:
             return {}
-        scores = scorer.score(np.stack([w.values for w in peek.windows]))
-        judged.append((peek, scores, detector.detect(peek.windows, scores, scorer.info, peek.detector_states)))
-        return judged[-1][2].states
+        values = np.stack([w.values for w in peek.windows])
+        scores = scorer.score(values)
+        judged.append((peek, values, scores, detector.detect(peek.windows, scores, scorer.info, peek.detector_states,
+                                                             values)))
+        return judged[-1][3].states
 
     cache_bytes = int(RedisSettings().detector_cache_mb * 2**20)  # the worker's default
     layout = state_layout(spec.n_features, detector.settings.calibration)
@@ -106,8 +108,8 @@ def measure_incidents(client: redis.Redis, spec: WindowSpec, scorer: Scorer, bat
     judged.clear()
     for events in batches[warm:]:
         apply(shadow, events, detect)
-    fresh, states = iter(batches[warm:]), iter([result.states for _, _, result in judged])
-    peek, scores, result = judged[-1]
+    fresh, states = iter(batches[warm:]), iter([result.states for *_, result in judged])
+    peek, values, scores, result = judged[-1]
     now = datetime.now(timezone.utc)
     client.config_resetstat()
     store_cpu = cpu_us_per_event(lambda: apply(store, next(fresh), lambda _: next(states)), n)
@@ -116,7 +118,7 @@ def measure_incidents(client: redis.Redis, spec: WindowSpec, scorer: Scorer, bat
         "incidents_window_store": store_cpu,
         "incidents_redis_server": server_us,
         "incidents_detect": cpu_us_per_event(
-            lambda: detector.detect(peek.windows, scores, scorer.info, peek.detector_states), n),
+            lambda: detector.detect(peek.windows, scores, scorer.info, peek.detector_states, values), n),
         "incidents_records": cpu_us_per_event(lambda: detection_messages(
             result, scores, scorer.info, alert_topic="alerts", scores_topic=None, top_k=3, now=now), n),
     }

@@ -121,8 +121,10 @@ class Pipeline:
         admitted, tracked = self._store.admit(peek.new_series, peek.refresh, now_ms)
         events, windows, refused = self._within_series_limit(batch.events, peek, admitted)
         model = self._scorer.info  # a hot model swap happens between batches, never inside one
-        scores = self._score(windows)
-        alerts, detection, messages = self._decide(windows, scores, model, peek.detector_states)
+        values = np.stack([w.values for w in windows]) if windows else np.zeros((0, model.window, len(model.features)),
+                                                                                 np.float32)
+        scores = self._score(values)
+        alerts, detection, messages = self._decide(windows, values, scores, model, peek.detector_states)
         invalid = batch.invalid + refused
         messages += [dead_letter_message(item, self._topics.dead_letters, self._topics.max_message_bytes)
                      for item in invalid]
@@ -165,26 +167,23 @@ class Pipeline:
                          if event.series_id not in refused_series]
         return kept, windows, refused
 
-    def _decide(self, windows: Sequence[DueWindow], scores: Scores, model: ModelInfo,
+    def _decide(self, windows: Sequence[DueWindow], values: np.ndarray, scores: Scores, model: ModelInfo,
                 states: dict[str, bytes]) -> tuple[list[Alert], DetectionResult | None, list[OutboundMessage]]:
         """Per-window alerts, or (with a detector) per-series calibration and incident records."""
         now = self._clock()
         if self.detector is None:
             alerts = decide_alerts(windows, scores, model, top_k=self._top_k, now=now)
             return alerts, None, [alert_message(alert, self._topics.alerts) for alert in alerts]
-        detection = self.detector.detect(windows, scores, model, states)
+        detection = self.detector.detect(windows, scores, model, states, values)
         messages = detection_messages(detection, scores, model, alert_topic=self._topics.alerts,
                                       scores_topic=self.detector.scores_topic, top_k=self.detector.top_k, now=now)
         return [], detection, messages
 
-    def _score(self, windows: Sequence[DueWindow]) -> Scores:
-        """All windows that came due in the batch, in one (chunked) forward pass."""
-        info = self._scorer.info
-        batch = np.stack([w.values for w in windows]) if windows else np.zeros((0, info.window, len(info.features)),
-                                                                                np.float32)
+    def _score(self, values: np.ndarray) -> Scores:
+        """All windows that came due in the batch (B, T, F), in one (chunked) forward pass."""
         started = time.perf_counter()
-        scores = self._scorer.score(batch)  # (B, T, F) -> (B,)
-        if windows:
+        scores = self._scorer.score(values)  # (B, T, F) -> (B,)
+        if len(values):
             self._metrics.inference_seconds.observe(time.perf_counter() - started)
         return scores
 

@@ -166,6 +166,22 @@ def prior(n_features: int, settings: CalibrationSettings) -> np.ndarray:
     return expected
 
 
+@lru_cache(maxsize=16)
+def prior_state(n_features: int, settings: CalibrationSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The prior as a state holds it, read-only: (above (COLUMNS, BINS) float32, tail_q, tail_scale (COLUMNS,))."""
+    above = reverse_cumsum(prior(n_features, settings)).astype(np.float32)
+    q, scale = tail_shape(above, settings)
+    parts = (above, _stored(q), _stored(scale))
+    for part in parts:
+        part.setflags(write=False)
+    return parts
+
+
+def reverse_cumsum(hist: np.ndarray) -> np.ndarray:
+    """The mass in bins >= j of histograms (..., BINS), in float64."""
+    return np.cumsum(np.asarray(hist, np.float64)[..., ::-1], axis=-1)[..., ::-1]
+
+
 # ----------------------------------------------------------------------------------------- the state
 
 
@@ -223,7 +239,9 @@ class Batch:
     lasting: np.ndarray  # (S,) bit mask over the columns still anomalous in the open incident past its onset
     context: np.ndarray  # (S,) EW mean of v, context_halflife: the errors of the last few hours
     context_quiet: np.ndarray  # (S,) and of u
-    hist: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram
+    above: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram as the mass in bins >= j
+    tail_q: np.ndarray  # (S, COLUMNS) where its empirical tail ends, and the mean excess beyond (`tail_shape`):
+    tail_scale: np.ndarray  # (S, COLUMNS) they change only with the histogram, so they are kept beside it
     pending: np.ndarray  # (S, quarantine, COLUMNS) judged values waiting, oldest first
     pending_level: np.ndarray  # (S, quarantine, F) their levels
     hold: np.ndarray  # (S, hold_slots, COLUMNS) values that left the quarantine, waiting again, oldest first
@@ -238,7 +256,9 @@ class Batch:
         scalars = {name: np.zeros(s, kind) for name, kind in SCALARS}
         scalars["last_end_ms"][:] = -1
         scalars["model_key"][:] = model_key
-        return cls(**scalars, hist=np.tile(prior(n_features, settings).astype(np.float32), (s, 1, 1)),
+        above, q, scale = prior_state(n_features, settings)
+        return cls(**scalars, above=np.tile(above, (s, 1, 1)), tail_q=np.tile(q, (s, 1)),
+                   tail_scale=np.tile(scale, (s, 1)),
                    pending=np.zeros((s, d, COLUMNS)), pending_level=np.zeros((s, d, n_features)),
                    hold=np.zeros((s, settings.hold_slots, COLUMNS)), hold_level=np.zeros((s, settings.hold_slots,
                                                                                           n_features)),
@@ -254,32 +274,6 @@ class Batch:
     def put(self, index: np.ndarray, part: "Batch") -> None:
         for f in fields(self):
             getattr(self, f.name)[index] = getattr(part, f.name)
-
-
-# a round of at least this many histograms sums its tails bin by bin across them (one numpy call per bin),
-# a smaller one with one cumulative sum along each
-_ACROSS = 256
-
-
-def cumulative(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(above, moment), each (BINS + 1, R), of R histograms (R, BINS): the mass in bins >= j, and that
-    mass times the centres (row BINS: none): the tail sums a step reads in O(1) per window. Bins first,
-    so that reading one bin of every histogram is one contiguous row. One allocation for all the work:
-    several arrays of this size each cost their page faults again, every round."""
-    r = hist.shape[0]
-    work = np.empty((4, BINS + 1, r))
-    bins, weighted, above, moment = work
-    bins[:BINS] = hist.T
-    np.multiply(bins[:BINS], CENTRES[:, None], out=weighted[:BINS])
-    above[BINS] = moment[BINS] = 0.0
-    if r < _ACROSS:
-        above[:BINS] = np.cumsum(bins[BINS - 1::-1], axis=0)[::-1]
-        moment[:BINS] = np.cumsum(weighted[BINS - 1::-1], axis=0)[::-1]
-        return above, moment
-    for j in range(BINS - 1, -1, -1):
-        np.add(above[j + 1], bins[j], out=above[j])
-        np.add(moment[j + 1], weighted[j], out=moment[j])
-    return above, moment
 
 
 # ------------------------------------------------------------------------------------- the statistic
@@ -314,25 +308,44 @@ def window_level(values: np.ndarray, reference: Reference, settings: Calibration
 # ------------------------------------------------------------------------------------------ the tail
 
 
-def tail_probability(hist: np.ndarray, w: np.ndarray, floor: float | np.ndarray,
-                     settings: CalibrationSettings) -> np.ndarray:
-    """(R,) P(column >= w) from R histograms (R, BINS): empirical up to the alpha level, exponential
-    beyond it with scale max(mean excess, floor) (module docstring)."""
-    above, moment = cumulative(hist)
-    rows = np.arange(hist.shape[0])
-    total = np.maximum(above[0], 1e-12)
-    pos = np.clip((w - LO) / STEP, 0.0, BINS - 1e-9)
-    j = pos.astype(np.int64)
-    mass_w = above[j + 1, rows] + ((j + 1) - pos) * (above[j, rows] - above[j + 1, rows])
+def tail_shape(above: np.ndarray, settings: CalibrationSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(q, scale), each (...), of histograms held as their mass in bins >= j (..., BINS): q is where the
+    empirical tail ends (the alpha level: max(tail_mass, tail_count / N) of the mass lies above it) and scale the
+    mean excess beyond it, what `tail_probability` extrapolates with (module docstring). Both change only when
+    the histogram does (one window in hold_stride), so a state keeps them and a window reads them in O(1)."""
+    shape = above.shape[:-1]
+    above = np.concatenate([np.asarray(above, np.float64).reshape(-1, BINS), np.zeros((int(np.prod(shape)), 1))],
+                           axis=1)  # column BINS: nothing above the last bin
+    rows = np.arange(len(above))
+    total = np.maximum(above[:, 0], 1e-12)
     alpha = np.maximum(settings.tail_mass, settings.tail_count / total)
     target = alpha * total
-    jq = np.clip(np.sum(above[:BINS] >= target, axis=0) - 1, 0, BINS - 1)  # last bin with enough above
-    above_q = above[jq + 1, rows]  # the mass above bin jq
-    hq = above[jq, rows] - above_q
+    jq = np.clip(np.sum(above[:, :BINS] >= target[:, None], axis=1) - 1, 0, BINS - 1)  # last bin with enough above
+    above_q = above[rows, jq + 1]  # the mass above bin jq
+    hq = above[rows, jq] - above_q
     inside = np.clip((target - above_q) / np.where(hq > 0, hq, 1.0), 0.0, 1.0) * (hq > 0)
     q = LO + STEP * (jq + 1 - inside)  # `inside` of bin jq's mass lies above q
-    excess = moment[jq + 1, rows] - q * above_q + inside * hq * STEP * inside / 2.0
-    sigma = np.maximum(excess / target, floor)
+    # the mass above bin jq times the bins' centres, by parts from the mass above each bin (Abel summation)
+    m = jq + 1
+    further = np.where(np.arange(BINS + 1)[None, :] > m[:, None], above, 0.0).sum(axis=1)
+    moment = (LO + STEP * (m + 0.5)) * above_q + STEP * further
+    excess = moment - q * above_q + inside * hq * STEP * inside / 2.0
+    return q.reshape(shape), (excess / target).reshape(shape)
+
+
+def tail_probability(above: np.ndarray, q: np.ndarray, scale: np.ndarray, w: np.ndarray,
+                     floor: float | np.ndarray, settings: CalibrationSettings) -> np.ndarray:
+    """(...) P(column >= w) from histograms held as their mass in bins >= j (..., BINS) and their `tail_shape`:
+    empirical up to q, exponential beyond it with scale max(mean excess, floor). O(1) per histogram."""
+    total = np.maximum(above[..., 0].astype(np.float64), 1e-12)
+    pos = np.clip((w - LO) / STEP, 0.0, BINS - 1e-9)
+    j = pos.astype(np.int64)
+    at_j = np.take_along_axis(above, j[..., None], axis=-1)[..., 0].astype(np.float64)
+    at_next = np.where(j + 1 < BINS, np.take_along_axis(above, np.minimum(j + 1, BINS - 1)[..., None],
+                                                        axis=-1)[..., 0], 0.0)
+    mass_w = at_next + ((j + 1) - pos) * (at_j - at_next)
+    alpha = np.maximum(settings.tail_mass, settings.tail_count / total)
+    sigma = np.maximum(scale, floor)
     empirical = mass_w / total
     extrapolated = np.maximum(alpha * np.exp(-(w - q) / sigma), empirical)
     return np.clip(np.where(w > q, extrapolated, empirical), MIN_PROBABILITY, 1.0)
@@ -359,27 +372,40 @@ def combined_probability(p: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.clip(weights.sum(axis=1) / inverse.sum(axis=1), MIN_PROBABILITY, 1.0)
 
 
-def _teach(batch: "Batch", values: np.ndarray, weight: np.ndarray, settings: CalibrationSettings) -> None:
-    """Fold (S, COLUMNS) values into the histograms, in place, at weight (S,) each (split linearly between
-    the two nearest bin centres); the histograms decay by decay ** weight first. They are only ever held at
-    the stored float32: the decay multiplies in float32 (a float64 factor made numpy convert every bin
-    both ways, 4x the cost), the additions work in float64 and round to it."""
-    pos = np.clip((values - LO) / STEP - 0.5, 0.0, BINS - 1.0)
-    j0 = np.floor(pos).astype(np.int64)
-    upper = pos - j0
-    j1 = np.minimum(j0 + 1, BINS - 1)
-    taught = np.flatnonzero(weight > 0)
+def _teach(batch: "Batch", lessons: list[tuple[np.ndarray, np.ndarray]], settings: CalibrationSettings) -> None:
+    """Fold lessons, in order, into the histograms, in place: each (S, COLUMNS) values at weight (S,) (split
+    linearly between the two nearest bin centres), the histograms decaying by decay ** weight before each. The
+    lessons of a step are summed as a histogram first, each decayed by the weight taught after it, and folded
+    into the stored mass above each bin with one cumulative sum; they are held at the stored float32 (the
+    decay multiplies in float32: a float64 factor made numpy convert every bin both ways), the sums work in
+    float64 and round to it once. The taught rows' tail shapes follow."""
+    if not lessons:
+        return
+    weights = np.stack([weight for _, weight in lessons])  # (K, S)
+    taught = np.flatnonzero(weights.sum(axis=0) > 0)
     if not len(taught):
         return
-    every = len(taught) == len(weight)  # the usual round: the whole batch in place, no copy
-    hist = batch.hist if every else batch.hist[taught]
-    hist *= (settings.decay ** weight[taught]).astype(np.float32)[:, None, None]
+    w = weights[:, taught]
+    total = w.sum(axis=0)
+    after = total[None, :] - np.cumsum(w, axis=0)  # (K, R) weight taught after each lesson
+    delta = np.zeros((len(taught), COLUMNS, BINS))
     rows, cols = np.arange(len(taught))[:, None], np.arange(COLUMNS)[None, :]
-    w = weight[taught][:, None]
-    hist[rows, cols, j0[taught]] += w * (1.0 - upper[taught])
-    hist[rows, cols, j1[taught]] += w * upper[taught]
+    for (values, _), wk, later in zip(lessons, w, after):
+        pos = np.clip((values[taught] - LO) / STEP - 0.5, 0.0, BINS - 1.0)
+        j0 = np.floor(pos).astype(np.int64)
+        upper = pos - j0
+        kept = (wk * settings.decay ** later)[:, None]
+        delta[rows, cols, j0] += kept * (1.0 - upper)
+        delta[rows, cols, np.minimum(j0 + 1, BINS - 1)] += kept * upper
+    every = len(taught) == len(batch.above)  # the usual round: the whole batch in place, no copy
+    above = batch.above if every else batch.above[taught]
+    above *= (settings.decay ** total).astype(np.float32)[:, None, None]
+    above += reverse_cumsum(delta)
+    q, scale = tail_shape(above, settings)
     if not every:
-        batch.hist[taught] = hist
+        batch.above[taught] = above
+    batch.tail_q[taught] = _stored(q)
+    batch.tail_scale[taught] = _stored(scale)
 
 
 # --------------------------------------------------------------------------------------------- a step
@@ -439,11 +465,10 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         judged[:, LEVEL] = np.max(np.abs(level - batch.centre) / spread, axis=1)
     judged = np.clip(judged, LO, HI - 1e-9)
 
-    used = COLUMNS if with_level else LEVEL  # judge every column of every series in one call
-    floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor])[:used]
-    p = np.ones((n, COLUMNS))
-    p[:, :used] = tail_probability(batch.hist[:, :used, :].reshape(n * used, BINS), judged[:, :used].reshape(-1),
-                                   np.tile(floors, n), settings).reshape(n, used)
+    floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor])
+    p = tail_probability(batch.above, batch.tail_q, batch.tail_scale, judged, floors, settings)
+    if not with_level:
+        p[:, LEVEL] = 1.0
 
     # incidents
     # the first learning period (never settled: seen == since_reset) follows the model's training size; after
@@ -497,9 +522,10 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         new = np.where(new.any(axis=1, keepdims=True), new, True)
         rows = np.flatnonzero(restart)
         batch.relearn[rows] = (new[rows].astype(np.int64) << np.arange(COLUMNS)).sum(axis=1)
-        fresh = prior(batch.centre.shape[1], settings)
+        above, q, scale = prior_state(batch.centre.shape[1], settings)
         for r in rows.tolist():
-            batch.hist[r, new[r]] = fresh[new[r]]
+            batch.above[r, new[r]], batch.tail_q[r, new[r]], batch.tail_scale[r, new[r]] = \
+                above[new[r]], q[new[r]], scale[new[r]]
         batch.pending_n[restart] = 0
         batch.pending_incident[restart] = 0
         batch.hold_n[restart] = batch.hold_skip[restart] = batch.hold_incident[restart] = 0
@@ -570,13 +596,15 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     batch.pending_n = np.where(taught, np.minimum(batch.pending_n + 1, d), batch.pending_n)
     clean = ready & ~leaving_incident
     h, k = settings.hold_slots, settings.hold_stride
+    lessons: list[tuple[np.ndarray, np.ndarray]] = []
     if h == 0:
-        _teach_window(batch, clean, leaving, leaving_level, 1, level, settings)
+        _teach_window(batch, lessons, clean, leaving, leaving_level, 1, level, settings)
+        _teach(batch, lessons, settings)
         return
     if h < k:  # no room for a block: each window teaches as it leaves
-        _teach_window(batch, clean & learning, leaving, leaving_level, 1, level, settings)
+        _teach_window(batch, lessons, clean & learning, leaving, leaving_level, 1, level, settings)
     else:
-        _teach_in_blocks(batch, taught, clean, learning, leaving, leaving_level, level, settings)
+        _teach_in_blocks(batch, lessons, taught, clean, learning, leaving, leaving_level, level, settings)
 
     # The hold: a fault that creeps up over hours (a drift) must not teach its own start as normal a
     # quarantine later, so once a series has learnt, what leaves the quarantine waits h x k windows more.
@@ -593,15 +621,17 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     _shift_in(batch, "hold_level", push, leaving_level)
     batch.hold_incident = np.where(push, (hold_flags >> 1) | (now_open.astype(np.int64) << (h - 1)), hold_flags)
     batch.hold_n = np.where(push, np.minimum(batch.hold_n + 1, h), batch.hold_n)
-    _teach_window(batch, out_ready & ~out_incident, out, out_level, k, level, settings)
+    _teach_window(batch, lessons, out_ready & ~out_incident, out, out_level, k, level, settings)
+    _teach(batch, lessons, settings)
 
 
 # hold_skip of a series whose hold gathers a block of learning windows (past the learning period: 0..k-1)
 BLOCK = -1
 
 
-def _teach_in_blocks(batch: Batch, taught: np.ndarray, clean: np.ndarray, learning: np.ndarray, leaving: np.ndarray,
-                     leaving_level: np.ndarray, level: np.ndarray | None, settings: CalibrationSettings) -> None:
+def _teach_in_blocks(batch: Batch, lessons: list[tuple[np.ndarray, np.ndarray]], taught: np.ndarray,
+                     clean: np.ndarray, learning: np.ndarray, leaving: np.ndarray, leaving_level: np.ndarray,
+                     level: np.ndarray | None, settings: CalibrationSettings) -> None:
     """While a series learns, the windows leaving the quarantine gather in the hold (idle until it has learnt)
     and teach hold_stride at a time, oldest first, each as it would have alone: the histograms then change
     once in hold_stride windows, and so does most of the state a store rewrites (worker/state/codec.py). Once
@@ -618,8 +648,8 @@ def _teach_in_blocks(batch: Batch, taught: np.ndarray, clean: np.ndarray, learni
     if not due.any():
         return
     for j in range(k):
-        _teach_window(batch, due & (batch.hold_n > j), batch.hold[:, j, :], batch.hold_level[:, j, :], 1, level,
-                      settings)
+        _teach_window(batch, lessons, due & (batch.hold_n > j), batch.hold[:, j, :], batch.hold_level[:, j, :], 1,
+                      level, settings)
     batch.hold_n = np.where(due, 0, batch.hold_n)
     batch.hold_skip = np.where(due & ~learning, 0, batch.hold_skip)
 
@@ -637,12 +667,13 @@ def _shift_in(batch: Batch, name: str, where: np.ndarray, values: np.ndarray) ->
         ring[rows, -1] = _stored(values[rows])
 
 
-def _teach_window(batch: Batch, teach: np.ndarray, values: np.ndarray, levels: np.ndarray, weight: int,
-                  level: np.ndarray | None, settings: CalibrationSettings) -> None:
-    """Teach (S, COLUMNS) `values` and (S, F) `levels` where `teach`, each standing for `weight` windows."""
+def _teach_window(batch: Batch, lessons: list[tuple[np.ndarray, np.ndarray]], teach: np.ndarray, values: np.ndarray,
+                  levels: np.ndarray, weight: int, level: np.ndarray | None, settings: CalibrationSettings) -> None:
+    """Teach (S, COLUMNS) `values` and (S, F) `levels` where `teach`, each standing for `weight` windows: the
+    level now, the histograms with the step's other lessons (`_teach`)."""
     if not teach.any():
         return
-    _teach(batch, values, teach * float(weight), settings)
+    lessons.append((np.array(values), teach * float(weight)))
     batch.taught = batch.taught + teach * weight
     if level is not None:
         learn = teach[:, None]

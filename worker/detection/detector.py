@@ -73,8 +73,9 @@ def reference_of(model: ModelInfo) -> Reference:
 
 
 def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, bytes], model: ModelInfo,
-           settings: DetectorSettings) -> DetectionResult:
-    """Judge every window in order per series; `raw_states` is what the store holds for their series."""
+           settings: DetectorSettings, values: np.ndarray | None = None) -> DetectionResult:
+    """Judge every window in order per series; `raw_states` is what the store holds for their series, `values`
+    the windows' values stacked (B, T, F) as the scorer had them (None: stacked here)."""
     result = DetectionResult(windows=windows)
     if not windows:
         return result
@@ -83,7 +84,8 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
     row = {sid: i for i, sid in enumerate(series)}
     batch = decode_states([raw_states.get(sid) for sid in series], model_key(model.sha256), len(model.features),
                           calibration)
-    levels = window_level(np.stack([w.values for w in windows]), reference, calibration)
+    levels = window_level(np.stack([w.values for w in windows]) if values is None else values, reference,
+                          calibration)
     starts = np.array([w.start_ms for w in windows], np.int64)
     ends = np.array([w.end_ms for w in windows], np.int64)
     codes = np.fromiter((row[window.series_id] for window in windows), np.int64, len(windows))
@@ -142,6 +144,7 @@ class Detector:
     scores_topic: str | None = None  # every judged window also goes here, for dashboards
 
     def detect(self, windows: Sequence[DueWindow], scores: Scores, model: ModelInfo,
-               raw_states: dict[str, bytes]) -> DetectionResult:
-        """`raw_states`: what the store holds for the series of `windows` (none for a new series)."""
-        return detect(windows, scores, raw_states, model, self.settings)
+               raw_states: dict[str, bytes], values: np.ndarray | None = None) -> DetectionResult:
+        """`raw_states`: what the store holds for the series of `windows` (none for a new series); `values`:
+        the windows' values as the scorer had them, (B, T, F)."""
+        return detect(windows, scores, raw_states, model, self.settings, values)

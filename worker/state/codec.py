@@ -3,7 +3,8 @@
     state = last_end_ms, model_key, the layout version (int64 each), the other scalars of
             worker.detection.calibration.SCALARS (int64 / float64, in that order), then float32 arrays:
             the quarantine (q x 6 values, q x F levels), the peak shares, the level centre and spread
-            (F each), the hold (h x 6 values, h x F levels), the 6 x 96 histograms
+            (F each), the hold (h x 6 values, h x F levels), the 6 histograms' tail shapes (q and scale,
+            6 each), the 6 x 96 histograms as the mass in bins >= j
 
 All little endian, a fixed size for a feature count (`detector_state_bytes`). The state starts with
 last_end_ms (int64): both stores compare those 8 bytes so an older state never replaces a newer one,
@@ -13,8 +14,8 @@ encoded with one numpy structured array each way, not series by series.
 
 The arrays are ordered by how often they change, most often first: the quarantine with every window; the
 peak shares at an incident's peak; the level with every window taught; the hold with every window of the
-learning period (it gathers blocks to teach), then with one in `hold_stride`; the histograms with one
-window in `hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
+learning period (it gathers blocks to teach), then with one in `hold_stride`; the histograms and their
+tail shapes with one window in `hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
 first 1.2 kB (1.6 kB while it learns) of 3.9 kB at one feature, and the Redis store writes only that part
 (`StateLayout.changed_prefix`).
 """
@@ -29,22 +30,24 @@ import numpy as np
 from worker.detection.calibration import BINS, COLUMNS, SCALARS, Batch, CalibrationSettings
 
 # Bumped whenever the order of the fields changes: a state of another version restarts fresh.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 # A state's first bytes, last_end_ms, model_key and its layout tag (the version and the size): which windows
 # it judged, under which model, laid out how. Two states that start alike are the same series' history
 # (worker.state.cache), of the same size (so the Redis store can overwrite a part of one without reading more).
 MARK_BYTES = 24
 
-_ARRAYS = ("pending", "pending_level", "peak_shares", "centre", "spread", "hold", "hold_level", "hist")
+_ARRAYS = ("pending", "pending_level", "peak_shares", "centre", "spread", "hold", "hold_level", "tail_q", "tail_scale",
+           "above")
 # where a state's tail may start that a window leaves as it was (see the module docstring)
-_STABLE_FROM = ("peak_shares", "hold", "hist")
+_STABLE_FROM = ("peak_shares", "hold", "tail_q")
 
 
 @lru_cache(maxsize=32)
 def _layout(n_features: int, quarantine: int, hold: int) -> np.dtype:
     q, f = quarantine, n_features
-    shapes = ((q, COLUMNS), (q, f), (f,), (f,), (f,), (hold, COLUMNS), (hold, f), (COLUMNS, BINS))
+    shapes = ((q, COLUMNS), (q, f), (f,), (f,), (f,), (hold, COLUMNS), (hold, f), (COLUMNS,), (COLUMNS,),
+              (COLUMNS, BINS))
     scalars = [(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
     return np.dtype(scalars[:2] + [("layout", "<i8")] + scalars[2:]
                     + [(name, "<f4", shape) for name, shape in zip(_ARRAYS, shapes)])
@@ -110,7 +113,7 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
         records = np.frombuffer(b"".join(raws), layout)  # type: ignore[arg-type]
         if bool(((records["model_key"] == model_key) & (records["layout"] == layout_tag(layout))).all()):
             return Batch(**{name: np.array(records[name], kind) for name, kind in SCALARS},
-                         **{name: np.array(records[name], np.float32 if name == "hist" else np.float64)
+                         **{name: np.array(records[name], np.float32 if name == "above" else np.float64)
                             for name in _ARRAYS})
     batch = Batch.fresh(len(raws), n_features, settings, model_key)
     for i, raw in enumerate(raws):
