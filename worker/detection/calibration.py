@@ -33,7 +33,6 @@ MIN_ERROR = 1e-12  # as vrae_model.calibration.MIN_ERROR
 MIN_PROBABILITY = 1e-300
 LO, HI, STEP = -4.0, 44.0, 0.5
 BINS = int(round((HI - LO) / STEP))
-CENTRES = LO + STEP * (np.arange(BINS) + 0.5)
 EDGES = LO + STEP * np.arange(BINS + 1)
 POINT, RECENT, SLOW, QUIET, JUMP, LEVEL = range(6)
 COLUMNS = 6
