@@ -331,6 +331,28 @@ def test_after_a_settled_step_only_the_columns_it_moved_relearn_and_a_glitch_ope
     assert not verdicts[glitch].learning[0]
 
 
+def test_a_fault_that_settles_at_an_hourly_cadence_keeps_the_error_columns_watching() -> None:
+    """One window an hour: a day is 24 windows, so a fault settles once it has been open a quarantine past
+    its onset (96 windows), not a day. By then the error columns are back to normal (a step's edge moved them
+    only while it passed through the windows) and only the level column relearns: the fault's end and a later
+    step each open an incident. (Settled at 64 windows, before any column was seen past the onset, every
+    column relearnt, taught the fault's end as normal and missed the later step.)"""
+    n = 1600
+    errors = noisy(n)
+    levels = 0.3 * np.random.default_rng(5).standard_normal(n)
+    levels[400:520] += 4.0  # a fault for five days
+    levels[1100:] += 4.0  # and again, for good
+    for edge in (400, 520, 1100):
+        errors[edge:edge + T] *= 200.0  # a model that removes levels errs while the step is inside the window
+    hourly = np.arange(n + T - 1, dtype=np.int64) * 3_600_000
+    verdicts = replay(errors, levels=levels, stamps=hourly)
+    assert [reason for i, reason in closings(verdicts) if i < 520] == [c2.Close.SETTLED]
+    opened = openings(verdicts)
+    assert opened[0] in range(400, 404)
+    assert any(i in range(520, 524) for i in opened)  # the settled fault ended: a change from the new normal
+    assert any(i in range(1100, 1104) for i in opened)
+
+
 # ------------------------------------------------------------------------- state and batching
 
 

@@ -492,8 +492,11 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
                                 batch.normal_run)
     batch.open_windows = np.where(going, batch.open_windows + 1, batch.open_windows)
     recovered = going & (batch.normal_run >= settings.close_after)
+    # settled: open for settle_ms, and a quarantine past its onset (2 quarantines), so that `lasting` has seen
+    # which columns still tell the fault (at an hourly cadence a day is 24 windows: settled at the onset's end,
+    # every column relearnt and taught the fault's end as normal)
     settled = going & ~recovered & (end_ms - batch.opened_ms >= settings.settle_ms) \
-        & (batch.open_windows >= 2 * settings.quarantine)
+        & (batch.open_windows >= 3 * settings.quarantine)
     closed = np.where(recovered, Close.RECOVERED, np.where(settled, Close.SETTLED, Close.NONE))
     now_open = (was_open & ~(recovered | settled)) | opened
     batch.open = now_open.astype(np.int64)
