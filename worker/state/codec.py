@@ -16,7 +16,7 @@ The arrays are ordered by how often they change, most often first: the quarantin
 peak shares at an incident's peak; the level with every window taught; the hold with every window of the
 learning period (it gathers blocks to teach), then with one in `hold_stride`; the histograms and their
 tail shapes with one window in `hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
-first 1.2 kB (1.6 kB while it learns) of 3.9 kB at one feature, and the Redis store writes only that part
+first 1.2 kB (1.6 kB while it learns) of 4.0 kB at one feature, and the Redis store writes only that part
 (`StateLayout.changed_prefix`).
 """
 

@@ -209,7 +209,7 @@ return replies
 # ran later, a slower worker after a rebalance) never rolls a series back. The window state is a
 # deterministic function of the events up to its last offset, so the newest one is right whoever
 # computed it. A detector state may come as the changed part only (worker/state/codec.py: most windows
-# change its first 1.2 kB of 3.9 kB): that part overwrites the stored state's start where the stored
+# change its first 1.2 kB of 4.0 kB): that part overwrites the stored state's start where the stored
 # state is still the one the worker changed (same mark, which includes its size), so the result is the
 # whole new state. KEYS: per series its window key and its detector key. ARGV: ttl_ms, then per series
 # its new window state ('' for none), its detector state or its changed part ('' for none), and for a
