@@ -17,7 +17,7 @@ from worker.windows import WindowSpec
 pytestmark = pytest.mark.integration
 
 REFERENCE = Reference(median=np.log([0.06, 0.14]), scale=np.full(2, 0.2), mean=np.zeros(2), std=np.ones(2),
-                      removes_level=False, window=4)
+                      window=4)
 MODEL = ModelInfo(name="vrae", version="v1", sha256="ab" * 32, window=4, features=("temp", "rpm"), threshold=0.99,
                   reference=REFERENCE)
 SPEC = WindowSpec(window=4, n_features=2, ttl_s=60)

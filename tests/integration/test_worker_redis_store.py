@@ -193,7 +193,7 @@ def detector_states(n: int) -> list[bytes]:
     settings = CalibrationSettings()
     batch = Batch.fresh(1, 1, settings)
     reference = Reference(median=np.zeros(1), scale=np.ones(1), mean=np.zeros(1), std=np.ones(1),
-                          removes_level=False, window=2)
+                          window=2)
     states = []
     for i in range(n):
         step(batch, np.array([0.5]), np.ones((1, 1)), np.array([i * 1000]), np.array([(i + 1) * 1000]),

@@ -13,9 +13,9 @@ MINUTE = 60_000
 T = 32  # window length in events
 
 
-def reference(removes_level: bool = False, n_features: int = 1, train_windows: int = 0) -> c2.Reference:
+def reference(n_features: int = 1, train_windows: int = 0) -> c2.Reference:
     return c2.Reference(median=np.full(n_features, math.log(0.01)), scale=np.full(n_features, 0.5),
-                        mean=np.zeros(n_features), std=np.ones(n_features), removes_level=removes_level, window=T,
+                        mean=np.zeros(n_features), std=np.ones(n_features), window=T,
                         train_windows=train_windows)
 
 
@@ -23,7 +23,7 @@ def replay(errors: np.ndarray, *, levels: np.ndarray | None = None, stamps: np.n
            ref: c2.Reference | None = None, settings: c2.CalibrationSettings = c2.CalibrationSettings()) -> list[c2.Verdict]:
     """One series, one window per event after the first T - 1 (stride 1): errors (W,) are the windows'
     mean squared errors; stamps (W + T - 1,) the events' timestamps (default: one a minute)."""
-    ref = ref or reference(removes_level=levels is not None)
+    ref = ref or reference()
     n = len(errors)
     stamps = np.arange(n + T - 1, dtype=np.int64) * MINUTE if stamps is None else stamps
     batch = c2.Batch.fresh(1, 1, settings)
@@ -210,10 +210,9 @@ def test_level_shift_opens_through_the_level_when_the_model_keeps_it() -> None:
     errors[2000 + T:] *= math.e  # ... to a lasting 2.7x, a standardised v of 2 (model scale 0.5)
     levels = 0.3 * np.random.default_rng(2).standard_normal(3000)
     levels[2000:] += 4.0
-    keeps = reference(removes_level=False)
-    found = [i for i in openings(replay(errors, levels=levels, ref=keeps)) if i >= 2000]
+    found = [i for i in openings(replay(errors, levels=levels)) if i >= 2000]
     assert found and found[0] < 2005
-    blind = [i for i in openings(replay(errors, ref=keeps)) if i >= 2000]  # without the level column
+    blind = [i for i in openings(replay(errors)) if i >= 2000]  # without the level column
     assert not blind or blind[0] > 2100  # 2243 here: the slow column, hours later
 
 
@@ -359,7 +358,7 @@ def test_a_fault_that_settles_at_an_hourly_cadence_keeps_the_error_columns_watch
 def test_state_round_trips_through_bytes_and_has_a_fixed_size() -> None:
     settings = c2.CalibrationSettings()
     batch = c2.Batch.fresh(2, 3, settings)
-    ref = reference(removes_level=True, n_features=3)
+    ref = reference(n_features=3)
     rng = np.random.default_rng(3)
     for i in range(100):
         rows = np.array([0, 1] if i % 2 == 0 else [0])  # the second series has a window every other round

@@ -22,7 +22,7 @@ from worker.windows import DueWindow, WindowSpec
 SHARES = np.array([0.2, 0.8], np.float32)
 # The model's calibration of normal errors: each feature's share of a 0.1 score, with the stream's spread.
 REFERENCE = Reference(median=np.log(0.1 * 2 * SHARES), scale=np.full(2, 0.2), mean=np.zeros(2), std=np.ones(2),
-                      removes_level=False, window=4)
+                      window=4)
 MODEL = ModelInfo(name="vrae", version="v1", sha256="ab" * 32, window=4, features=("temp", "rpm"), threshold=0.99,
                   reference=REFERENCE)
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=timezone.utc)

@@ -118,13 +118,12 @@ class CalibrationSettings:
 @dataclass(frozen=True)
 class Reference:
     """What the model's artifact says about normal errors and levels (metadata: feature_calibration,
-    scaler, model_config.window_level, window)."""
+    scaler, window)."""
 
     median: np.ndarray  # (F,) ln error medians on held-out windows
     scale: np.ndarray  # (F,) robust scales of the same
     mean: np.ndarray  # (F,) the scaler's
     std: np.ndarray  # (F,)
-    removes_level: bool | np.ndarray  # the model was trained with window_level=remove (one per series, in a bench)
     window: int
     train_windows: int | np.ndarray = 0  # how many windows trained the model (0: unknown)
 
@@ -139,8 +138,7 @@ class Reference:
         n_calibration = int(metadata.get("calibration", {}).get("n", 0))
         train_windows = int(round(n_calibration / held_out)) if held_out > 0 else 0
         return cls(median, scale, np.asarray(metadata["scaler"]["mean"], np.float64),
-                   np.asarray(metadata["scaler"]["std"], np.float64),
-                   metadata["model_config"].get("window_level") == "remove", int(metadata["window"]), train_windows)
+                   np.asarray(metadata["scaler"]["std"], np.float64), int(metadata["window"]), train_windows)
 
     def learning_windows(self, settings: "CalibrationSettings") -> int | np.ndarray:
         """A series opens nothing before it has streamed as many windows as trained the model (the windows

@@ -68,8 +68,7 @@ def reference_of(model: ModelInfo) -> Reference:
     if model.reference is not None:
         return model.reference
     f = len(model.features)
-    return Reference(median=np.zeros(f), scale=np.ones(f), mean=np.zeros(f), std=np.ones(f), removes_level=False,
-                     window=model.window)
+    return Reference(median=np.zeros(f), scale=np.ones(f), mean=np.zeros(f), std=np.ones(f), window=model.window)
 
 
 def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, bytes], model: ModelInfo,
