@@ -143,6 +143,7 @@ def detector_settings(config: DetectionSettings, gap_factor: float = DEFAULT_GAP
     return DetectorSettings(CalibrationSettings(
         open_surprise=config.open_surprise, close_surprise=config.close_surprise, close_after=config.close_after,
         halflife=config.memory_windows, settle_ms=int(config.settle_hours * 3_600_000),
+        skip_daily_recurrences=config.skip_daily_recurrences,
         gap_factor=gap_factor if gap_factor > 0 else math.inf))
 
 

@@ -139,6 +139,9 @@ class DetectionSettings(BaseModel):
     memory_windows: float = Field(2000.0, gt=1, description="half-life, in windows, of a series' memory of normal")
     settle_hours: float = Field(24.0, gt=0, description="an incident open this long (series time) closes as "
                                                         "'settled': the series learns its new normal")
+    skip_daily_recurrences: bool = Field(True, description="a window that reaches open_surprise within about an "
+                                                           "hour of a day after one did opens no incident: a daily "
+                                                           "pattern, which the series then learns")
     scores_topic: str | None = Field(None, description="also publish every judged window's scores here")
 
     @model_validator(mode="after")

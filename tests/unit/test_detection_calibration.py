@@ -69,6 +69,27 @@ def test_periodic_stream_opens_nothing_after_second_period() -> None:
     assert surprise(verdicts)[3 * day:].max() < 2.0  # not even close to opening on day 3 and after
 
 
+
+def test_a_daily_edge_that_grows_opens_once_not_every_day() -> None:
+    """A daily pulse whose edge the model renders worse from day 10 on, every day after. The first such day
+    opens an incident; its windows are not taught (nothing is while an incident is open), so without more the
+    history would never learn the new edge and it would open one every day, more surely as the old edge
+    fades from the memory. A window that reaches the open level in the half hour (or the next) where one did
+    a day before opens nothing, and teaches as any other: one incident, then the history learns it."""
+    day = 288  # one window every 5 minutes
+    one_day = noisy(day, seed=3)
+    one_day[60:60 + T] = 0.3
+    errors = np.tile(one_day, 20)
+    for d in range(10, 20):
+        errors[d * day + 60:d * day + 60 + T] = 30.0
+    stamps = np.arange(len(errors) + T - 1, dtype=np.int64) * 300_000
+    daily = [i // day for i in openings(replay(errors, stamps=stamps))]
+    assert daily == [10]
+    flood = [i // day for i in openings(replay(errors, stamps=stamps, settings=c2.CalibrationSettings(
+        skip_daily_recurrences=False)))]
+    assert flood == list(range(10, 20))
+
+
 def test_errors_near_zero_keep_the_surprise_bounded_and_quiet() -> None:
     """A series the model renders almost perfectly: float noise in a tiny error is not an anomaly (the
     error floor), and a history of identical errors does not make the next one infinitely surprising. (It
@@ -352,6 +373,25 @@ def test_a_fault_that_settles_at_an_hourly_cadence_keeps_the_error_columns_watch
     assert any(i in range(1100, 1104) for i in opened)
 
 
+
+def test_at_an_hourly_cadence_a_settled_column_relearns_for_a_day_and_a_quarantine_not_300_windows() -> None:
+    """One window an hour: the error level moves for good (a recalibrated sensor), the incident settles and
+    the error columns relearn. They judge again once they have been taught a day (24 windows, after a
+    quarantine; at least 96 windows in all), so a glitch eight days later opens an incident. (Relearning for
+    300 windows, 12.5 days at this cadence, they judged nothing then and the glitch was missed.)"""
+    n = 1200
+    errors = noisy(n)
+    errors[400:] *= 50.0
+    errors[700:732] *= 200.0  # one bad event, in every window that holds it
+    hourly = np.arange(n + T - 1, dtype=np.int64) * 3_600_000
+    verdicts = replay(errors, stamps=hourly)
+    (closed_at, reason), = [(i, r) for i, r in closings(verdicts) if i < 700]
+    assert reason is c2.Close.SETTLED and closed_at < 700 - 96
+    assert any(i in range(700, 704) for i in openings(verdicts))
+    five_minutes = np.log(np.array([31 * 300_000.0]))  # a window's span at 5 min: a day is 288 windows
+    assert c2.relearning_windows(five_minutes, reference(), c2.CalibrationSettings()) == 300
+
+
 # ------------------------------------------------------------------------- state and batching
 
 
@@ -368,7 +408,7 @@ def test_state_round_trips_through_bytes_and_has_a_fixed_size() -> None:
                 ref, settings)
         batch.put(rows, part)
     raws = encode_states(batch)
-    assert {len(raw) for raw in raws} == {detector_state_bytes(3)} and detector_state_bytes(3) < 4400
+    assert {len(raw) for raw in raws} == {detector_state_bytes(3)} and detector_state_bytes(3) < 4500
     again = decode_states(raws, 0, 3, settings)
     for name in ("last_end_ms", "seen", "taught", "open", "pending_incident", "opened_ms", "peak_end_ms", "context",
                  "context_quiet"):

@@ -173,10 +173,11 @@ def test_detection_settings_reach_the_detector(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("VRAE_DETECTION__SETTLE_HOURS", "2")
     monkeypatch.setenv("VRAE_DETECTION__OPEN_SURPRISE", "4")
     monkeypatch.setenv("VRAE_WINDOW__GAP_FACTOR", "8")
+    monkeypatch.setenv("VRAE_DETECTION__SKIP_DAILY_RECURRENCES", "false")
     settings = Settings()
     calibration = detector_settings(settings.detection, settings.window.gap_factor).calibration
-    assert (calibration.halflife, calibration.settle_ms, calibration.open_surprise, calibration.gap_factor) == \
-        (500.0, 7_200_000, 4.0, 8.0)
+    assert (calibration.halflife, calibration.settle_ms, calibration.open_surprise, calibration.gap_factor,
+            calibration.skip_daily_recurrences) == (500.0, 7_200_000, 4.0, 8.0, False)
     monkeypatch.setenv("VRAE_DETECTION__CLOSE_SURPRISE", "5")
     with pytest.raises(ValueError, match="close_surprise"):
         Settings()

@@ -80,6 +80,7 @@ class CalibrationSettings:
     close_after: int = 5
     open_after: int = 1  # windows in a row at or above open_surprise that open an incident
     settle_ms: int = 86_400_000  # an incident this long closes as "settled into a new normal"
+    skip_daily_recurrences: bool = True  # reaching open_surprise within ~an hour of a day after it did opens nothing
 
     def __post_init__(self) -> None:
         if self.close_surprise > self.open_surprise:
@@ -148,10 +149,11 @@ class Reference:
 
 
 @lru_cache(maxsize=16)
-def prior(n_features: int, settings: CalibrationSettings) -> np.ndarray:
-    """(COLUMNS, BINS), read-only: what a series expects before it has a history: on held-out windows
-    each feature's standardised error is about N(0, 1), so v is the max of F of them; the level column,
-    a max of F standardised deviations, is given the same shape."""
+def prior_state(n_features: int, settings: CalibrationSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a series expects before it has a history, as a state holds it, read-only: (above (COLUMNS, BINS)
+    float32, tail_q, tail_scale (COLUMNS,)). On held-out windows each feature's standardised error is about
+    N(0, 1), so v is the max of F of them; the level column, a max of F standardised deviations, is given
+    the same shape."""
     from math import erf, sqrt
 
     cdf = np.array([0.5 * (1.0 + erf(e / sqrt(2.0))) for e in EDGES]) ** n_features
@@ -159,14 +161,7 @@ def prior(n_features: int, settings: CalibrationSettings) -> np.ndarray:
     mass[0] += cdf[0]
     mass[-1] += 1.0 - cdf[-1]
     expected = np.tile(settings.prior_weight * mass / mass.sum(), (COLUMNS, 1))
-    expected.setflags(write=False)
-    return expected
-
-
-@lru_cache(maxsize=16)
-def prior_state(n_features: int, settings: CalibrationSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The prior as a state holds it, read-only: (above (COLUMNS, BINS) float32, tail_q, tail_scale (COLUMNS,))."""
-    above = reverse_cumsum(prior(n_features, settings)).astype(np.float32)
+    above = reverse_cumsum(expected).astype(np.float32)
     q, scale = tail_shape(above, settings)
     parts = (above, _stored(q), _stored(scale))
     for part in parts:
@@ -194,7 +189,8 @@ SCALARS = (
     ("peak_surprise", np.float64), ("peak_score", np.float64), ("opening_surprise", np.float64),
     ("hold_n", np.int64), ("hold_skip", np.int64), ("hold_incident", np.int64), ("previous2", np.float64),
     ("quiet", np.float64), ("relearn", np.int64), ("lasting", np.int64), ("context", np.float64),
-    ("context_quiet", np.float64),
+    ("context_quiet", np.float64), ("cross_day", np.int64), ("cross_today", np.int64), ("cross_yesterday", np.int64),
+    ("recurring", np.int64),
 )
 
 
@@ -236,6 +232,10 @@ class Batch:
     lasting: np.ndarray  # (S,) bit mask over the columns still anomalous in the open incident past its onset
     context: np.ndarray  # (S,) EW mean of v, context_halflife: the errors of the last few hours
     context_quiet: np.ndarray  # (S,) and of u
+    cross_day: np.ndarray  # (S,) the UTC day (epoch ms // day) of the last window that reached open_surprise,
+    cross_today: np.ndarray  # (S,) bit mask over the day's RECURRENCE_SLOTS: the slots that did that day,
+    cross_yesterday: np.ndarray  # (S,) and the day before
+    recurring: np.ndarray  # (S,) windows into a run that recurs daily (0: none going on)
     above: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram as the mass in bins >= j
     tail_q: np.ndarray  # (S, COLUMNS) where its empirical tail ends, and the mean excess beyond (`tail_shape`):
     tail_scale: np.ndarray  # (S, COLUMNS) they change only with the histogram, so they are kept beside it
@@ -420,6 +420,39 @@ class Verdict(NamedTuple):
     learning: np.ndarray  # bool: the series is in its learning period (cannot open)
 
 
+# A day is cut into slots of 30 minutes: a window that reaches open_surprise in the slot of one that did a day
+# before, or in a slot next to it, recurs daily (one int64 bit mask a day)
+DAY_MS = 86_400_000
+RECURRENCE_SLOTS = 48
+
+
+def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray) -> np.ndarray:
+    """Which `crossing` windows (at or above open_surprise where they could open an incident) recur daily: a
+    window did the same a day before, within about an hour. Records every crossing, so a pattern that keeps
+    recurring keeps being recognised (one that opened nothing counts too)."""
+    day = end_ms // DAY_MS
+    slot = (end_ms % DAY_MS) // (DAY_MS // RECURRENCE_SLOTS)
+    bit = np.left_shift(np.int64(1), slot)
+    near = bit | np.left_shift(np.int64(1), (slot - 1) % RECURRENCE_SLOTS) \
+        | np.left_shift(np.int64(1), (slot + 1) % RECURRENCE_SLOTS)
+    same, next_day = day == batch.cross_day, day == batch.cross_day + 1
+    yesterday = np.where(same, batch.cross_yesterday, np.where(next_day, batch.cross_today, 0))
+    today = np.where(same, batch.cross_today, 0)
+    batch.cross_yesterday = np.where(crossing, yesterday, batch.cross_yesterday)
+    batch.cross_today = np.where(crossing, today | bit, batch.cross_today)
+    batch.cross_day = np.where(crossing, day, batch.cross_day)
+    return crossing & ((yesterday & near) != 0)
+
+
+def relearning_windows(span: np.ndarray, reference: Reference, settings: CalibrationSettings) -> np.ndarray:
+    """How long the columns a settled incident restarted relearn: the windows of one settle time (a day) at the
+    series' own cadence and a quarantine, so that the whole day is taught; at least 3 quarantines (what a
+    settle waits for), at most learning_windows. At 5 minutes that is learning_windows (300); at one event an
+    hour 96 windows (4 days), not 12.5 days in which the relearning columns judge nothing."""
+    day = settings.settle_ms * max(reference.window - 1, 1) / np.exp(span)
+    return np.clip(day + settings.quarantine, 3 * settings.quarantine, settings.learning_windows)
+
+
 def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarray,
          end_ms: np.ndarray, level: np.ndarray | None, reference: Reference, settings: CalibrationSettings) -> Verdict:
     """Judge one window per series of `batch`, advance its incident and teach its history, in place.
@@ -469,9 +502,9 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
 
     # incidents
     # the first learning period (never settled: seen == since_reset) follows the model's training size; after
-    # a settled incident only the columns it restarted relearn (learning_windows), and the others judge on
+    # a settled incident only the columns it restarted relearn (relearning_windows), and the others judge on
     first_period = batch.seen == batch.since_reset
-    relearning = ~first_period & (batch.since_reset < settings.learning_windows)
+    relearning = ~first_period & (batch.since_reset < relearning_windows(batch.span, reference, settings))
     masked = relearning[:, None] & ((batch.relearn[:, None] >> np.arange(COLUMNS)) & 1).astype(bool)
     masked[:, LEVEL] |= not with_level
     raw_p = p
@@ -482,7 +515,19 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     was_open = batch.open.astype(bool)
     counted = ~gapped  # the windows that count: judged, taught, advancing an incident
     candidate = counted & ~learning & ~was_open
-    batch.above_run = np.where(candidate, np.where(surprise >= settings.open_surprise, batch.above_run + 1, 0),
+    crossing = candidate & (surprise >= settings.open_surprise)
+    if settings.skip_daily_recurrences:
+        # a daily pattern the history has not learnt (or no longer holds: it is not taught while an incident
+        # is open, so a daily edge that opened one once would open one every day, and more surely each day)
+        # opens no incident; as it teaches like any other window, the history learns it again
+        cap = 2 * reference.window  # a pattern's run: every event lies in `window` windows
+        recurs = _daily_recurrence(batch, crossing & (batch.recurring < cap), end_ms)
+        # the run is the pattern until the surprise falls below the close level, for at most `cap` windows: a
+        # fault that lasts longer opens, late, even where it began at yesterday's time
+        batch.recurring = np.where(counted & (surprise < settings.close_surprise), 0,
+                                   np.where(batch.recurring > 0, batch.recurring + counted, recurs.astype(np.int64)))
+        crossing &= (batch.recurring == 0) | (batch.recurring > cap)
+    batch.above_run = np.where(candidate, np.where(crossing, batch.above_run + 1, 0),
                                np.where(counted, 0, batch.above_run))
     opened = candidate & (batch.above_run >= settings.open_after)
     going = counted & was_open
@@ -529,6 +574,8 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         batch.pending_n[restart] = 0
         batch.pending_incident[restart] = 0
         batch.hold_n[restart] = batch.hold_skip[restart] = batch.hold_incident[restart] = 0
+        # a new normal: what was surprising the day before (the incident's opening, a day ago) says nothing now
+        batch.cross_today[restart] = batch.cross_yesterday[restart] = batch.recurring[restart] = 0
         # the level centre and spread keep their values but learn fast again
         batch.level_n[restart & new[:, LEVEL]] = 0
 
