@@ -69,7 +69,6 @@ def test_periodic_stream_opens_nothing_after_second_period() -> None:
     assert surprise(verdicts)[3 * day:].max() < 2.0  # not even close to opening on day 3 and after
 
 
-
 def test_a_daily_edge_that_grows_opens_once_not_every_day() -> None:
     """A daily pulse whose edge the model renders worse from day 10 on, every day after. The first such day
     opens an incident; its windows are not taught (nothing is while an incident is open), so without more the
@@ -371,7 +370,6 @@ def test_a_fault_that_settles_at_an_hourly_cadence_keeps_the_error_columns_watch
     assert opened[0] in range(400, 404)
     assert any(i in range(520, 524) for i in opened)  # the settled fault ended: a change from the new normal
     assert any(i in range(1100, 1104) for i in opened)
-
 
 
 def test_at_an_hourly_cadence_a_settled_column_relearns_for_a_day_and_a_quarantine_not_300_windows() -> None:
