@@ -430,6 +430,8 @@ def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray) ->
     """Which `crossing` windows (at or above open_surprise where they could open an incident) recur daily: a
     window did the same a day before, within about an hour. Records every crossing, so a pattern that keeps
     recurring keeps being recognised (one that opened nothing counts too)."""
+    if not crossing.any():  # the usual round: nothing to record, nothing recurs
+        return crossing
     day = end_ms // DAY_MS
     slot = (end_ms % DAY_MS) // (DAY_MS // RECURRENCE_SLOTS)
     bit = np.left_shift(np.int64(1), slot)
@@ -504,7 +506,9 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # the first learning period (never settled: seen == since_reset) follows the model's training size; after
     # a settled incident only the columns it restarted relearn (relearning_windows), and the others judge on
     first_period = batch.seen == batch.since_reset
-    relearning = ~first_period & (batch.since_reset < relearning_windows(batch.span, reference, settings))
+    relearning = ~first_period
+    if relearning.any():
+        relearning &= batch.since_reset < relearning_windows(batch.span, reference, settings)
     masked = relearning[:, None] & ((batch.relearn[:, None] >> np.arange(COLUMNS)) & 1).astype(bool)
     masked[:, LEVEL] |= not with_level
     raw_p = p
@@ -535,8 +539,8 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
                                 batch.normal_run)
     batch.open_windows = np.where(going, batch.open_windows + 1, batch.open_windows)
     recovered = going & (batch.normal_run >= settings.close_after)
-    # settled: open for settle_ms, and a quarantine past its onset (2 quarantines), so that `lasting` has seen
-    # which columns still tell the fault (at an hourly cadence a day is 24 windows: settled at the onset's end,
+    # settled: open for settle_ms, and a quarantine past its onset (`lasting` watches after 2 quarantines), so
+    # that `lasting` has seen which columns still tell the fault (at an hourly cadence a day is 24 windows: settled at the onset's end,
     # every column relearnt and taught the fault's end as normal)
     settled = going & ~recovered & (end_ms - batch.opened_ms >= settings.settle_ms) \
         & (batch.open_windows >= 3 * settings.quarantine)
