@@ -6,7 +6,8 @@ the signal, standardised by the model's own per-feature calibration; the window'
 it (a model that removes window levels cannot see a level change, one that keeps them sees it slowly,
 as the changed part fills its windows). Six columns
 (the point confirmed by the two windows before, a recent and a slow average, how much quieter than usual
-the quietest feature is, the jump of either from the series' last hours, the level) are each judged by a
+the quietest feature is, the jump of either from the series' last hours or from its usual error at this
+time of day, the level) are each judged by a
 decayed histogram of the series' past values with an exponential tail beyond it, and their tail
 probabilities combined (weighted harmonic mean). A window teaches
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
@@ -40,6 +41,11 @@ COLUMNS = 6
 # and share one column's (combined_probability)
 WEIGHTS = np.array([0.5, 1.0, 1.0, 1.0, 0.5, 1.0])
 MAX_LOG_ERROR = math.log(float(np.finfo(np.float32).max))
+# A day is cut into slots of 30 minutes (UTC): the daily recurrence rule and the series' usual error at each
+# time of day work on them
+DAY_MS = 86_400_000
+DAY_SLOTS = 48
+SLOT_MS = DAY_MS // DAY_SLOTS
 
 
 class Close(IntEnum):
@@ -81,6 +87,9 @@ class CalibrationSettings:
     open_after: int = 1  # windows in a row at or above open_surprise that open an incident
     settle_ms: int = 86_400_000  # an incident this long closes as "settled into a new normal"
     skip_daily_recurrences: bool = True  # reaching open_surprise within ~an hour of a day after it did opens nothing
+    season_halflife_days: float = 1.0  # the series' usual error at each time of day (the jump column): its memory
+    season_days: float = 2.0  # a time of day is judged against its usual error once taught this many days of windows
+    season_step: float = 2.0  # model scales: the most one window moves its time of day's usual error
 
     def __post_init__(self) -> None:
         if self.close_surprise > self.open_surprise:
@@ -94,6 +103,8 @@ class CalibrationSettings:
             raise ValueError("hold_stride must be at least 1")
         if not (self.error_floor > 0 and self.scale_floor > 0 and self.tail_floor > 0 and self.halflife > 0):
             raise ValueError("error_floor, scale_floor, tail_floor and halflife must be positive")
+        if not (self.season_halflife_days > 0 and self.season_days >= 0 and self.season_step > 0):
+            raise ValueError("season_halflife_days and season_step must be positive, season_days not negative")
 
     @property
     def decay(self) -> float:
@@ -233,7 +244,7 @@ class Batch:
     context: np.ndarray  # (S,) EW mean of v, context_halflife: the errors of the last few hours
     context_quiet: np.ndarray  # (S,) and of u
     cross_day: np.ndarray  # (S,) the UTC day (epoch ms // day) of the last window that reached open_surprise,
-    cross_today: np.ndarray  # (S,) bit mask over the day's RECURRENCE_SLOTS: the slots that did that day,
+    cross_today: np.ndarray  # (S,) bit mask over the DAY_SLOTS: the slots that did that day,
     cross_yesterday: np.ndarray  # (S,) and the day before
     recurring: np.ndarray  # (S,) windows into a run that recurs daily (0: none going on)
     above: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram as the mass in bins >= j
@@ -246,6 +257,8 @@ class Batch:
     centre: np.ndarray  # (S, F) the series' level centre
     spread: np.ndarray  # (S, F) and spread
     peak_shares: np.ndarray  # (S, F) each feature's share of the error at the incident's peak
+    season: np.ndarray  # (S, DAY_SLOTS) the usual v at each time of day: EW over the windows that ended in the slot
+    season_n: np.ndarray  # (S, DAY_SLOTS) windows taught into each slot (at most SEASON_COUNT_MAX)
 
     @classmethod
     def fresh(cls, n_series: int, n_features: int, settings: CalibrationSettings, model_key: int = 0) -> "Batch":
@@ -260,7 +273,8 @@ class Batch:
                    hold=np.zeros((s, settings.hold_slots, COLUMNS)), hold_level=np.zeros((s, settings.hold_slots,
                                                                                           n_features)),
                    centre=np.zeros((s, n_features)), spread=np.ones((s, n_features)),
-                   peak_shares=np.zeros((s, n_features)))
+                   peak_shares=np.zeros((s, n_features)), season=np.zeros((s, DAY_SLOTS)),
+                   season_n=np.zeros((s, DAY_SLOTS)))
 
     def __len__(self) -> int:
         return len(self.last_end_ms)
@@ -420,23 +434,17 @@ class Verdict(NamedTuple):
     learning: np.ndarray  # bool: the series is in its learning period (cannot open)
 
 
-# A day is cut into slots of 30 minutes: a window that reaches open_surprise in the slot of one that did a day
-# before, or in a slot next to it, recurs daily (one int64 bit mask a day)
-DAY_MS = 86_400_000
-RECURRENCE_SLOTS = 48
-
-
 def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray) -> np.ndarray:
     """Which `crossing` windows (at or above open_surprise where they could open an incident) recur daily: a
-    window did the same a day before, within about an hour. Records every crossing, so a pattern that keeps
-    recurring keeps being recognised (one that opened nothing counts too)."""
+    window did the same a day before, within about an hour: in its day slot or a slot next to it (one int64 bit
+    mask of DAY_SLOTS a day). Records every crossing, so a pattern that keeps recurring keeps being recognised
+    (one that opened nothing counts too)."""
     if not crossing.any():  # the usual round: nothing to record, nothing recurs
         return crossing
     day = end_ms // DAY_MS
-    slot = (end_ms % DAY_MS) // (DAY_MS // RECURRENCE_SLOTS)
+    slot = day_slot(end_ms)
     bit = np.left_shift(np.int64(1), slot)
-    near = bit | np.left_shift(np.int64(1), (slot - 1) % RECURRENCE_SLOTS) \
-        | np.left_shift(np.int64(1), (slot + 1) % RECURRENCE_SLOTS)
+    near = bit | np.left_shift(np.int64(1), (slot - 1) % DAY_SLOTS) | np.left_shift(np.int64(1), (slot + 1) % DAY_SLOTS)
     same, next_day = day == batch.cross_day, day == batch.cross_day + 1
     yesterday = np.where(same, batch.cross_yesterday, np.where(next_day, batch.cross_today, 0))
     today = np.where(same, batch.cross_today, 0)
@@ -444,6 +452,36 @@ def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray) ->
     batch.cross_today = np.where(crossing, today | bit, batch.cross_today)
     batch.cross_day = np.where(crossing, day, batch.cross_day)
     return crossing & ((yesterday & near) != 0)
+
+
+def day_slot(end_ms: np.ndarray) -> np.ndarray:
+    """The UTC half hour of the day each window ended in, 0..DAY_SLOTS - 1."""
+    return (np.asarray(end_ms, np.int64) % DAY_MS) // SLOT_MS
+
+
+SEASON_COUNT_MAX = 65_535  # a slot's count is stored as uint16 (worker/state/codec.py)
+
+
+def slot_windows(span: np.ndarray, reference: Reference) -> np.ndarray:
+    """(S,) the windows that end in one day slot a day at the series' cadence (at least 1): 6 at 5 minutes."""
+    return np.maximum(SLOT_MS * max(reference.window - 1, 1) / np.exp(span), 1.0)
+
+
+def _teach_season(batch: Batch, teach: np.ndarray, v: np.ndarray, slot: np.ndarray, per_slot: np.ndarray,
+                  settings: CalibrationSettings) -> None:
+    """Each `teach` window's v into its day slot's usual error, in place: an EW mean with a half-life of
+    season_halflife_days of the slot's windows, each window moving it by at most season_step (once the slot
+    has one): a fault that no other column opened on teaches its time of day slowly, as the recurring edge
+    of a daily pattern does, and one bad window on a quiet stretch does not make the next day's look odd."""
+    if not teach.any():
+        return
+    rows = np.flatnonzero(teach)
+    slots, count = slot[rows], batch.season_n[rows, slot[rows]]
+    rate = np.maximum(1.0 / (count + 1.0), 1.0 - 2.0 ** (-1.0 / (settings.season_halflife_days * per_slot[rows])))
+    delta = v[rows] - batch.season[rows, slots]
+    delta = np.where(count > 0, np.clip(delta, -settings.season_step, settings.season_step), delta)
+    batch.season[rows, slots] = _stored(batch.season[rows, slots] + rate * delta)
+    batch.season_n[rows, slots] = np.minimum(count + 1, SEASON_COUNT_MAX)
 
 
 def relearning_windows(span: np.ndarray, reference: Reference, settings: CalibrationSettings) -> np.ndarray:
@@ -489,6 +527,17 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # (counts whose noise grows with the rate), a burst at night errs like a normal afternoon and only its
     # change from the errors of the hours before tells
     judged[:, JUMP] = np.where(first, 0.0, np.maximum(judged[:, POINT] - batch.context, quiet - batch.context_quiet))
+    # ... or from its usual error at this time of day, either way, once that time of day is known: a burst at
+    # night errs like any afternoon and, where it comes on slowly, like the hours before it too; a daily pulse
+    # that does not come errs less than that time of day always does
+    slot, rows = day_slot(end_ms), np.arange(n)
+    per_slot = slot_windows(batch.span, reference)
+    usual = batch.season[rows, slot]
+    known = ~young & (batch.season_n[rows, slot] >= settings.season_days * per_slot)
+    if known.any():
+        seasonal = np.maximum(judged[:, POINT] - usual,
+                              usual - np.maximum(np.maximum(v, batch.previous), batch.previous2))
+        judged[:, JUMP] = np.where(known, np.maximum(judged[:, JUMP], seasonal), judged[:, JUMP])
     # the level column: a model that removes levels cannot see a level change, one that keeps them sees it
     # only as the changed part fills its windows (a shift of 4-8 noise scales opened 16 windows late)
     with_level = level is not None
@@ -561,6 +610,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     past_onset = going & (batch.open_windows > 2 * settings.quarantine)
     batch.lasting = np.where(opened, 0, np.where(past_onset, batch.lasting | bits, batch.lasting))
 
+    _teach_season(batch, counted & ~now_open, v, slot, per_slot, settings)
     _learn(batch, counted, judged, level, opened, now_open, learning | relearning, settings)
     restart = settled
     if restart.any():
@@ -580,6 +630,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         batch.hold_n[restart] = batch.hold_skip[restart] = batch.hold_incident[restart] = 0
         # a new normal: what was surprising the day before (the incident's opening, a day ago) says nothing now
         batch.cross_today[restart] = batch.cross_yesterday[restart] = batch.recurring[restart] = 0
+        batch.season_n[restart] = 0  # and the usual errors of the old normal's times of day
         # the level centre and spread keep their values but learn fast again
         batch.level_n[restart & new[:, LEVEL]] = 0
 

@@ -2,7 +2,8 @@
 
     state = last_end_ms, model_key, the layout version (int64 each), the other scalars of
             worker.detection.calibration.SCALARS (int64 / float64, in that order), then float32 arrays:
-            the quarantine (q x 6 values, q x F levels), the peak shares, the level centre and spread
+            the quarantine (q x 6 values, q x F levels), the usual error of each day slot (48) and its count
+            (48, uint16), the peak shares, the level centre and spread
             (F each), the hold (h x 6 values, h x F levels), the 6 histograms' tail shapes (q and scale,
             6 each), the 6 x 96 histograms as the mass in bins >= j
 
@@ -13,10 +14,11 @@ or kept for another model, restarts fresh, keeping its replay mark. A batch's st
 encoded with one numpy structured array each way, not series by series.
 
 The arrays are ordered by how often they change, most often first: the quarantine with every window; the
-peak shares at an incident's peak; the level with every window taught; the hold with every window of the
-learning period (it gathers blocks to teach), then with one in `hold_stride`; the histograms and their
-tail shapes with one window in `hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
-first 1.2 kB (1.6 kB while it learns) of 4.0 kB at one feature, and the Redis store writes only that part
+usual error of the window's day slot with every window outside an incident; the peak shares at an incident's
+peak; the level with every window taught; the hold with every window of the learning period (it gathers
+blocks to teach), then with one in `hold_stride`; the histograms and their tail shapes with one window in
+`hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
+first 1.5 kB (1.9 kB while it learns) of 4.3 kB at one feature, and the Redis store writes only that part
 (`StateLayout.changed_prefix`).
 """
 
@@ -27,18 +29,19 @@ from functools import lru_cache
 
 import numpy as np
 
-from worker.detection.calibration import BINS, COLUMNS, SCALARS, Batch, CalibrationSettings
+from worker.detection.calibration import BINS, COLUMNS, DAY_SLOTS, SCALARS, Batch, CalibrationSettings
 
 # Bumped whenever the order of the fields changes: a state of another version restarts fresh.
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 
 # A state's first bytes, last_end_ms, model_key and its layout tag (the version and the size): which windows
 # it judged, under which model, laid out how. Two states that start alike are the same series' history
 # (worker.state.cache), of the same size (so the Redis store can overwrite a part of one without reading more).
 MARK_BYTES = 24
 
-_ARRAYS = ("pending", "pending_level", "peak_shares", "centre", "spread", "hold", "hold_level", "tail_q", "tail_scale",
-           "above")
+_ARRAYS = ("pending", "pending_level", "season", "season_n", "peak_shares", "centre", "spread", "hold", "hold_level",
+           "tail_q", "tail_scale", "above")
+_KINDS = {"season_n": "<u2"}  # stored other than as float32
 # where a state's tail may start that a window leaves as it was (see the module docstring)
 _STABLE_FROM = ("peak_shares", "hold", "tail_q")
 
@@ -46,11 +49,11 @@ _STABLE_FROM = ("peak_shares", "hold", "tail_q")
 @lru_cache(maxsize=32)
 def _layout(n_features: int, quarantine: int, hold: int) -> np.dtype:
     q, f = quarantine, n_features
-    shapes = ((q, COLUMNS), (q, f), (f,), (f,), (f,), (hold, COLUMNS), (hold, f), (COLUMNS,), (COLUMNS,),
-              (COLUMNS, BINS))
+    shapes = ((q, COLUMNS), (q, f), (DAY_SLOTS,), (DAY_SLOTS,), (f,), (f,), (f,), (hold, COLUMNS), (hold, f), (COLUMNS,),
+              (COLUMNS,), (COLUMNS, BINS))
     scalars = [(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
     return np.dtype(scalars[:2] + [("layout", "<i8")] + scalars[2:]
-                    + [(name, "<f4", shape) for name, shape in zip(_ARRAYS, shapes)])
+                    + [(name, _KINDS.get(name, "<f4"), shape) for name, shape in zip(_ARRAYS, shapes)])
 
 
 def layout_tag(layout: np.dtype) -> int:
