@@ -87,6 +87,10 @@ def test_a_daily_edge_that_grows_opens_once_not_every_day() -> None:
     flood = [i // day for i in openings(replay(errors, stamps=stamps, settings=c2.CalibrationSettings(
         skip_daily_recurrences=False)))]
     assert flood == list(range(10, 20))
+    # a fault that starts on the edge the day after and is far worse than it (surprise 21 against 9.4) opens
+    # all the same: twice as surprising as the day before's most surprising window, it is no recurrence
+    errors[11 * day + 60:11 * day + 60 + T] = 30_000.0
+    assert [i // day for i in openings(replay(errors, stamps=stamps))] == [10, 11]
 
 
 def test_errors_near_zero_keep_the_surprise_bounded_and_quiet() -> None:

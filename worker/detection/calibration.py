@@ -201,7 +201,7 @@ SCALARS = (
     ("hold_n", np.int64), ("hold_skip", np.int64), ("hold_incident", np.int64), ("previous2", np.float64),
     ("quiet", np.float64), ("relearn", np.int64), ("lasting", np.int64), ("context", np.float64),
     ("context_quiet", np.float64), ("cross_day", np.int64), ("cross_today", np.int64), ("cross_yesterday", np.int64),
-    ("recurring", np.int64),
+    ("recurring", np.int64), ("cross_peak_today", np.float64), ("cross_peak_yesterday", np.float64),
 )
 
 
@@ -247,6 +247,8 @@ class Batch:
     cross_today: np.ndarray  # (S,) bit mask over the DAY_SLOTS: the slots that did that day,
     cross_yesterday: np.ndarray  # (S,) and the day before
     recurring: np.ndarray  # (S,) windows into a run that recurs daily (0: none going on)
+    cross_peak_today: np.ndarray  # (S,) the highest surprise of the day's windows that reached open_surprise,
+    cross_peak_yesterday: np.ndarray  # (S,) and of the day before's
     above: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram as the mass in bins >= j
     tail_q: np.ndarray  # (S, COLUMNS) where its empirical tail ends, and the mean excess beyond (`tail_shape`):
     tail_scale: np.ndarray  # (S, COLUMNS) they change only with the histogram, so they are kept beside it
@@ -434,11 +436,16 @@ class Verdict(NamedTuple):
     learning: np.ndarray  # bool: the series is in its learning period (cannot open)
 
 
-def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray) -> np.ndarray:
+# A window this many times as surprising (in -log10 p) as the day before's most surprising crossing is no
+# recurrence: a fault that starts on a daily edge the series crosses at 3-5 (a higher pulse at 13.9 was missed)
+RECURRENCE_RATIO = 2.0
+
+
+def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray, surprise: np.ndarray) -> np.ndarray:
     """Which `crossing` windows (at or above open_surprise where they could open an incident) recur daily: a
     window did the same a day before, within about an hour: in its day slot or a slot next to it (one int64 bit
     mask of DAY_SLOTS a day). Records every crossing, so a pattern that keeps recurring keeps being recognised
-    (one that opened nothing counts too)."""
+    (one that opened nothing counts too), and the day's highest surprise among them."""
     if not crossing.any():  # the usual round: nothing to record, nothing recurs
         return crossing
     day = end_ms // DAY_MS
@@ -450,8 +457,12 @@ def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray) ->
     today = np.where(same, batch.cross_today, 0)
     batch.cross_yesterday = np.where(crossing, yesterday, batch.cross_yesterday)
     batch.cross_today = np.where(crossing, today | bit, batch.cross_today)
+    peak_yesterday = np.where(same, batch.cross_peak_yesterday, np.where(next_day, batch.cross_peak_today, 0.0))
+    peak_today = np.where(same, batch.cross_peak_today, 0.0)
+    batch.cross_peak_yesterday = np.where(crossing, peak_yesterday, batch.cross_peak_yesterday)
+    batch.cross_peak_today = np.where(crossing, np.maximum(peak_today, surprise), batch.cross_peak_today)
     batch.cross_day = np.where(crossing, day, batch.cross_day)
-    return crossing & ((yesterday & near) != 0)
+    return crossing & ((yesterday & near) != 0) & (surprise < RECURRENCE_RATIO * peak_yesterday)
 
 
 def day_slot(end_ms: np.ndarray) -> np.ndarray:
@@ -574,12 +585,15 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         # is open, so a daily edge that opened one once would open one every day, and more surely each day)
         # opens no incident; as it teaches like any other window, the history learns it again
         cap = 2 * reference.window  # a pattern's run: every event lies in `window` windows
-        recurs = _daily_recurrence(batch, crossing & (batch.recurring < cap), end_ms)
+        recurs = _daily_recurrence(batch, crossing & (batch.recurring < cap), end_ms, surprise)
         # the run is the pattern until the surprise falls below the close level, for at most `cap` windows: a
         # fault that lasts longer opens, late, even where it began at yesterday's time
         batch.recurring = np.where(counted & (surprise < settings.close_surprise), 0,
                                    np.where(batch.recurring > 0, batch.recurring + counted, recurs.astype(np.int64)))
-        crossing &= (batch.recurring == 0) | (batch.recurring > cap)
+        # and a window far more surprising than any the day before opens at once, inside a run too
+        far = surprise >= RECURRENCE_RATIO * np.where(end_ms // DAY_MS == batch.cross_day, batch.cross_peak_yesterday,
+                                                      batch.cross_peak_today)
+        crossing &= (batch.recurring == 0) | (batch.recurring > cap) | far
     batch.above_run = np.where(candidate, np.where(crossing, batch.above_run + 1, 0),
                                np.where(counted, 0, batch.above_run))
     opened = candidate & (batch.above_run >= settings.open_after)
@@ -630,6 +644,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         batch.hold_n[restart] = batch.hold_skip[restart] = batch.hold_incident[restart] = 0
         # a new normal: what was surprising the day before (the incident's opening, a day ago) says nothing now
         batch.cross_today[restart] = batch.cross_yesterday[restart] = batch.recurring[restart] = 0
+        batch.cross_peak_today[restart] = batch.cross_peak_yesterday[restart] = 0.0
         batch.season_n[restart] = 0  # and the usual errors of the old normal's times of day
         # the level centre and spread keep their values but learn fast again
         batch.level_n[restart & new[:, LEVEL]] = 0
