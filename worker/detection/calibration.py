@@ -441,13 +441,15 @@ class Verdict(NamedTuple):
 RECURRENCE_RATIO = 2.0
 
 
-def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray, surprise: np.ndarray) -> np.ndarray:
+def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray,
+                      surprise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which `crossing` windows (at or above open_surprise where they could open an incident) recur daily: a
     window did the same a day before, within about an hour: in its day slot or a slot next to it (one int64 bit
-    mask of DAY_SLOTS a day). Records every crossing, so a pattern that keeps recurring keeps being recognised
-    (one that opened nothing counts too), and the day's highest surprise among them."""
+    mask of DAY_SLOTS a day); and which are far more surprising than any the day before (RECURRENCE_RATIO x its
+    peak), so recur or not, they open. Records every crossing, so a pattern that keeps recurring keeps being
+    recognised (one that opened nothing counts too), and the day's highest surprise among them."""
     if not crossing.any():  # the usual round: nothing to record, nothing recurs
-        return crossing
+        return crossing, crossing
     day = end_ms // DAY_MS
     slot = day_slot(end_ms)
     bit = np.left_shift(np.int64(1), slot)
@@ -462,7 +464,8 @@ def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray, su
     batch.cross_peak_yesterday = np.where(crossing, peak_yesterday, batch.cross_peak_yesterday)
     batch.cross_peak_today = np.where(crossing, np.maximum(peak_today, surprise), batch.cross_peak_today)
     batch.cross_day = np.where(crossing, day, batch.cross_day)
-    return crossing & ((yesterday & near) != 0) & (surprise < RECURRENCE_RATIO * peak_yesterday)
+    far = crossing & (surprise >= RECURRENCE_RATIO * peak_yesterday)
+    return crossing & ((yesterday & near) != 0) & ~far, far
 
 
 def day_slot(end_ms: np.ndarray) -> np.ndarray:
@@ -585,14 +588,12 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         # is open, so a daily edge that opened one once would open one every day, and more surely each day)
         # opens no incident; as it teaches like any other window, the history learns it again
         cap = 2 * reference.window  # a pattern's run: every event lies in `window` windows
-        recurs = _daily_recurrence(batch, crossing & (batch.recurring < cap), end_ms, surprise)
+        recurs, far = _daily_recurrence(batch, crossing & (batch.recurring < cap), end_ms, surprise)
         # the run is the pattern until the surprise falls below the close level, for at most `cap` windows: a
         # fault that lasts longer opens, late, even where it began at yesterday's time
         batch.recurring = np.where(counted & (surprise < settings.close_surprise), 0,
                                    np.where(batch.recurring > 0, batch.recurring + counted, recurs.astype(np.int64)))
         # and a window far more surprising than any the day before opens at once, inside a run too
-        far = surprise >= RECURRENCE_RATIO * np.where(end_ms // DAY_MS == batch.cross_day, batch.cross_peak_yesterday,
-                                                      batch.cross_peak_today)
         crossing &= (batch.recurring == 0) | (batch.recurring > cap) | far
     batch.above_run = np.where(candidate, np.where(crossing, batch.above_run + 1, 0),
                                np.where(counted, 0, batch.above_run))
