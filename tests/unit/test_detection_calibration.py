@@ -69,6 +69,24 @@ def test_periodic_stream_opens_nothing_after_second_period() -> None:
     assert surprise(verdicts)[3 * day:].max() < 2.0  # not even close to opening on day 3 and after
 
 
+@pytest.mark.parametrize("shift", [12, -12])
+def test_a_daily_pattern_in_local_time_opens_nothing_when_the_clocks_change(shift: int) -> None:
+    """Day slots are UTC; a business-hours pattern follows local time and moves an hour on the day daylight
+    saving starts or ends. Its edges then err in day slots whose usual error is tiny (the jump column's time
+    of day), and the old slots miss theirs: the point column knows edges, and the time of day alone does not
+    open. The usual errors of the new slots follow within days."""
+    day = 288  # one window every 5 minutes
+    one_day = np.full(day, 1e-9)
+    one_day[60:60 + T] = 0.3
+    one_day[160:160 + T] = 0.2
+    errors = np.tile(one_day, 16)
+    errors[10 * day:] = np.roll(errors, shift)[10 * day:]  # an hour later (or earlier) from day 10 on
+    stamps = np.arange(len(errors) + T - 1, dtype=np.int64) * 300_000
+    verdicts = replay(errors, stamps=stamps)
+    assert openings(verdicts) == []
+    assert surprise(verdicts)[10 * day:].max() < 2.5
+
+
 def test_a_daily_edge_that_grows_opens_once_not_every_day() -> None:
     """A daily pulse whose edge the model renders worse from day 10 on, every day after. The first such day
     opens an incident; its windows are not taught (nothing is while an incident is open), so without more the
@@ -413,6 +431,23 @@ def test_a_night_burst_that_errs_like_an_afternoon_opens_once_the_time_of_day_is
     assert found and all(start <= i < start + len(burst) for i in found)
     blind = openings(replay(errors, stamps=stamps, settings=c2.CalibrationSettings(season_days=1e9)))
     assert not any(start <= i < start + len(burst) for i in blind)
+
+
+def test_a_fault_that_ends_just_after_it_settles_does_not_teach_its_end_as_the_time_of_day() -> None:
+    """A fault that lasts a day and a few hours settles (a new normal) while its last windows still err. Those
+    windows do not teach their half hours: after a settle the time of day waits until the restarted columns
+    have relearnt. Had they taught it, the normal windows of the next days there would err far less than
+    "usual" (a daily pulse that did not come): 5 false openings on days 9-10, surprise up to 6.0."""
+    day = 288  # windows at 5 minutes
+    errors = noisy(12 * day, seed=5)
+    start = 6 * day + 100
+    end = start + day + 3 * T + 40  # the settle comes at a day and 3 quarantines; 40 windows later it ends
+    errors[start:end] *= 300.0  # ~11 model scales
+    stamps = np.arange(len(errors) + T - 1, dtype=np.int64) * 300_000
+    verdicts = replay(errors, stamps=stamps)
+    assert [i // day for i in openings(verdicts)] == [6]
+    assert [reason for _, reason in closings(verdicts)] == [c2.Close.SETTLED]
+    assert surprise(verdicts)[end + day:].max() < 2.0
 
 
 # ------------------------------------------------------------------------- state and batching

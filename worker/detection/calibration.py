@@ -90,6 +90,7 @@ class CalibrationSettings:
     season_halflife_days: float = 1.0  # the series' usual error at each time of day (the jump column): its memory
     season_days: float = 2.0  # a time of day is judged against its usual error once taught this many days of windows
     season_step: float = 2.0  # model scales: the most one window moves its time of day's usual error
+    season_windows: float = 6.0  # ... and its memory (half-life) and the windows it needs before judging: at least this
 
     def __post_init__(self) -> None:
         if self.close_surprise > self.open_surprise:
@@ -103,8 +104,10 @@ class CalibrationSettings:
             raise ValueError("hold_stride must be at least 1")
         if not (self.error_floor > 0 and self.scale_floor > 0 and self.tail_floor > 0 and self.halflife > 0):
             raise ValueError("error_floor, scale_floor, tail_floor and halflife must be positive")
-        if not (self.season_halflife_days > 0 and self.season_days >= 0 and self.season_step > 0):
-            raise ValueError("season_halflife_days and season_step must be positive, season_days not negative")
+        if not (self.season_halflife_days > 0 and self.season_days >= 0 and self.season_step > 0
+                and self.season_windows >= 0):
+            raise ValueError("season_halflife_days and season_step must be positive, season_days and season_windows "
+                             "not negative")
 
     @property
     def decay(self) -> float:
@@ -484,14 +487,17 @@ def slot_windows(span: np.ndarray, reference: Reference) -> np.ndarray:
 def _teach_season(batch: Batch, teach: np.ndarray, v: np.ndarray, slot: np.ndarray, per_slot: np.ndarray,
                   settings: CalibrationSettings) -> None:
     """Each `teach` window's v into its day slot's usual error, in place: an EW mean with a half-life of
-    season_halflife_days of the slot's windows, each window moving it by at most season_step (once the slot
-    has one): a fault that no other column opened on teaches its time of day slowly, as the recurring edge
-    of a daily pattern does, and one bad window on a quiet stretch does not make the next day's look odd."""
+    season_halflife_days of the slot's windows (at least season_windows: at one event an hour a half hour
+    gets one window a day, and one window is no usual error), each window moving it by at most season_step
+    (once the slot has one): a fault that no other column opened on teaches its time of day slowly, as the
+    recurring edge of a daily pattern does, and one bad window on a quiet stretch does not make the next
+    day's look odd."""
     if not teach.any():
         return
     rows = np.flatnonzero(teach)
     slots, count = slot[rows], batch.season_n[rows, slot[rows]]
-    rate = np.maximum(1.0 / (count + 1.0), 1.0 - 2.0 ** (-1.0 / (settings.season_halflife_days * per_slot[rows])))
+    halflife = np.maximum(settings.season_halflife_days * per_slot[rows], settings.season_windows)
+    rate = np.maximum(1.0 / (count + 1.0), 1.0 - 2.0 ** (-1.0 / halflife))
     delta = v[rows] - batch.season[rows, slots]
     delta = np.where(count > 0, np.clip(delta, -settings.season_step, settings.season_step), delta)
     batch.season[rows, slots] = _stored(batch.season[rows, slots] + rate * delta)
@@ -547,7 +553,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     slot, rows = day_slot(end_ms), np.arange(n)
     per_slot = slot_windows(batch.span, reference)
     usual = batch.season[rows, slot]
-    known = ~young & (batch.season_n[rows, slot] >= settings.season_days * per_slot)
+    known = ~young & (batch.season_n[rows, slot] >= np.maximum(settings.season_days * per_slot, settings.season_windows))
     if known.any():
         seasonal = np.maximum(judged[:, POINT] - usual,
                               usual - np.maximum(np.maximum(v, batch.previous), batch.previous2))
@@ -625,7 +631,11 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     past_onset = going & (batch.open_windows > 2 * settings.quarantine)
     batch.lasting = np.where(opened, 0, np.where(past_onset, batch.lasting | bits, batch.lasting))
 
-    _teach_season(batch, counted & ~now_open, v, slot, per_slot, settings)
+    # the time of day learns outside incidents, and after a settled one only once the restarted columns have
+    # relearnt: the first windows of a new normal may still hold the fault's end (a shift that lasted a day
+    # settled as it ended, and its last windows taught their half hours a high usual error: the next days,
+    # normal there, looked like a daily pulse that did not come)
+    _teach_season(batch, counted & ~now_open & ~relearning, v, slot, per_slot, settings)
     _learn(batch, counted, judged, level, opened, now_open, learning | relearning, settings)
     restart = settled
     if restart.any():
