@@ -437,7 +437,7 @@ def test_a_fault_that_ends_just_after_it_settles_does_not_teach_its_end_as_the_t
     """A fault that lasts a day and a few hours settles (a new normal) while its last windows still err. Those
     windows do not teach their half hours: after a settle the time of day waits until the restarted columns
     have relearnt. Had they taught it, the normal windows of the next days there would err far less than
-    "usual" (a daily pulse that did not come): 5 false openings on days 9-10, surprise up to 6.0."""
+    "usual" (a daily pulse that did not come): 5 false openings on day 9, surprise up to 6.0."""
     day = 288  # windows at 5 minutes
     errors = noisy(12 * day, seed=5)
     start = 6 * day + 100
