@@ -444,17 +444,17 @@ class Verdict(NamedTuple):
 RECURRENCE_RATIO = 2.0
 
 
-def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray,
+def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray, slot: np.ndarray,
                       surprise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which `crossing` windows (at or above open_surprise where they could open an incident) recur daily: a
     window did the same a day before, within about an hour: in its day slot or a slot next to it (one int64 bit
     mask of DAY_SLOTS a day); and which are far more surprising than any the day before (RECURRENCE_RATIO x its
     peak), so recur or not, they open. Records every crossing, so a pattern that keeps recurring keeps being
-    recognised (one that opened nothing counts too), and the day's highest surprise among them."""
+    recognised (one that opened nothing counts too), and the day's highest surprise among them. `slot` is
+    day_slot(end_ms)."""
     if not crossing.any():  # the usual round: nothing to record, nothing recurs
         return crossing, crossing
     day = end_ms // DAY_MS
-    slot = day_slot(end_ms)
     bit = np.left_shift(np.int64(1), slot)
     near = bit | np.left_shift(np.int64(1), (slot - 1) % DAY_SLOTS) | np.left_shift(np.int64(1), (slot + 1) % DAY_SLOTS)
     same, next_day = day == batch.cross_day, day == batch.cross_day + 1
@@ -553,7 +553,8 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     slot, rows = day_slot(end_ms), np.arange(n)
     per_slot = slot_windows(batch.span, reference)
     usual = batch.season[rows, slot]
-    known = ~young & (batch.season_n[rows, slot] >= np.maximum(settings.season_days * per_slot, settings.season_windows))
+    needed = np.maximum(settings.season_days * per_slot, settings.season_windows)
+    known = ~young & (batch.season_n[rows, slot] >= needed)
     if known.any():
         seasonal = np.maximum(judged[:, POINT] - usual,
                               usual - np.maximum(np.maximum(v, batch.previous), batch.previous2))
@@ -594,7 +595,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         # is open, so a daily edge that opened one once would open one every day, and more surely each day)
         # opens no incident; as it teaches like any other window, the history learns it again
         cap = 2 * reference.window  # a pattern's run: every event lies in `window` windows
-        recurs, far = _daily_recurrence(batch, crossing & (batch.recurring < cap), end_ms, surprise)
+        recurs, far = _daily_recurrence(batch, crossing & (batch.recurring < cap), end_ms, slot, surprise)
         # the run is the pattern until the surprise falls below the close level, for at most `cap` windows: a
         # fault that lasts longer opens, late, even where it began at yesterday's time
         batch.recurring = np.where(counted & (surprise < settings.close_surprise), 0,
