@@ -375,6 +375,8 @@ STREAM_KINDS: tuple[str, ...] = (
     "gaps-irregular",
     "duplicate-timestamps",
     "stuck-sensor",
+    "random-walk",
+    "trend",
 )
 # Labelled anomaly kinds per stream type (placed round-robin, so each shows up).
 STREAM_ANOMALIES: dict[str, tuple[str, ...]] = {
@@ -387,6 +389,8 @@ STREAM_ANOMALIES: dict[str, tuple[str, ...]] = {
     "gaps-irregular": ("level_shift", "spike"),
     "duplicate-timestamps": ("level_shift", "spike"),
     "stuck-sensor": ("stuck", "spike", "drift"),
+    "random-walk": ("spike", "level_shift"),
+    "trend": ("spike", "level_shift"),
 }
 # Unlabelled events that must not page, per stream type (on top of each type's normal behaviour).
 STREAM_BENIGN: dict[str, tuple[str, ...]] = {
@@ -399,6 +403,8 @@ STREAM_BENIGN: dict[str, tuple[str, ...]] = {
     "gaps-irregular": ("gap",),
     "duplicate-timestamps": ("clock_repeat", "clock_step_back", "duplicate_event"),
     "stuck-sensor": (),
+    "random-walk": (),  # the wander itself
+    "trend": (),  # the growth itself
 }
 MULTIVARIATE_KINDS: frozenset[str] = frozenset({"stuck-sensor"})
 STREAM_INTERVAL_MS = 300_000
@@ -823,6 +829,36 @@ def _stuck_sensor(config: StreamConfig, rng: np.random.Generator, real: np.ndarr
     return _Stream(values, sorted(spans), [], real.copy(), decimals=3)
 
 
+def _random_walk(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """A queue depth or a latency with no rhythm: a level that wanders (a random walk, slowly pulled back)
+    and sensor noise. The wander is normal, several times the noise, and often beyond the training part's
+    range. Labelled, in units of the noise:
+    level shifts (3-6 for 1-6 h) and lone spikes (5-8)."""
+    n = len(real)
+    steps = 0.3 * rng.standard_normal(n)
+    wander = np.zeros(n)
+    for i in range(1, n):
+        wander[i] = 0.999 * wander[i - 1] + steps[i]
+    noise = rng.standard_normal(n)
+    signal = wander + noise
+    spans = _spikes_and_shifts(config, rng, signal, 1.0)
+    scale = rng.uniform(0.5, 5.0)
+    return _Stream((rng.uniform(50, 200) + scale * signal)[:, None], spans, [], real.copy(), decimals=2)
+
+
+def _trend(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """A service's traffic that grows: the rate doubles over the stream (so most of it lies above anything
+    the training part saw), with a daily rhythm of +-30 % and noise of 3 %. Labelled, relative to the
+    noise: drops or surges of 3-6 for 1-6 h and lone spikes of 5-8 (15-24 %)."""
+    n = len(real)
+    growth = 1.0 + np.arange(n) / n * rng.uniform(0.8, 1.2)
+    rhythm = 1.0 + 0.3 * np.sin(2 * np.pi * (_day_phase(config, real) - rng.uniform(0, 1)))
+    relative = rng.standard_normal(n)
+    spans = _spikes_and_shifts(config, rng, relative, 1.0)
+    values = rng.uniform(100, 1000) * growth * rhythm * (1.0 + 0.03 * relative)
+    return _Stream(values[:, None], spans, [], real.copy(), decimals=1)
+
+
 _BUILDERS = {
     "periodic-edges": _periodic_edges,
     "sawtooth": _sawtooth,
@@ -833,4 +869,6 @@ _BUILDERS = {
     "gaps-irregular": _gaps_irregular,
     "duplicate-timestamps": _duplicate_timestamps,
     "stuck-sensor": _stuck_sensor,
+    "random-walk": _random_walk,
+    "trend": _trend,
 }

@@ -241,6 +241,27 @@ def test_stuck_sensor_flat_lines_one_sensor_of_a_noisy_machine() -> None:
                 assert np.ptp(column[start:stop]) == 0.0 and np.ptp(column[start - 20:start]) > 0.0
 
 
+def test_a_random_walk_wanders_far_more_than_its_noise_and_its_spikes_stand_out_of_the_noise() -> None:
+    for one in _stream("random-walk").series:
+        values = one.values[:, 0].astype(np.float64)
+        normal = one.labels == 0
+        noise = np.median(np.abs(np.diff(values[normal]))) / (0.6745 * np.sqrt(2))  # robust sd of the noise
+        assert values[normal].std() > 2.5 * noise  # the wander is normal
+        for start, stop, anomaly, _ in one.anomalies:
+            if anomaly == "spike":
+                jump = np.abs(values[start] - np.median(values[start - 6:start]))
+                assert jump > 3 * noise
+
+
+def test_a_trend_doubles_its_rate_over_the_stream_with_a_daily_rhythm() -> None:
+    for one in _stream("trend").series:
+        values = one.values[:, 0].astype(np.float64)
+        first, last = values[:288].mean(), values[-288:].mean()
+        assert 1.6 < last / first < 2.4
+        day = values[288:576]
+        assert day.max() / day.min() > 1.5  # +-30 % a day
+
+
 def test_stream_config_rejects_what_cannot_be_generated() -> None:
     with pytest.raises(ValueError, match="stream kind"):
         StreamConfig(kind="nope")
