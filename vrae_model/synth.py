@@ -832,8 +832,7 @@ def _stuck_sensor(config: StreamConfig, rng: np.random.Generator, real: np.ndarr
 def _random_walk(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
     """A queue depth or a latency with no rhythm: a level that wanders (a random walk, slowly pulled back)
     and sensor noise. The wander is normal, several times the noise, and often beyond the training part's
-    range. Labelled, in units of the noise:
-    level shifts (3-6 for 1-6 h) and lone spikes (5-8)."""
+    range. Labelled, in units of the noise: level shifts (3-6 for 1-6 h) and spikes of 1-2 events (5-8)."""
     n = len(real)
     steps = 0.3 * rng.standard_normal(n)
     wander = np.zeros(n)
@@ -847,9 +846,9 @@ def _random_walk(config: StreamConfig, rng: np.random.Generator, real: np.ndarra
 
 
 def _trend(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
-    """A service's traffic that grows: the rate doubles over the stream (so most of it lies above anything
-    the training part saw), with a daily rhythm of +-30 % and noise of 3 %. Labelled, relative to the
-    noise: drops or surges of 3-6 for 1-6 h and lone spikes of 5-8 (15-24 %)."""
+    """A service's traffic that grows: the rate about doubles over the stream (so most of it lies above
+    anything the training part saw), with a daily rhythm of +-30 % and noise of 3 %. Labelled, relative to
+    the noise: drops or surges of 3-6 for 1-6 h and spikes of 1-2 events of 5-8 (15-24 %)."""
     n = len(real)
     growth = 1.0 + np.arange(n) / n * rng.uniform(0.8, 1.2)
     rhythm = 1.0 + 0.3 * np.sin(2 * np.pi * (_day_phase(config, real) - rng.uniform(0, 1)))
