@@ -297,7 +297,9 @@ class _Columns:
 def read_long_csv(path: str | Path, features: list[str] | None = None) -> LongData:
     """Read `series_id,timestamp,<features...>[,label][,anomaly_kind]`, grouped by series, time-sorted.
 
-    A repeated (series_id, timestamp) keeps its first row, like a replayed event in the stream.
+    A repeated (series_id, timestamp) keeps its first row, like a replayed event in the stream. Without a
+    series_id column the file is one series named after it (its stem): an export of a single metric is
+    usually `timestamp,value`.
     """
     path = Path(path)
     if not path.is_file():
@@ -307,9 +309,9 @@ def read_long_csv(path: str | Path, features: list[str] | None = None) -> LongDa
         header = [name.strip() for name in next(reader, [])]
         if not header:
             raise DataError(f"{path}: empty file; write a header series_id,timestamp,<features...>")
-        missing = [name for name in ("series_id", "timestamp") if name not in header]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the header must start series_id,timestamp,...")
+        if "timestamp" not in header:
+            raise DataError(f"{path}: missing column timestamp; the header must be series_id,timestamp,<features...> "
+                            "(or timestamp,<features...> for one series)")
         available = [name for name in header if name not in RESERVED_COLUMNS]
         if features is None:
             feature_names = available
@@ -320,7 +322,7 @@ def read_long_csv(path: str | Path, features: list[str] | None = None) -> LongDa
             feature_names = list(features)
         if not feature_names:
             raise DataError(f"{path}: no feature columns; add at least one numeric column after timestamp")
-        sid_col, ts_col = header.index("series_id"), header.index("timestamp")
+        sid_col, ts_col = header.index("series_id") if "series_id" in header else None, header.index("timestamp")
         feature_cols = [header.index(name) for name in feature_names]
         label_col = header.index("label") if "label" in header else None
         kind_col = header.index("anomaly_kind") if "anomaly_kind" in header else None
@@ -332,7 +334,7 @@ def read_long_csv(path: str | Path, features: list[str] | None = None) -> LongDa
                 raise DataError(f"{path}:{line_number}: {len(row)} fields, expected {len(header)}; fix the row")
             timestamp = _parse_timestamp(row[ts_col], path, line_number)
             values = [_parse_float(row[c], path, line_number, header[c]) for c in feature_cols]
-            sid = row[sid_col].strip()
+            sid = row[sid_col].strip() if sid_col is not None else path.stem
             into = columns.get(sid)
             if into is None:
                 into = columns[sid] = _Columns()

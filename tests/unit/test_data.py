@@ -58,6 +58,17 @@ def test_iso_timestamps_become_epoch_ms_and_replays_are_dropped(tmp_path: Path) 
     assert series.values[:, 0].tolist() == [1.0, 2.0]
 
 
+def test_a_csv_without_series_id_is_one_series_named_after_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "cpu_utilization.csv",
+                 "timestamp,value\n2014-04-01 00:05:00,2.5\n2014-04-01 00:00:00,1.5\n2014-04-01 00:10:00,3.5\n")
+    data = read_long_csv(path)
+    assert list(data.series) == ["cpu_utilization"] and data.feature_names == ["value"]
+    series = data.series["cpu_utilization"]
+    assert series.values[:, 0].tolist() == [1.5, 2.5, 3.5]
+    assert np.diff(series.timestamps).tolist() == [300_000, 300_000]
+    assert load_windows(path, window=2).windows.shape == (2, 2, 1)
+
+
 def test_read_long_csv_keeps_labels_and_kinds_per_series(tmp_path: Path) -> None:
     data = read_long_csv(long_csv(tmp_path))
     assert data.labels["a"].tolist() == [0, 0, 0, 0, 1, 0]
@@ -109,7 +120,7 @@ def test_npy_two_dimensional_means_one_feature(tmp_path: Path) -> None:
         ("short.csv", "series_id,timestamp,v\ns,1,1\ns,2,2\n", {"window": 3}, "fewer than --window"),
         ("feat.csv", "series_id,timestamp,v\ns,1,1\n", {"window": 3, "features": ["w"]}, "unknown feature"),
         ("nofeat.csv", "series_id,timestamp,label\ns,1,0\n", {"window": 3}, "no feature columns"),
-        ("nosid.csv", "timestamp,v\n1,2\n", {"window": 3}, "missing column"),
+        ("nots.csv", "series_id,v\ns,2\n", {"window": 3}, "missing column timestamp"),
         ("header.csv", "series_id,timestamp,v\n", {"window": 3}, "no data rows"),
         ("empty.csv", "", {"window": 3}, "empty file"),
         ("nowin.csv", "series_id,timestamp,v\ns,1,1\n", {}, "--window"),
