@@ -659,14 +659,19 @@ def _counts_bursts(config: StreamConfig, rng: np.random.Generator, real: np.ndar
     return _Stream(values[:, None], spans, benign, real.copy(), decimals=0)
 
 
+def _ar1(rng: np.random.Generator, n: int, ar: float, sd: float) -> np.ndarray:
+    """(n,) an AR(1) process from 0 with innovations of sd `sd`: the wander of a level."""
+    wander = np.zeros(n)
+    eps = rng.standard_normal(n) * sd
+    for i in range(1, n):
+        wander[i] = ar * wander[i - 1] + eps[i]
+    return wander
+
+
 def _smooth_daily(config: StreamConfig, rng: np.random.Generator, real: np.ndarray, *, amplitude: float,
                   ar: float, ar_sd: float) -> np.ndarray:
     """(n,) a daily sinusoid plus AR(1) wander: a temperature, an occupancy, a latency."""
-    n = len(real)
-    wander = np.zeros(n)
-    eps = rng.standard_normal(n) * ar_sd
-    for i in range(1, n):
-        wander[i] = ar * wander[i - 1] + eps[i]
+    wander = _ar1(rng, len(real), ar, ar_sd)
     return amplitude * np.sin(2 * np.pi * (_day_phase(config, real) - rng.uniform(0, 1))) + wander
 
 
@@ -834,12 +839,7 @@ def _random_walk(config: StreamConfig, rng: np.random.Generator, real: np.ndarra
     and sensor noise. The wander is normal, several times the noise, and often beyond the training part's
     range. Labelled, in units of the noise: level shifts (3-6 for 1-6 h) and spikes of 1-2 events (5-8)."""
     n = len(real)
-    steps = 0.3 * rng.standard_normal(n)
-    wander = np.zeros(n)
-    for i in range(1, n):
-        wander[i] = 0.999 * wander[i - 1] + steps[i]
-    noise = rng.standard_normal(n)
-    signal = wander + noise
+    signal = _ar1(rng, n, 0.999, 0.3) + rng.standard_normal(n)
     spans = _spikes_and_shifts(config, rng, signal, 1.0)
     scale = rng.uniform(0.5, 5.0)
     return _Stream((rng.uniform(50, 200) + scale * signal)[:, None], spans, [], real.copy(), decimals=2)
