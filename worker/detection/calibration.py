@@ -4,14 +4,16 @@ Each window of a series is turned into a surprise (-log10 of a tail probability)
 own history, and the series' incident opens, stays open or closes. The VRAE's reconstruction error is
 the signal, standardised by the model's own per-feature calibration; the window's level is judged beside
 it (a model that removes window levels cannot see a level change, one that keeps them sees it slowly,
-as the changed part fills its windows). Six columns
+as the changed part fills its windows), and so is its newest event's spike (a window's mean error
+dilutes a lone spike of k noise scales to k²/T). Seven columns
 (the point confirmed by the two windows before, a recent and a slow average, how much quieter than usual
 the quietest feature is, the jump of either from the series' last hours or from its usual error at this
-time of day, the level) are each judged by a
+time of day, the level, the spike) are each judged by a
 decayed histogram of the series' past values with an exponential tail beyond it, and their tail
 probabilities combined (weighted harmonic mean). A window teaches
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
-drift does not keep pace with itself), nothing is learnt while an incident is open, a young series
+drift does not keep pace with itself), nothing is learnt while an incident is open (but the spike
+column, which learns how often spikes come from every window), a young series
 opens nothing while it learns, and an incident closes when the stream is back ("recovered") or after a
 day as the new normal ("settled": the columns that tell it from the old one relearn it). The formulas,
 the defaults and why each part is there: docs/detection.md; how they were chosen: benchmarks/STREAM_TYPES.md.
@@ -35,11 +37,14 @@ MIN_PROBABILITY = 1e-300
 LO, HI, STEP = -4.0, 44.0, 0.5
 BINS = int(round((HI - LO) / STEP))
 EDGES = LO + STEP * np.arange(BINS + 1)
-POINT, RECENT, SLOW, QUIET, JUMP, LEVEL = range(6)
-COLUMNS = 6
+POINT, RECENT, SLOW, QUIET, JUMP, LEVEL, SPIKE = range(7)
+COLUMNS = 7
 # each column's weight in the combination: the point and the jump are two views of the window's error now
 # and share one column's (combined_probability)
-WEIGHTS = np.array([0.5, 1.0, 1.0, 1.0, 0.5, 1.0])
+WEIGHTS = np.array([0.5, 1.0, 1.0, 1.0, 0.5, 1.0, 1.0])
+# the spike column is SPIKE_UNITS x ln(the spike in noise scales): in log units a heavy (power-law) tail of
+# spikes is an exponential one, which the tail extrapolates as it is, and bins of 0.5 are 13 % apart
+SPIKE_UNITS = 4.0
 MAX_LOG_ERROR = math.log(float(np.finfo(np.float32).max))
 # A day is cut into slots of 30 minutes (UTC): the daily recurrence rule and the series' usual error at each
 # time of day work on them
@@ -75,6 +80,10 @@ class CalibrationSettings:
     level_events: int = 8  # the level is the median of the window's last this many events
     level_spread_floor: float = 0.2  # scaled units
     level_prior: float = 300.0  # windows: the training data's own centre (0) and spread (1) as a prior
+    spike_events: int = 8  # the newest event's spike is its distance from the median of this many events before it
+    spike_halflife: float = 64.0  # windows: the memory of the series' noise scale, which spikes are measured in
+    spike_noise_floor: float = 0.05  # scaled units: the noise scale is floored here (a noise-free signal)
+    spike_tail_floor: float = 0.45  # the spike column's tail is never steeper (SPIKE_UNITS x ln units)
     quarantine: int = 32  # windows before a judged window teaches the history
     hold_slots: int = 16  # past the learning period, every hold_stride-th window that left the quarantine then
     hold_stride: int = 12  # waits hold_slots x hold_stride windows more (192) and teaches as hold_stride of them
@@ -95,15 +104,17 @@ class CalibrationSettings:
     def __post_init__(self) -> None:
         if self.close_surprise > self.open_surprise:
             raise ValueError("close_surprise must not exceed open_surprise (hysteresis needs close <= open)")
-        if self.close_after < 1 or self.level_events < 1:
-            raise ValueError("close_after and level_events must be at least 1")
+        if self.close_after < 1 or self.level_events < 1 or self.spike_events < 1:
+            raise ValueError("close_after, level_events and spike_events must be at least 1")
         if not 1 <= self.quarantine <= 62 or not 0 <= self.hold_slots <= 62:
             raise ValueError("quarantine must be within [1, 62] windows and hold_slots within [0, 62] (their flags "
                              "are one int64 bit mask each)")
         if self.hold_stride < 1:
             raise ValueError("hold_stride must be at least 1")
-        if not (self.error_floor > 0 and self.scale_floor > 0 and self.tail_floor > 0 and self.halflife > 0):
-            raise ValueError("error_floor, scale_floor, tail_floor and halflife must be positive")
+        if not (self.error_floor > 0 and self.scale_floor > 0 and self.tail_floor > 0 and self.halflife > 0
+                and self.spike_halflife > 0 and self.spike_noise_floor > 0 and self.spike_tail_floor > 0):
+            raise ValueError("error_floor, scale_floor, tail_floor, halflife and the spike_ settings but "
+                             "spike_events must be positive")
         if not (self.season_halflife_days > 0 and self.season_days >= 0 and self.season_step > 0
                 and self.season_windows >= 0):
             raise ValueError("season_halflife_days and season_step must be positive, season_days and season_windows "
@@ -128,6 +139,10 @@ class CalibrationSettings:
     @property
     def slow_rate(self) -> float:
         return 1.0 - 2.0 ** (-1.0 / self.slow_halflife)
+
+    @property
+    def noise_rate(self) -> float:
+        return 1.0 - 2.0 ** (-1.0 / self.spike_halflife)
 
 
 @dataclass(frozen=True)
@@ -167,14 +182,20 @@ def prior_state(n_features: int, settings: CalibrationSettings) -> tuple[np.ndar
     """What a series expects before it has a history, as a state holds it, read-only: (above (COLUMNS, BINS)
     float32, tail_q, tail_scale (COLUMNS,)). On held-out windows each feature's standardised error is about
     N(0, 1), so v is the max of F of them; the level column, a max of F standardised deviations, is given
-    the same shape."""
+    the same shape. The spike column: in Gaussian noise an event's distance from the median of 8 before it is
+    about N(0, 1.1²) noise scales (the median's own error), and the column is the max over F of its size."""
     from math import erf, sqrt
 
-    cdf = np.array([0.5 * (1.0 + erf(e / sqrt(2.0))) for e in EDGES]) ** n_features
-    mass = np.diff(cdf)
-    mass[0] += cdf[0]
-    mass[-1] += 1.0 - cdf[-1]
-    expected = np.tile(settings.prior_weight * mass / mass.sum(), (COLUMNS, 1))
+    def prior(cdf: np.ndarray) -> np.ndarray:
+        mass = np.diff(cdf)
+        mass[0] += cdf[0]
+        mass[-1] += 1.0 - cdf[-1]
+        return settings.prior_weight * mass / mass.sum()
+
+    expected = np.tile(prior(np.array([0.5 * (1.0 + erf(e / sqrt(2.0))) for e in EDGES]) ** n_features),
+                       (COLUMNS, 1))
+    expected[SPIKE] = prior(np.array([erf(math.exp(e / SPIKE_UNITS) / (1.1 * sqrt(2.0))) for e in EDGES])
+                            ** n_features)
     above = reverse_cumsum(expected).astype(np.float32)
     q, scale = tail_shape(above, settings)
     parts = (above, _stored(q), _stored(scale))
@@ -205,6 +226,7 @@ SCALARS = (
     ("quiet", np.float64), ("relearn", np.int64), ("lasting", np.int64), ("context", np.float64),
     ("context_quiet", np.float64), ("cross_day", np.int64), ("cross_today", np.int64), ("cross_yesterday", np.int64),
     ("recurring", np.int64), ("cross_peak_today", np.float64), ("cross_peak_yesterday", np.float64),
+    ("spike_n", np.int64),
 )
 
 
@@ -252,6 +274,7 @@ class Batch:
     recurring: np.ndarray  # (S,) windows into a run that recurs daily (0: none going on)
     cross_peak_today: np.ndarray  # (S,) the highest surprise of the day's windows that reached open_surprise,
     cross_peak_yesterday: np.ndarray  # (S,) and of the day before's
+    spike_n: np.ndarray  # (S,) spike values in spike_block
     above: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram as the mass in bins >= j
     tail_q: np.ndarray  # (S, COLUMNS) where its empirical tail ends, and the mean excess beyond (`tail_shape`):
     tail_scale: np.ndarray  # (S, COLUMNS) they change only with the histogram, so they are kept beside it
@@ -264,6 +287,8 @@ class Batch:
     peak_shares: np.ndarray  # (S, F) each feature's share of the error at the incident's peak
     season: np.ndarray  # (S, DAY_SLOTS) the usual v at each time of day: EW over the windows that ended in the slot
     season_n: np.ndarray  # (S, DAY_SLOTS) windows taught into each slot (at most SEASON_COUNT_MAX)
+    noise: np.ndarray  # (S, F) the series' noise scale (scaled units), which the spike column measures in
+    spike_block: np.ndarray  # (S, 2 x hold_stride) spike values that left the quarantine, waiting to teach
 
     @classmethod
     def fresh(cls, n_series: int, n_features: int, settings: CalibrationSettings, model_key: int = 0) -> "Batch":
@@ -279,7 +304,8 @@ class Batch:
                                                                                           n_features)),
                    centre=np.zeros((s, n_features)), spread=np.ones((s, n_features)),
                    peak_shares=np.zeros((s, n_features)), season=np.zeros((s, DAY_SLOTS)),
-                   season_n=np.zeros((s, DAY_SLOTS)))
+                   season_n=np.zeros((s, DAY_SLOTS)), noise=np.zeros((s, n_features)),
+                   spike_block=np.zeros((s, 2 * settings.hold_stride)))
 
     def __len__(self) -> int:
         return len(self.last_end_ms)
@@ -319,6 +345,31 @@ def window_level(values: np.ndarray, reference: Reference, settings: Calibration
     change holds most of the 8."""
     tail = np.asarray(values, np.float64)[:, -settings.level_events:, :]
     return (np.median(tail, axis=1) - reference.mean) / reference.std
+
+
+class Spike(NamedTuple):
+    """Each window's newest event against the events before it, in the model's scaled units; (S, F) each."""
+
+    size: np.ndarray  # |newest event - the median of the spike_events before it|
+    noise: np.ndarray  # the window's noise scale: the robust sd of its events' steps before the newest
+
+
+def window_spike(values: np.ndarray, reference: Reference, settings: CalibrationSettings) -> Spike | None:
+    """From raw windows (S, T, F); None for windows of fewer than 3 events (no step before the newest).
+
+    The spike is the newest event's, so each spike is judged once, as it arrives, whatever the window's
+    length: in a window's mean error a spike of k noise scales adds only k²/T, and the windows that hold it
+    all err alike (stream-type bench: 17 of 36 lone spikes missed without this column). The median, not the
+    mean, of the events before: a spike among them must not hide the next one. The noise scale comes from
+    the steps between events (1.4826 x their median absolute size / sqrt 2), which a daily rhythm or a
+    wandering level moves far less than the events themselves."""
+    x = (np.asarray(values, np.float64) - reference.mean) / reference.std
+    if x.shape[1] < 3:
+        return None
+    before = x[:, :-1, :]
+    size = np.abs(x[:, -1, :] - np.median(before[:, -settings.spike_events:, :], axis=1))
+    noise = 1.4826 / math.sqrt(2.0) * np.median(np.abs(np.diff(before, axis=1)), axis=1)
+    return Spike(size, noise)
 
 
 # ------------------------------------------------------------------------------------------ the tail
@@ -367,10 +418,11 @@ def tail_probability(above: np.ndarray, q: np.ndarray, scale: np.ndarray, w: np.
     return np.clip(np.where(w > q, extrapolated, empirical), MIN_PROBABILITY, 1.0)
 
 
-def column_weights(n_series: int, with_level: bool) -> np.ndarray:
+def column_weights(n_series: int, with_level: bool, with_spike: bool = True) -> np.ndarray:
     """(S, COLUMNS) each column's weight in the combination (0: not asked)."""
     weights = np.tile(WEIGHTS, (n_series, 1))
     weights[:, LEVEL] *= with_level
+    weights[:, SPIKE] *= with_spike
     return weights
 
 
@@ -389,33 +441,34 @@ def combined_probability(p: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def _teach(batch: "Batch", lessons: list[tuple[np.ndarray, np.ndarray]], settings: CalibrationSettings) -> None:
-    """Fold lessons, in order, into the histograms, in place: each (S, COLUMNS) values at weight (S,) (split
-    linearly between the two nearest bin centres), the histograms decaying by decay ** weight before each. The
-    lessons of a step are summed as a histogram first, each decayed by the weight taught after it, and folded
-    into the stored mass above each bin with one cumulative sum; they are held at the stored float32 (the
+    """Fold lessons, in order, into the histograms, in place: each (S, COLUMNS) values at weights (S, COLUMNS)
+    (split linearly between the two nearest bin centres), each histogram decaying by decay ** its weight
+    before each. The lessons of a step are summed as a histogram first, each decayed by the weight taught
+    after it, and folded into the stored mass above each bin with one cumulative sum; they are held at the
+    stored float32 (the
     decay multiplies in float32: a float64 factor made numpy convert every bin both ways), the sums work in
     float64 and round to it once. The taught rows' tail shapes follow."""
     if not lessons:
         return
-    weights = np.stack([weight for _, weight in lessons])  # (K, S)
-    taught = np.flatnonzero(weights.sum(axis=0) > 0)
+    weights = np.stack([weight for _, weight in lessons])  # (K, S, COLUMNS)
+    taught = np.flatnonzero(weights.sum(axis=(0, 2)) > 0)
     if not len(taught):
         return
     w = weights[:, taught]
-    total = w.sum(axis=0)
-    after = total[None, :] - np.cumsum(w, axis=0)  # (K, R) weight taught after each lesson
+    total = w.sum(axis=0)  # (R, COLUMNS)
+    after = total[None] - np.cumsum(w, axis=0)  # (K, R, COLUMNS) weight taught after each lesson
     delta = np.zeros((len(taught), COLUMNS, BINS))
     rows, cols = np.arange(len(taught))[:, None], np.arange(COLUMNS)[None, :]
     for (values, _), wk, later in zip(lessons, w, after):
         pos = np.clip((values[taught] - LO) / STEP - 0.5, 0.0, BINS - 1.0)
         j0 = np.floor(pos).astype(np.int64)
         upper = pos - j0
-        kept = (wk * settings.decay ** later)[:, None]
+        kept = wk * settings.decay ** later
         delta[rows, cols, j0] += kept * (1.0 - upper)
         delta[rows, cols, np.minimum(j0 + 1, BINS - 1)] += kept * upper
     every = len(taught) == len(batch.above)  # the usual round: the whole batch in place, no copy
     above = batch.above if every else batch.above[taught]
-    above *= (settings.decay ** total).astype(np.float32)[:, None, None]
+    above *= (settings.decay ** total).astype(np.float32)[:, :, None]
     above += reverse_cumsum(delta)
     q, scale = tail_shape(above, settings)
     if not every:
@@ -514,10 +567,12 @@ def relearning_windows(span: np.ndarray, reference: Reference, settings: Calibra
 
 
 def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarray,
-         end_ms: np.ndarray, level: np.ndarray | None, reference: Reference, settings: CalibrationSettings) -> Verdict:
+         end_ms: np.ndarray, level: np.ndarray | None, reference: Reference, settings: CalibrationSettings,
+         spike: Spike | None = None) -> Verdict:
     """Judge one window per series of `batch`, advance its incident and teach its history, in place.
 
-    `level` (S, F) is `window_level(...)` of each window (None: no level column, five columns judged).
+    `level` (S, F) is `window_level(...)` of each window and `spike` its `window_spike(...)` (None: no level
+    or no spike column).
     Windows of one series must come in order; a window ending at or before the series' last_end_ms is
     a replay and must not be passed (`Batch.last_end_ms`)."""
     n = len(batch)
@@ -565,12 +620,21 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     if with_level:
         spread = np.maximum(batch.spread, settings.level_spread_floor)
         judged[:, LEVEL] = np.max(np.abs(level - batch.centre) / spread, axis=1)
+    # the spike column: the newest event's spike in the series' noise scale (as it was before this window), in
+    # log units (SPIKE_UNITS)
+    with_spike = spike is not None
+    if with_spike:
+        noise = np.where(young[:, None], spike.noise, batch.noise)
+        size = np.max(spike.size / np.maximum(noise, settings.spike_noise_floor), axis=1)
+        judged[:, SPIKE] = SPIKE_UNITS * np.log(np.maximum(size, MIN_ERROR))
     judged = np.clip(judged, LO, HI - 1e-9)
 
-    floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor])
+    floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor, settings.spike_tail_floor])
     p = tail_probability(batch.above, batch.tail_q, batch.tail_scale, judged, floors, settings)
     if not with_level:
         p[:, LEVEL] = 1.0
+    if not with_spike:
+        p[:, SPIKE] = 1.0
 
     # incidents
     # the first learning period (never settled: seen == since_reset) follows the model's training size; after
@@ -581,9 +645,10 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         relearning &= batch.since_reset < relearning_windows(batch.span, reference, settings)
     masked = relearning[:, None] & ((batch.relearn[:, None] >> np.arange(COLUMNS)) & 1).astype(bool)
     masked[:, LEVEL] |= not with_level
+    masked[:, SPIKE] |= not with_spike
     raw_p = p
     p = np.where(masked, 1.0, p)
-    weights = column_weights(n, with_level)
+    weights = column_weights(n, with_level, with_spike)
     surprise = -np.log10(combined_probability(p, weights))
     learning = (first_period & (batch.since_reset < reference.learning_windows(settings))) | masked.all(axis=1)
     was_open = batch.open.astype(bool)
@@ -644,6 +709,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         # from the prior and relearn; the others keep their history and judge on
         new = ((batch.lasting[:, None] >> np.arange(COLUMNS)) & 1).astype(bool)
         new[:, LEVEL] &= with_level
+        new[:, SPIKE] &= with_spike
         new = np.where(new.any(axis=1, keepdims=True), new, True)
         rows = np.flatnonzero(restart)
         batch.relearn[rows] = (new[rows].astype(np.int64) << np.arange(COLUMNS)).sum(axis=1)
@@ -654,6 +720,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         batch.pending_n[restart] = 0
         batch.pending_incident[restart] = 0
         batch.hold_n[restart] = batch.hold_skip[restart] = batch.hold_incident[restart] = 0
+        batch.spike_n[restart] = 0
         # a new normal: what was surprising the day before (the incident's opening, a day ago) says nothing now
         batch.cross_today[restart] = batch.cross_yesterday[restart] = batch.recurring[restart] = 0
         batch.cross_peak_today[restart] = batch.cross_peak_yesterday[restart] = 0.0
@@ -673,6 +740,10 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         setattr(batch, name, np.where(fresh_context, value,
                                       np.where(follow, old + settings.context_rate * (value - old), old)))
     batch.slow = np.where(counted, slow, batch.slow)
+    if with_spike:
+        # the noise scale follows the series outside incidents (a fault's noise is no scale for the next spike)
+        batch.noise = _stored(np.where(fresh_context[:, None], spike.noise, np.where(
+            follow[:, None], batch.noise + settings.noise_rate * (spike.noise - batch.noise), batch.noise)))
     batch.span = np.where(counted, np.where(young, span, batch.span + 0.01 * (span - batch.span)),
                           batch.span)
     batch.seen = batch.seen + counted
@@ -710,7 +781,8 @@ def _track_incident(batch: Batch, opened: np.ndarray, going: np.ndarray, surpris
 def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, opened: np.ndarray,
            now_open: np.ndarray, learning: np.ndarray, settings: CalibrationSettings) -> None:
     """Push this window into the quarantine; the one leaving it teaches the history while the series learns
-    (hold_stride at a time), and after the hold once it has learnt (module docstring: Learning)."""
+    (hold_stride at a time), and after the hold once it has learnt (module docstring: Learning). Its spike
+    teaches apart (`_teach_spikes`)."""
     d = settings.quarantine
     # the windows waiting when an incident opens are its ramp: flag them, and this one if open
     flags = np.where(opened, (1 << d) - 1, batch.pending_incident)
@@ -728,6 +800,7 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     lessons: list[tuple[np.ndarray, np.ndarray]] = []
     if h == 0:
         _teach_window(batch, lessons, clean, leaving, leaving_level, 1, level, settings)
+        _teach_spikes(batch, lessons, ready, leaving[:, SPIKE], settings)
         _teach(batch, lessons, settings)
         return
     if h < k:  # no room for a block: each window teaches as it leaves
@@ -751,6 +824,7 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     batch.hold_incident = np.where(push, (hold_flags >> 1) | (now_open.astype(np.int64) << (h - 1)), hold_flags)
     batch.hold_n = np.where(push, np.minimum(batch.hold_n + 1, h), batch.hold_n)
     _teach_window(batch, lessons, out_ready & ~out_incident, out, out_level, k, level, settings)
+    _teach_spikes(batch, lessons, ready, leaving[:, SPIKE], settings)
     _teach(batch, lessons, settings)
 
 
@@ -796,13 +870,47 @@ def _shift_in(batch: Batch, name: str, where: np.ndarray, values: np.ndarray) ->
         ring[rows, -1] = _stored(values[rows])
 
 
+def _teach_spikes(batch: Batch, lessons: list[tuple[np.ndarray, np.ndarray]], ready: np.ndarray, spike: np.ndarray,
+                  settings: CalibrationSettings) -> None:
+    """The spike of every window that leaves the quarantine (`ready`) teaches the spike column, inside an
+    incident too, each at weight 1. They wait in `spike_block` until the step's other `lessons` teach the
+    series, so the histograms still change once in hold_stride windows, or until it is full (2 x hold_stride
+    windows: while the hold fills or an incident holds the other lessons back).
+
+    A lone spike that a series has once a day and one it has never had differ only in how often they come,
+    so this column must count them all. Held like the other columns (one window in hold_stride, taught for
+    hold_stride), it saw a spike a day once in twelve days; taught only outside incidents, a spike that opened
+    one was never taught and the next one like it opened another. Stream-type bench, development seeds,
+    false incidents per 10k windows over the eleven types: 2.7 held, 1.8 outside incidents (counts-bursts
+    4.4: the onsets of natural bursts), 1.4 with this rule (counts-bursts 1.9)."""
+    if ready.any():
+        rows = np.flatnonzero(ready)
+        batch.spike_block[rows, batch.spike_n[rows]] = _stored(spike[rows])
+        batch.spike_n = batch.spike_n + ready
+    due = batch.spike_n >= batch.spike_block.shape[1]
+    for _, weights in lessons:
+        due |= weights.any(axis=1)
+    due &= batch.spike_n > 0
+    if not due.any():
+        return
+    for j in range(int(batch.spike_n[due].max())):
+        values, weights = np.zeros((len(due), COLUMNS)), np.zeros((len(due), COLUMNS))
+        values[:, SPIKE] = batch.spike_block[:, j]
+        weights[:, SPIKE] = due & (batch.spike_n > j)
+        lessons.append((values, weights))
+    batch.spike_n = np.where(due, 0, batch.spike_n)
+
+
 def _teach_window(batch: Batch, lessons: list[tuple[np.ndarray, np.ndarray]], teach: np.ndarray, values: np.ndarray,
                   levels: np.ndarray, weight: int, level: np.ndarray | None, settings: CalibrationSettings) -> None:
     """Teach (S, COLUMNS) `values` and (S, F) `levels` where `teach`, each standing for `weight` windows: the
-    level now, the histograms with the step's other lessons (`_teach`)."""
+    level now, the histograms with the step's other lessons (`_teach`); the spike column apart
+    (`_teach_spikes`)."""
     if not teach.any():
         return
-    lessons.append((np.array(values), teach * float(weight)))
+    weights = np.repeat(teach[:, None] * float(weight), COLUMNS, axis=1)
+    weights[:, SPIKE] = 0.0
+    lessons.append((np.array(values), weights))
     batch.taught = batch.taught + teach * weight
     if level is not None:
         learn = teach[:, None]

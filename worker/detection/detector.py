@@ -20,7 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from worker.detection.calibration import Batch, CalibrationSettings, Close, Reference, rounds, step, window_level
+from worker.detection.calibration import (Batch, CalibrationSettings, Close, Reference, Spike, rounds, step,
+                                          window_level, window_spike)
 from worker.detection.incidents import CloseReason, IncidentEvent, Phase, incident_id
 from worker.scorer import ModelInfo, Scores
 from worker.state.codec import decode_states, encode_states
@@ -83,8 +84,8 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
     row = {sid: i for i, sid in enumerate(series)}
     batch = decode_states([raw_states.get(sid) for sid in series], model_key(model.sha256), len(model.features),
                           calibration)
-    levels = window_level(np.stack([w.values for w in windows]) if values is None else values, reference,
-                          calibration)
+    stacked = np.stack([w.values for w in windows]) if values is None else values
+    levels, spikes = window_level(stacked, reference, calibration), window_spike(stacked, reference, calibration)
     starts = np.array([w.start_ms for w in windows], np.int64)
     ends = np.array([w.end_ms for w in windows], np.int64)
     codes = np.fromiter((row[window.series_id] for window in windows), np.int64, len(windows))
@@ -101,8 +102,8 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
         whole = len(rows) == len(batch) and bool((rows == np.arange(len(batch))).all())
         part = batch if whole else batch.take(rows)  # steady state: every series has a window in the round
         verdict = step(part, scores.score[positions], scores.feature_shares[positions],
-                       starts[positions], ends[positions], levels[positions] if levels is not None else None,
-                       reference, calibration)
+                       starts[positions], ends[positions], levels[positions], reference, calibration,
+                       None if spikes is None else Spike(spikes.size[positions], spikes.noise[positions]))
         if not whole:
             batch.put(rows, part)
         touched[rows] = True

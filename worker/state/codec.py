@@ -2,10 +2,10 @@
 
     state = last_end_ms, model_key, the layout version (int64 each), the other scalars of
             worker.detection.calibration.SCALARS (int64 / float64, in that order), then float32 arrays:
-            the quarantine (q x 6 values, q x F levels), the usual error of each day slot (48) and its count
-            (48, uint16), the peak shares, the level centre and spread
-            (F each), the hold (h x 6 values, h x F levels), the 6 histograms' tail shapes (q and scale,
-            6 each), the 6 x 96 histograms as the mass in bins >= j
+            the quarantine (q x 7 values, q x F levels), the spikes waiting to teach (2 x hold_stride) and the
+            noise scale (F), the usual error of each day slot (48) and its count (48, uint16), the peak
+            shares, the level centre and spread (F each), the hold (h x 7 values, h x F levels), the 7
+            histograms' tail shapes (q and scale, 7 each), the 7 x 96 histograms as the mass in bins >= j
 
 All little endian, a fixed size for a feature count (`detector_state_bytes`). The state starts with
 last_end_ms (int64): both stores compare those 8 bytes so an older state never replaces a newer one,
@@ -13,8 +13,9 @@ and the Redis script reads them without decoding the rest. A state of another si
 or kept for another model, restarts fresh, keeping its replay mark. A batch's states are decoded and
 encoded with one numpy structured array each way, not series by series.
 
-The arrays are ordered by how often they change, most often first: the quarantine with every window; the
-usual error of the window's day slot with every window outside an incident; the peak shares at an incident's
+The arrays are ordered by how often they change, most often first: the quarantine and the spikes waiting
+with every window; the noise scale and the usual error of the window's day slot with every window outside an
+incident; the peak shares at an incident's
 peak; the level with every window taught; the hold with every window of the learning period (it gathers
 blocks to teach), then with one in `hold_stride`; the histograms and their tail shapes with one window in
 `hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
@@ -32,25 +33,25 @@ import numpy as np
 from worker.detection.calibration import BINS, COLUMNS, DAY_SLOTS, SCALARS, Batch, CalibrationSettings
 
 # Bumped whenever the order of the fields changes: a state of another version restarts fresh.
-LAYOUT_VERSION = 5
+LAYOUT_VERSION = 6
 
 # A state's first bytes, last_end_ms, model_key and its layout tag (the version and the size): which windows
 # it judged, under which model, laid out how. Two states that start alike are the same series' history
 # (worker.state.cache), of the same size (so the Redis store can overwrite a part of one without reading more).
 MARK_BYTES = 24
 
-_ARRAYS = ("pending", "pending_level", "season", "season_n", "peak_shares", "centre", "spread", "hold", "hold_level",
-           "tail_q", "tail_scale", "above")
+_ARRAYS = ("pending", "pending_level", "spike_block", "noise", "season", "season_n", "peak_shares", "centre", "spread",
+           "hold", "hold_level", "tail_q", "tail_scale", "above")
 _KINDS = {"season_n": "<u2"}  # stored other than as float32
 # where a state's tail may start that a window leaves as it was (see the module docstring)
 _STABLE_FROM = ("peak_shares", "hold", "tail_q")
 
 
 @lru_cache(maxsize=32)
-def _layout(n_features: int, quarantine: int, hold: int) -> np.dtype:
+def _layout(n_features: int, quarantine: int, hold: int, stride: int) -> np.dtype:
     q, f = quarantine, n_features
-    shapes = ((q, COLUMNS), (q, f), (DAY_SLOTS,), (DAY_SLOTS,), (f,), (f,), (f,), (hold, COLUMNS), (hold, f), (COLUMNS,),
-              (COLUMNS,), (COLUMNS, BINS))
+    shapes = ((q, COLUMNS), (q, f), (2 * stride,), (f,), (DAY_SLOTS,), (DAY_SLOTS,), (f,), (f,), (f,), (hold, COLUMNS),
+              (hold, f), (COLUMNS,), (COLUMNS,), (COLUMNS, BINS))
     scalars = [(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
     return np.dtype(scalars[:2] + [("layout", "<i8")] + scalars[2:]
                     + [(name, _KINDS.get(name, "<f4"), shape) for name, shape in zip(_ARRAYS, shapes)])
@@ -62,7 +63,7 @@ def layout_tag(layout: np.dtype) -> int:
 
 def detector_state_bytes(n_features: int, settings: CalibrationSettings = CalibrationSettings()) -> int:
     """Bytes of one series' state: fixed by the feature count, whatever the stream length."""
-    return _layout(n_features, settings.quarantine, settings.hold_slots).itemsize
+    return _layout(n_features, settings.quarantine, settings.hold_slots, settings.hold_stride).itemsize
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,14 @@ class StateLayout:
 
 
 def state_layout(n_features: int, settings: CalibrationSettings = CalibrationSettings()) -> StateLayout:
-    layout = _layout(n_features, settings.quarantine, settings.hold_slots)
+    layout = _layout(n_features, settings.quarantine, settings.hold_slots, settings.hold_stride)
     return StateLayout(layout.itemsize, tuple(sorted(layout.fields[name][1] for name in _STABLE_FROM)))
 
 
 def encode_states(batch: Batch) -> list[bytes]:
     """Each series' state of a batch."""
     n, n_features = len(batch), batch.centre.shape[1]
-    layout = _layout(n_features, batch.pending.shape[1], batch.hold.shape[1])
+    layout = _layout(n_features, batch.pending.shape[1], batch.hold.shape[1], batch.spike_block.shape[1] // 2)
     records = np.empty(n, layout)
     records["layout"] = layout_tag(layout)
     for name, _ in SCALARS:
@@ -110,7 +111,7 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
 
     Rule on a model swap: errors of two models live on different scales, so a state kept for another
     model, or of another layout, restarts fresh, keeping its replay mark (last_end_ms)."""
-    layout = _layout(n_features, settings.quarantine, settings.hold_slots)
+    layout = _layout(n_features, settings.quarantine, settings.hold_slots, settings.hold_stride)
     usable = [i for i, raw in enumerate(raws) if raw is not None and len(raw) == layout.itemsize]
     if len(usable) == len(raws) and usable:  # the usual batch: every series has a state; one copy a field
         records = np.frombuffer(b"".join(raws), layout)  # type: ignore[arg-type]
