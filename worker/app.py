@@ -133,18 +133,19 @@ def build_detector(settings: Settings) -> Detector | None:
     config: DetectionSettings = settings.detection
     if config.mode != "incidents":
         return None
-    return Detector(detector_settings(config, settings.window.gap_factor), top_k=settings.model.top_features,
-                    scores_topic=config.scores_topic)
+    return Detector(detector_settings(config, settings.window.gap_factor, settings.window.stride),
+                    top_k=settings.model.top_features, scores_topic=config.scores_topic)
 
 
-def detector_settings(config: DetectionSettings, gap_factor: float = DEFAULT_GAP_FACTOR) -> DetectorSettings:
+def detector_settings(config: DetectionSettings, gap_factor: float = DEFAULT_GAP_FACTOR,
+                      stride: int = 1) -> DetectorSettings:
     """The detector's settings from the worker's configuration (VRAE_DETECTION__*, and the window gap
-    factor: a window spanning an outage opens nothing)."""
+    factor: a window spanning an outage opens nothing; the stride: the events new in each window)."""
     return DetectorSettings(CalibrationSettings(
         open_surprise=config.open_surprise, close_surprise=config.close_surprise, close_after=config.close_after,
         halflife=config.memory_windows, settle_ms=int(config.settle_hours * 3_600_000),
         skip_daily_recurrences=config.skip_daily_recurrences,
-        gap_factor=gap_factor if gap_factor > 0 else math.inf))
+        gap_factor=gap_factor if gap_factor > 0 else math.inf, stride=stride))
 
 
 class BackgroundWorker:

@@ -20,19 +20,34 @@ def reference(n_features: int = 1, train_windows: int = 0) -> c2.Reference:
 
 
 def replay(errors: np.ndarray, *, levels: np.ndarray | None = None, stamps: np.ndarray | None = None,
-           ref: c2.Reference | None = None, settings: c2.CalibrationSettings = c2.CalibrationSettings()) -> list[c2.Verdict]:
+           values: np.ndarray | None = None, ref: c2.Reference | None = None,
+           settings: c2.CalibrationSettings = c2.CalibrationSettings()) -> list[c2.Verdict]:
     """One series, one window per event after the first T - 1 (stride 1): errors (W,) are the windows'
-    mean squared errors; stamps (W + T - 1,) the events' timestamps (default: one a minute)."""
+    mean squared errors; stamps (W + T - 1,) the events' timestamps (default: one a minute); values
+    (W + T - 1,) the events themselves, in scaled units, for the spike column (default: none)."""
     ref = ref or reference()
     n = len(errors)
     stamps = np.arange(n + T - 1, dtype=np.int64) * MINUTE if stamps is None else stamps
+    spikes = None if values is None else c2.window_spike(
+        np.lib.stride_tricks.sliding_window_view(values, T)[:, :, None], ref, settings)
     batch = c2.Batch.fresh(1, 1, settings)
     out = []
     for i in range(n):
         level = None if levels is None else np.array([[levels[i]]])
+        spike = None if spikes is None else c2.Spike(spikes.size[i:i + 1], spikes.noise[i:i + 1])
         out.append(c2.step(batch, np.array([errors[i]]), np.ones((1, 1)),
-                           np.array([stamps[i]]), np.array([stamps[i + T - 1]]), level, ref, settings))
+                           np.array([stamps[i]]), np.array([stamps[i + T - 1]]), level, ref, settings, spike))
     return out
+
+
+def wander(n: int, seed: int = 0) -> np.ndarray:
+    """(n,) a level that wanders (AR(1), phi 0.999, steps of 0.03) plus noise of sd 0.1, in scaled units: a
+    queue depth, whose spikes are small against its range."""
+    rng = np.random.default_rng(seed)
+    level = np.zeros(n)
+    for i in range(1, n):
+        level[i] = 0.999 * level[i - 1] + 0.03 * rng.standard_normal()
+    return level + 0.1 * rng.standard_normal(n)
 
 
 def noisy(n: int, seed: int = 0, sd: float = 0.5) -> np.ndarray:
@@ -279,6 +294,49 @@ def daily_errors(days: int, seed: int = 0) -> np.ndarray:
     wiggle = np.convolve(x, np.ones(8) / math.sqrt(8), mode="valid")[:len(t)]
     v = -3.0 + 4.0 * (0.5 - 0.5 * np.cos(2 * np.pi * t / 288)) + 0.3 * wiggle
     return 0.01 * np.exp(0.5 * v)  # the reference: median 0.01, scale 0.5
+
+
+def test_the_spike_is_the_newest_events_distance_from_the_median_before_it_in_noise_scales() -> None:
+    settings = c2.CalibrationSettings()
+    steps = np.array([0.0, 0.1, 0.0, -0.1] * 8)[:T - 1]  # a noise whose steps are all 0.1: scale 0.1 / sqrt 2
+    window = np.r_[steps, 1.0][None, :, None]
+    spike = c2.window_spike(window, reference(), settings)
+    assert spike.size[0, 0] == pytest.approx(1.0) and spike.noise[0, 0] == pytest.approx(0.1 * 1.4826 / math.sqrt(2))
+    # the spike itself is left out of the noise, and an earlier one does not move the median
+    earlier = np.r_[steps[:-1], 5.0, 0.0][None, :, None]
+    assert c2.window_spike(earlier, reference(), settings).size[0, 0] == pytest.approx(0.0)
+    assert c2.window_spike(window[:, -2:], reference(), settings) is None  # no step before the newest
+    # at a stride of s, each window's s new events are judged, each against the 8 before it
+    strided = c2.CalibrationSettings(stride=3)
+    inside = np.r_[steps[:-2], 1.0, 0.0, 0.0][None, :, None]
+    assert c2.window_spike(inside, reference(), strided).size[0, 0] == pytest.approx(1.0)
+    assert c2.window_spike(inside, reference(), settings).size[0, 0] == pytest.approx(0.0)
+
+
+def test_a_lone_spike_that_the_windows_error_dilutes_opens_through_the_spike_column() -> None:
+    """A spike of 8 noise scales on a wandering level: the model's window error does not move at all (the
+    worst case of the dilution to k²/T), so only the newest event's spike tells; without it nothing opens."""
+    n = 4000
+    values = wander(n + T - 1)
+    at = 3000
+    values[at + T - 1] += 0.8
+    errors = noisy(n, seed=3)
+    with_spike = replay(errors, values=values)
+    assert openings(with_spike) == [at]
+    assert openings(replay(errors)) == []
+
+
+def test_a_spike_that_comes_every_day_stops_opening() -> None:
+    """How often spikes come is what tells a rare one: the same spike once a day (a cron job) opens an
+    incident the first time, and as the spike column learns from every window, incident or not, the next
+    day's is known (taught only outside incidents, each one would open as the first did)."""
+    day, n = 288, 4000
+    values = wander(n + T - 1, seed=1)
+    first = 400  # past the learning period (300 windows)
+    values[np.arange(first, n, day) + T - 1] += 0.8
+    verdicts = replay(noisy(n, seed=4), values=values)
+    assert openings(verdicts) == [first]
+    assert surprise(verdicts)[np.arange(first + day, n, day)].max() < 3.0
 
 
 def test_a_burst_at_night_opens_through_its_jump_from_the_hours_before() -> None:

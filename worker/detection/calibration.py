@@ -80,7 +80,8 @@ class CalibrationSettings:
     level_events: int = 8  # the level is the median of the window's last this many events
     level_spread_floor: float = 0.2  # scaled units
     level_prior: float = 300.0  # windows: the training data's own centre (0) and spread (1) as a prior
-    spike_events: int = 8  # the newest event's spike is its distance from the median of this many events before it
+    spike_events: int = 8  # an event's spike is its distance from the median of this many events before it
+    stride: int = 1  # the windows' stride: the events new in each window, each judged for its spike
     spike_halflife: float = 64.0  # windows: the memory of the series' noise scale, which spikes are measured in
     spike_noise_floor: float = 0.05  # scaled units: the noise scale is floored here (a noise-free signal)
     spike_tail_floor: float = 0.45  # the spike column's tail is never steeper (SPIKE_UNITS x ln units)
@@ -104,8 +105,8 @@ class CalibrationSettings:
     def __post_init__(self) -> None:
         if self.close_surprise > self.open_surprise:
             raise ValueError("close_surprise must not exceed open_surprise (hysteresis needs close <= open)")
-        if self.close_after < 1 or self.level_events < 1 or self.spike_events < 1:
-            raise ValueError("close_after, level_events and spike_events must be at least 1")
+        if self.close_after < 1 or self.level_events < 1 or self.spike_events < 1 or self.stride < 1:
+            raise ValueError("close_after, level_events, spike_events and stride must be at least 1")
         if not 1 <= self.quarantine <= 62 or not 0 <= self.hold_slots <= 62:
             raise ValueError("quarantine must be within [1, 62] windows and hold_slots within [0, 62] (their flags "
                              "are one int64 bit mask each)")
@@ -348,27 +349,30 @@ def window_level(values: np.ndarray, reference: Reference, settings: Calibration
 
 
 class Spike(NamedTuple):
-    """Each window's newest event against the events before it, in the model's scaled units; (S, F) each."""
+    """Each window's new events against the events before them, in the model's scaled units; (S, F) each."""
 
-    size: np.ndarray  # |newest event - the median of the spike_events before it|
-    noise: np.ndarray  # the window's noise scale: the robust sd of its events' steps before the newest
+    size: np.ndarray  # the largest |new event - the median of the spike_events before it|
+    noise: np.ndarray  # the window's noise scale: the robust sd of its events' steps before the new ones
 
 
 def window_spike(values: np.ndarray, reference: Reference, settings: CalibrationSettings) -> Spike | None:
-    """From raw windows (S, T, F); None for windows of fewer than 3 events (no step before the newest).
+    """From raw windows (S, T, F); None for windows with no step before their new events (the last `stride`).
 
-    The spike is the newest event's, so each spike is judged once, as it arrives, whatever the window's
+    Only the new events are judged, so each spike is judged once, as it arrives, whatever the window's
     length: in a window's mean error a spike of k noise scales adds only k²/T, and the windows that hold it
     all err alike (stream-type bench: 17 of 36 lone spikes missed without this column). The median, not the
     mean, of the events before: a spike among them must not hide the next one. The noise scale comes from
     the steps between events (1.4826 x their median absolute size / sqrt 2), which a daily rhythm or a
     wandering level moves far less than the events themselves."""
     x = (np.asarray(values, np.float64) - reference.mean) / reference.std
-    if x.shape[1] < 3:
+    new = min(settings.stride, x.shape[1])
+    if x.shape[1] - new < 2:
         return None
-    before = x[:, :-1, :]
-    size = np.abs(x[:, -1, :] - np.median(before[:, -settings.spike_events:, :], axis=1))
-    noise = 1.4826 / math.sqrt(2.0) * np.median(np.abs(np.diff(before, axis=1)), axis=1)
+    size = np.zeros((x.shape[0], x.shape[2]))
+    for j in range(x.shape[1] - new, x.shape[1]):
+        before = x[:, max(j - settings.spike_events, 0):j, :]
+        size = np.maximum(size, np.abs(x[:, j, :] - np.median(before, axis=1)))
+    noise = 1.4826 / math.sqrt(2.0) * np.median(np.abs(np.diff(x[:, :-new, :], axis=1)), axis=1)
     return Spike(size, noise)
 
 

@@ -19,7 +19,7 @@ incident; the peak shares at an incident's
 peak; the level with every window taught; the hold with every window of the learning period (it gathers
 blocks to teach), then with one in `hold_stride`; the histograms and their tail shapes with one window in
 `hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
-first 1.5 kB (1.9 kB while it learns) of 4.3 kB at one feature, and the Redis store writes only that part
+first 1.7 kB (2.2 kB while it learns) of 5.0 kB at one feature, and the Redis store writes only that part
 (`StateLayout.changed_prefix`).
 """
 

@@ -13,7 +13,7 @@ import heapq
 import json
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -103,7 +103,9 @@ def records_of(streams: Sequence[Recorded], positions: list[int] | None = None) 
 
 def backtest(streams: Sequence[Recorded], scorer: Scorer, stride: int, settings: DetectorSettings,
              gap_factor: float = DEFAULT_GAP_FACTOR) -> Backtest:
-    """Stream the events through the pipeline in batches of BATCH_RECORDS; collect surprise and openings."""
+    """Stream the events through the pipeline in batches of BATCH_RECORDS; collect surprise and openings. The
+    detector judges the `stride` events new in each window for spikes, whatever `settings` say."""
+    settings = replace(settings, calibration=replace(settings.calibration, stride=stride))
     features = scorer.info.features
     spec = WindowSpec(window=scorer.info.window, n_features=len(features), stride=stride,
                       gaps=GapPolicy(factor=gap_factor, interval_ms=scorer.info.interval_ms))
