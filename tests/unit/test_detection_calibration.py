@@ -654,3 +654,7 @@ def test_settings_refuse_what_cannot_work() -> None:
         c2.CalibrationSettings(hold_slots=63)
     with pytest.raises(ValueError, match="hold_stride"):
         c2.CalibrationSettings(hold_stride=0)
+    with pytest.raises(ValueError, match="stride must be at least 1"):
+        c2.CalibrationSettings(stride=0)
+    with pytest.raises(ValueError, match="spike_noise_floor"):
+        c2.CalibrationSettings(spike_noise_floor=0.0)

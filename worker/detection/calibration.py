@@ -114,8 +114,8 @@ class CalibrationSettings:
             raise ValueError("hold_stride must be at least 1")
         if not (self.error_floor > 0 and self.scale_floor > 0 and self.tail_floor > 0 and self.halflife > 0
                 and self.spike_halflife > 0 and self.spike_noise_floor > 0 and self.spike_tail_floor > 0):
-            raise ValueError("error_floor, scale_floor, tail_floor, halflife and the spike_ settings but "
-                             "spike_events must be positive")
+            raise ValueError("error_floor, scale_floor, tail_floor, halflife, spike_halflife, spike_noise_floor and "
+                             "spike_tail_floor must be positive")
         if not (self.season_halflife_days > 0 and self.season_days >= 0 and self.season_step > 0
                 and self.season_windows >= 0):
             raise ValueError("season_halflife_days and season_step must be positive, season_days and season_windows "
