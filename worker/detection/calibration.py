@@ -145,6 +145,11 @@ class CalibrationSettings:
     def noise_rate(self) -> float:
         return 1.0 - 2.0 ** (-1.0 / self.spike_halflife)
 
+    @property
+    def spike_slots(self) -> int:
+        """The spikes a state holds until they teach (`_teach_spikes`)."""
+        return 2 * self.hold_stride
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -289,7 +294,7 @@ class Batch:
     season: np.ndarray  # (S, DAY_SLOTS) the usual v at each time of day: EW over the windows that ended in the slot
     season_n: np.ndarray  # (S, DAY_SLOTS) windows taught into each slot (at most SEASON_COUNT_MAX)
     noise: np.ndarray  # (S, F) the series' noise scale (scaled units), which the spike column measures in
-    spike_block: np.ndarray  # (S, 2 x hold_stride) spike values that left the quarantine, waiting to teach
+    spike_block: np.ndarray  # (S, spike_slots) spike values that left the quarantine, waiting to teach
 
     @classmethod
     def fresh(cls, n_series: int, n_features: int, settings: CalibrationSettings, model_key: int = 0) -> "Batch":
@@ -306,7 +311,7 @@ class Batch:
                    centre=np.zeros((s, n_features)), spread=np.ones((s, n_features)),
                    peak_shares=np.zeros((s, n_features)), season=np.zeros((s, DAY_SLOTS)),
                    season_n=np.zeros((s, DAY_SLOTS)), noise=np.zeros((s, n_features)),
-                   spike_block=np.zeros((s, 2 * settings.hold_stride)))
+                   spike_block=np.zeros((s, settings.spike_slots)))
 
     def __len__(self) -> int:
         return len(self.last_end_ms)

@@ -2,7 +2,7 @@
 
     state = last_end_ms, model_key, the layout version (int64 each), the other scalars of
             worker.detection.calibration.SCALARS (int64 / float64, in that order), then float32 arrays:
-            the quarantine (q x 7 values, q x F levels), the spikes waiting to teach (2 x hold_stride) and the
+            the quarantine (q x 7 values, q x F levels), the spikes waiting to teach (spike_slots) and the
             noise scale (F), the usual error of each day slot (48) and its count (48, uint16), the peak
             shares, the level centre and spread (F each), the hold (h x 7 values, h x F levels), the 7
             histograms' tail shapes (q and scale, 7 each), the 7 x 96 histograms as the mass in bins >= j
@@ -48,9 +48,9 @@ _STABLE_FROM = ("peak_shares", "hold", "tail_q")
 
 
 @lru_cache(maxsize=32)
-def _layout(n_features: int, quarantine: int, hold: int, stride: int) -> np.dtype:
+def _layout(n_features: int, quarantine: int, hold: int, spikes: int) -> np.dtype:
     q, f = quarantine, n_features
-    shapes = ((q, COLUMNS), (q, f), (2 * stride,), (f,), (DAY_SLOTS,), (DAY_SLOTS,), (f,), (f,), (f,), (hold, COLUMNS),
+    shapes = ((q, COLUMNS), (q, f), (spikes,), (f,), (DAY_SLOTS,), (DAY_SLOTS,), (f,), (f,), (f,), (hold, COLUMNS),
               (hold, f), (COLUMNS,), (COLUMNS,), (COLUMNS, BINS))
     scalars = [(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
     return np.dtype(scalars[:2] + [("layout", "<i8")] + scalars[2:]
@@ -63,7 +63,7 @@ def layout_tag(layout: np.dtype) -> int:
 
 def detector_state_bytes(n_features: int, settings: CalibrationSettings = CalibrationSettings()) -> int:
     """Bytes of one series' state: fixed by the feature count, whatever the stream length."""
-    return _layout(n_features, settings.quarantine, settings.hold_slots, settings.hold_stride).itemsize
+    return _layout(n_features, settings.quarantine, settings.hold_slots, settings.spike_slots).itemsize
 
 
 @dataclass(frozen=True)
@@ -87,14 +87,14 @@ class StateLayout:
 
 
 def state_layout(n_features: int, settings: CalibrationSettings = CalibrationSettings()) -> StateLayout:
-    layout = _layout(n_features, settings.quarantine, settings.hold_slots, settings.hold_stride)
+    layout = _layout(n_features, settings.quarantine, settings.hold_slots, settings.spike_slots)
     return StateLayout(layout.itemsize, tuple(sorted(layout.fields[name][1] for name in _STABLE_FROM)))
 
 
 def encode_states(batch: Batch) -> list[bytes]:
     """Each series' state of a batch."""
     n, n_features = len(batch), batch.centre.shape[1]
-    layout = _layout(n_features, batch.pending.shape[1], batch.hold.shape[1], batch.spike_block.shape[1] // 2)
+    layout = _layout(n_features, batch.pending.shape[1], batch.hold.shape[1], batch.spike_block.shape[1])
     records = np.empty(n, layout)
     records["layout"] = layout_tag(layout)
     for name, _ in SCALARS:
@@ -111,7 +111,7 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
 
     Rule on a model swap: errors of two models live on different scales, so a state kept for another
     model, or of another layout, restarts fresh, keeping its replay mark (last_end_ms)."""
-    layout = _layout(n_features, settings.quarantine, settings.hold_slots, settings.hold_stride)
+    layout = _layout(n_features, settings.quarantine, settings.hold_slots, settings.spike_slots)
     usable = [i for i, raw in enumerate(raws) if raw is not None and len(raw) == layout.itemsize]
     if len(usable) == len(raws) and usable:  # the usual batch: every series has a state; one copy a field
         records = np.frombuffer(b"".join(raws), layout)  # type: ignore[arg-type]

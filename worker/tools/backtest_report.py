@@ -198,7 +198,7 @@ def _shade(axis, x: np.ndarray, mask: np.ndarray, color: str, alpha: float) -> N
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
     model_path = Path(args.model) if args.model else settings.model.path
-    detector = detector_settings(settings.detection, settings.window.gap_factor, settings.window.stride)
+    detector = detector_settings(settings.detection, settings.window.gap_factor)
     try:
         scorer = Scorer(load_artifact(model_path, expected_sha256=None if args.model else settings.model.sha256))
         histories = load_history(Path(args.data), scorer.info.features, scorer.info.window)

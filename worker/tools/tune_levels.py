@@ -141,7 +141,7 @@ HEADER = (f"{'levels':<16} {'open':>7} {'close':>7} {'NAB':>6} {'F1':>5} {'preci
 def command(args: argparse.Namespace, settings: Settings) -> int:
     """`vrae-worker tune-levels`: choose the levels on `--data`, print them as settings to deploy."""
     model_path = Path(args.model) if args.model else settings.model.path
-    detector = detector_settings(settings.detection, settings.window.gap_factor, settings.window.stride)
+    detector = detector_settings(settings.detection, settings.window.gap_factor)
     stride = settings.window.stride
     try:
         scorer = Scorer(load_artifact(model_path, expected_sha256=None if args.model else settings.model.sha256))
