@@ -377,6 +377,7 @@ STREAM_KINDS: tuple[str, ...] = (
     "stuck-sensor",
     "random-walk",
     "trend",
+    "weekly",
 )
 # Labelled anomaly kinds per stream type (placed round-robin, so each shows up).
 STREAM_ANOMALIES: dict[str, tuple[str, ...]] = {
@@ -391,6 +392,7 @@ STREAM_ANOMALIES: dict[str, tuple[str, ...]] = {
     "stuck-sensor": ("stuck", "spike", "drift"),
     "random-walk": ("spike", "level_shift"),
     "trend": ("spike", "level_shift"),
+    "weekly": ("drop", "surge", "stuck"),
 }
 # Unlabelled events that must not page, per stream type (on top of each type's normal behaviour).
 STREAM_BENIGN: dict[str, tuple[str, ...]] = {
@@ -405,6 +407,7 @@ STREAM_BENIGN: dict[str, tuple[str, ...]] = {
     "stuck-sensor": (),
     "random-walk": (),  # the wander itself
     "trend": (),  # the growth itself
+    "weekly": (),  # the weekends, which the training part may not hold
 }
 MULTIVARIATE_KINDS: frozenset[str] = frozenset({"stuck-sensor"})
 STREAM_INTERVAL_MS = 300_000
@@ -858,6 +861,36 @@ def _trend(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> 
     return _Stream(values[:, None], spans, [], real.copy(), decimals=1)
 
 
+def _weekly(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """Road traffic or taxi trips: weekdays with a morning and an evening rush hour, weekends quieter with
+    one broad midday hump, in a local time zone; noise of 5 % and a slow wander. The training part (two
+    days of a 14-day stream) may hold no weekend at all: the first weekends are new to the model, and
+    normal. Labelled: a drop to 10-40 % for 1-6 h (a closed road, a feed that lost sensors), a surge of
+    x1.5-2.5 for 1-4 h (an event in town), and a feed stuck at its last value for 2-6 h."""
+    n = len(real)
+    local = real + int(rng.integers(-12, 13)) * 3_600_000
+    hour = (local % DAY_MS) / 3_600_000
+    weekend = np.isin((local // DAY_MS) % 7, (2, 3))  # the epoch was a Thursday: Saturday and Sunday
+
+    def bump(centre: float, width: float) -> np.ndarray:
+        return np.exp(-(((hour - centre) / width) ** 2))
+
+    weekday = 0.15 + 0.85 * bump(8.5, 1.5) + 0.7 * bump(17.5, 2.0) + 0.35 * ((hour > 7) & (hour < 20))
+    rhythm = np.where(weekend, 0.15 + 0.55 * bump(14.0, 4.0), weekday)
+    values = rng.uniform(100, 2000) * rhythm * np.exp(_ar1(rng, n, 0.995, 0.01)) * (1 + 0.05 * rng.standard_normal(n))
+    kinds = _kinds_for(config)
+    lengths = [int(rng.integers(12, 73)) if k == "drop" else int(rng.integers(12, 49)) if k == "surge"
+               else int(rng.integers(24, 73)) for k in kinds]
+    spans: list[tuple[int, int, str, int]] = []
+    for kind, start, span in zip(kinds, _slots(config, rng, lengths), lengths, strict=True):
+        if kind == "stuck":
+            values[start:start + span] = values[start - 1]
+        else:
+            values[start:start + span] *= rng.uniform(0.1, 0.4) if kind == "drop" else rng.uniform(1.5, 2.5)
+        spans.append((start, start + span, kind, 0))
+    return _Stream(values[:, None], spans, [], real.copy(), decimals=1)
+
+
 _BUILDERS = {
     "periodic-edges": _periodic_edges,
     "sawtooth": _sawtooth,
@@ -870,4 +903,5 @@ _BUILDERS = {
     "stuck-sensor": _stuck_sensor,
     "random-walk": _random_walk,
     "trend": _trend,
+    "weekly": _weekly,
 }

@@ -262,6 +262,21 @@ def test_a_trend_doubles_its_rate_over_the_stream_with_a_daily_rhythm() -> None:
         assert day.max() / day.min() > 1.5  # +-30 % a day
 
 
+def test_weekly_traffic_is_quieter_on_weekends_and_trains_on_two_weekdays() -> None:
+    for one in _stream("weekly", clean=True).series:
+        values = one.values[:, 0].astype(np.float64)
+        days = values.reshape(14, 288)  # 14 whole days from midnight UTC; the epoch was a Thursday
+        weekday = (one.timestamps[::288] // 86_400_000) % 7
+        weekend = np.isin(weekday, (2, 3))
+        # a local time zone moves the day's edges by up to 12 h: compare whole UTC days, far apart
+        assert days[~weekend].mean() > 1.3 * days[weekend].mean()
+        assert not weekend[:2].any()  # the training part (15 %: two days) holds two weekdays (UTC)
+    for one in _stream("weekly").series:
+        for start, stop, kind, _ in one.anomalies:
+            if kind == "stuck":
+                assert np.ptp(one.values[start:stop, 0]) == 0.0
+
+
 def test_stream_config_rejects_what_cannot_be_generated() -> None:
     with pytest.raises(ValueError, match="stream kind"):
         StreamConfig(kind="nope")
