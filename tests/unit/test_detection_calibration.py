@@ -339,6 +339,20 @@ def test_a_spike_that_comes_every_day_stops_opening() -> None:
     assert surprise(verdicts)[np.arange(first + day, n, day)].max() < 3.0
 
 
+def test_a_feed_stuck_at_its_last_value_opens_through_the_spike_column() -> None:
+    """A feed that repeats its last value: the window's error need not move (a flat line can be as likely as
+    the rhythm it replaces), but its steps vanish, and once most of a window's steps are zero its noise scale
+    is far under the series' own. A signal with no noise to lose (a constant) opens nothing."""
+    n, at = 4000, 3000
+    values = wander(n + T - 1, seed=2)
+    values[at + T - 1:at + T - 1 + 60] = values[at + T - 2]
+    errors = noisy(n, seed=5)
+    found = openings(replay(errors, values=values))
+    assert found and T // 2 - 2 <= found[0] - at <= T // 2 + 2  # half the window's steps are zero
+    assert openings(replay(errors)) == []
+    assert openings(replay(errors, values=np.zeros(n + T - 1))) == []
+
+
 def test_a_burst_at_night_opens_through_its_jump_from_the_hours_before() -> None:
     """A burst at night errs no more than a normal afternoon: only its jump from the errors of the hours
     before tells, and it closes once the burst is over. The same days without it open nothing."""

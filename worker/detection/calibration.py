@@ -8,7 +8,7 @@ as the changed part fills its windows), and so is its newest event's spike (a wi
 dilutes a lone spike of k noise scales to k²/T). Seven columns
 (the point confirmed by the two windows before, a recent and a slow average, how much quieter than usual
 the quietest feature is, the jump of either from the series' last hours or from its usual error at this
-time of day, the level, the spike) are each judged by a
+time of day, the level, the spike or how flat the window went) are each judged by a
 decayed histogram of the series' past values with an exponential tail beyond it, and their tail
 probabilities combined (weighted harmonic mean). A window teaches
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
@@ -368,7 +368,8 @@ def window_spike(values: np.ndarray, reference: Reference, settings: Calibration
     all err alike (stream-type bench: 17 of 36 lone spikes missed without this column). The median, not the
     mean, of the events before: a spike among them must not hide the next one. The noise scale comes from
     the steps between events (1.4826 x their median absolute size / sqrt 2), which a daily rhythm or a
-    wandering level moves far less than the events themselves."""
+    wandering level moves far less than the events themselves; `step` also compares it with the series' own,
+    for a feed gone flat."""
     x = (np.asarray(values, np.float64) - reference.mean) / reference.std
     new = min(settings.stride, x.shape[1])
     if x.shape[1] - new < 2:
@@ -636,6 +637,13 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         noise = np.where(young[:, None], spike.noise, batch.noise)
         size = np.max(spike.size / np.maximum(noise, settings.spike_noise_floor), axis=1)
         judged[:, SPIKE] = SPIKE_UNITS * np.log(np.maximum(size, MIN_ERROR))
+        # ... or a feature gone flat: the window's noise scale far under the series' own (a feed stuck at its last
+        # value: its steps vanish, while its error need not move), in the same log units, where the series has
+        # noise to lose (a constant has none), at most ln 100
+        usual = np.maximum(noise, 0.1 * settings.spike_noise_floor)
+        flat = np.where(noise > 0.1 * settings.spike_noise_floor, np.log(usual / np.maximum(spike.noise, 0.01 * usual)),
+                        0.0)
+        judged[:, SPIKE] = np.maximum(judged[:, SPIKE], SPIKE_UNITS * np.max(flat, axis=1))
     judged = np.clip(judged, LO, HI - 1e-9)
 
     floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor, settings.spike_tail_floor])
