@@ -45,6 +45,11 @@ WEIGHTS = np.array([0.5, 1.0, 1.0, 1.0, 0.5, 1.0, 1.0])
 # the spike column is SPIKE_UNITS x ln(the spike in noise scales): in log units a heavy (power-law) tail of
 # spikes is an exponential one, which the tail extrapolates as it is, and bins of 0.5 are 13 % apart
 SPIKE_UNITS = 4.0
+# ... and a feed gone flat reads there too: ln(the series' noise scale / the window's own), the window's floored at
+# FLAT_LEAST_SHARE of the series' (at most ln 100), where the series' noise scale is above FLAT_NOISE_SHARE of
+# spike_noise_floor (a constant has no noise to lose)
+FLAT_LEAST_SHARE = 0.01
+FLAT_NOISE_SHARE = 0.1
 MAX_LOG_ERROR = math.log(float(np.finfo(np.float32).max))
 # A day is cut into slots of 30 minutes (UTC): the daily recurrence rule and the series' usual error at each
 # time of day work on them
@@ -638,11 +643,10 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         size = np.max(spike.size / np.maximum(noise, settings.spike_noise_floor), axis=1)
         judged[:, SPIKE] = SPIKE_UNITS * np.log(np.maximum(size, MIN_ERROR))
         # ... or a feature gone flat: the window's noise scale far under the series' own (a feed stuck at its last
-        # value: its steps vanish, while its error need not move), in the same log units, where the series has
-        # noise to lose (a constant has none), at most ln 100
-        usual = np.maximum(noise, 0.1 * settings.spike_noise_floor)
-        flat = np.where(noise > 0.1 * settings.spike_noise_floor, np.log(usual / np.maximum(spike.noise, 0.01 * usual)),
-                        0.0)
+        # value: its steps vanish, while its error need not move), in the same log units (FLAT_LEAST_SHARE)
+        least = FLAT_NOISE_SHARE * settings.spike_noise_floor
+        usual = np.maximum(noise, least)
+        flat = np.where(noise > least, np.log(usual / np.maximum(spike.noise, FLAT_LEAST_SHARE * usual)), 0.0)
         judged[:, SPIKE] = np.maximum(judged[:, SPIKE], SPIKE_UNITS * np.max(flat, axis=1))
     judged = np.clip(judged, LO, HI - 1e-9)
 
