@@ -446,6 +446,23 @@ def test_after_a_settled_step_only_the_columns_it_moved_relearn_and_a_glitch_ope
     assert not verdicts[glitch].learning[0]
 
 
+def test_after_a_settled_shift_the_level_column_judges_the_new_level_at_once() -> None:
+    """A level that stays settles; the level column moves its centre to the new level rather than relearning,
+    so a second shift within what was its relearning period opens at once, and the new level itself opens
+    nothing more."""
+    errors = noisy(5000)
+    levels = 0.3 * np.random.default_rng(2).standard_normal(5000)
+    levels[2000:] += 4.0
+    levels[3600:3700] += 2.0  # 7 spreads, 150 windows after the settle
+    verdicts = replay(errors, levels=levels)
+    (closed_at, reason), = [(i, r) for i, r in closings(verdicts) if i < 3600]
+    assert reason is c2.Close.SETTLED and 3600 - 300 < closed_at < 3600 - 32
+    assert [i for i in openings(verdicts) if closed_at < i < 3600] == []
+    (second,) = [i for i in openings(verdicts) if i >= 3600]
+    assert second in range(3600, 3605)
+    assert max(surprise(verdicts)[closed_at + 1:3600]) < 3.0
+
+
 def test_a_fault_that_settles_at_an_hourly_cadence_keeps_the_error_columns_watching() -> None:
     """One window an hour: a day is 24 windows, so a fault settles once it has been open a quarantine past
     its onset (96 windows), not a day. By then the error columns are back to normal (a step's edge moved them

@@ -275,7 +275,7 @@ class Batch:
     hold_incident: np.ndarray  # (S,) bit mask over the hold slots, as pending_incident
     previous2: np.ndarray  # (S,) the v of the window before the previous one
     quiet: np.ndarray  # (S,) EW mean of u, quiet_halflife
-    relearn: np.ndarray  # (S,) bit mask over the columns restarted by the last settled incident
+    relearn: np.ndarray  # (S,) bit mask over the columns restarted by the last settled incident, and RECENTRE
     lasting: np.ndarray  # (S,) bit mask over the columns still anomalous in the open incident past its onset
     context: np.ndarray  # (S,) EW mean of v, context_halflife: the errors of the last few hours
     context_quiet: np.ndarray  # (S,) and of u
@@ -633,6 +633,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # only as the changed part fills its windows (a shift of 4-8 noise scales opened 16 windows late)
     with_level = level is not None
     if with_level:
+        _recentre_level(batch, settings)
         spread = np.maximum(batch.spread, settings.level_spread_floor)
         judged[:, LEVEL] = np.max(np.abs(level - batch.centre) / spread, axis=1)
     # the spike column: the newest event's spike in the series' noise scale (as it was before this window), in
@@ -733,7 +734,11 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         new[:, SPIKE] &= with_spike
         new = np.where(new.any(axis=1, keepdims=True), new, True)
         rows = np.flatnonzero(restart)
-        batch.relearn[rows] = (new[rows].astype(np.int64) << np.arange(COLUMNS)).sum(axis=1)
+        # ... but the level column, whose readings are relative to the series' centre, keeps its history and moves
+        # its centre a quarantine later (`_recentre_level`)
+        batch.relearn[rows] = (new[rows].astype(np.int64) << np.arange(COLUMNS)).sum(axis=1) \
+            | np.where(new[rows, LEVEL], RECENTRE, 0)
+        new[:, LEVEL] = False
         above, q, scale = prior_state(batch.centre.shape[1], settings)
         for r in rows.tolist():
             batch.above[r, new[r]], batch.tail_q[r, new[r]], batch.tail_scale[r, new[r]] = \
@@ -746,8 +751,6 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         batch.cross_today[restart] = batch.cross_yesterday[restart] = batch.recurring[restart] = 0
         batch.cross_peak_today[restart] = batch.cross_peak_yesterday[restart] = 0.0
         batch.season_n[restart] = 0  # and the usual errors of the old normal's times of day
-        # the level centre and spread keep their values but learn fast again
-        batch.level_n[restart & new[:, LEVEL]] = 0
 
     batch.previous2 = np.where(counted, np.where(young, v, batch.previous), batch.previous2)
     batch.previous = np.where(counted, v, batch.previous)
@@ -847,6 +850,44 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     _teach_window(batch, lessons, out_ready & ~out_incident, out, out_level, k, level, settings)
     _teach_spikes(batch, lessons, ready, leaving[:, SPIKE], settings)
     _teach(batch, lessons, settings)
+
+
+# the distance, in level spreads, from the old centre at which a settled incident's new normal is a level apart
+RECENTRE_SPREADS = 3.0
+# ... and how much wider than its spread it reads the new normal at first: a centre taken from one quarantine of
+# overlapping windows is some 4 levels' median, off by about half a spread (the spread then learns back as usual)
+RECENTRE_WIDEN = 1.5
+# a bit of Batch.relearn beyond the columns': the level column waits to move its centre (`_recentre_level`)
+RECENTRE = 1 << COLUMNS
+
+
+def _recentre_level(batch: Batch, settings: CalibrationSettings) -> None:
+    """A quarantine after a settled incident that the level column kept telling, move its centre to the new normal
+    where that is a level apart (RECENTRE_SPREADS of either spread from the old centre, by the quarantine's levels:
+    the windows since the settle), the spread the one taught before the incident or the new level's if wider,
+    RECENTRE_WIDEN times, and judge on. Relearnt from the prior, as the error columns do, its centre crept from
+    the old level for days (it learns slowly: a drift must not teach itself) and its spread swelled with the
+    distance: a second fault in those days went unseen. Not at the settle itself, nor where the newest window has left the new level: a fault
+    that ends as it settles, or within the quarantine after, leaves the old level the normal. A level that cycles
+    slower than a quarantine (a daily ramp) is no level apart either."""
+    due = ((batch.relearn & RECENTRE) != 0) & (batch.since_reset >= settings.quarantine)
+    if not due.any():
+        return
+    rows = np.flatnonzero(due)
+    levels, old, spread = batch.pending_level[rows], batch.centre[rows], batch.spread[rows]
+    centre = np.median(levels, axis=1)
+    wide = np.maximum(spread, 1.2533 * np.mean(np.abs(levels - centre[:, None]), axis=1))
+    # per feature (the others keep their centre), and only where the newest window is still at the new level (a
+    # fault that ended within the quarantine leaves the old level the normal)
+    moved = (np.abs(centre - old) >= RECENTRE_SPREADS * wide) & (np.abs(levels[:, -1] - centre) < RECENTRE_SPREADS * wide)
+    batch.centre[rows] = centre = _stored(np.where(moved, centre, old))
+    batch.spread[rows] = spread = _stored(np.where(moved, RECENTRE_WIDEN * wide, spread))
+    batch.level_n[rows] = 0  # and it learns fast again
+    # the windows waiting in the quarantine were read against the old centre: read them as they will teach
+    reading = np.max(np.abs(levels - centre[:, None]) / np.maximum(spread, settings.level_spread_floor)[:, None],
+                     axis=2)
+    batch.pending[rows, :, LEVEL] = _stored(np.clip(reading, LO, HI - 1e-9))
+    batch.relearn[rows] &= ~(RECENTRE | (1 << LEVEL))
 
 
 # hold_skip of a series whose hold gathers a block of learning windows (past the learning period: 0..k-1)
