@@ -867,9 +867,9 @@ def _recentre_level(batch: Batch, settings: CalibrationSettings) -> None:
     the windows since the settle), the spread the one taught before the incident or the new level's if wider,
     RECENTRE_WIDEN times, and judge on. Relearnt from the prior, as the error columns do, its centre crept from
     the old level for days (it learns slowly: a drift must not teach itself) and its spread swelled with the
-    distance: a second fault in those days went unseen. Not at the settle itself, nor where the newest window has left the new level: a fault
-    that ends as it settles, or within the quarantine after, leaves the old level the normal. A level that cycles
-    slower than a quarantine (a daily ramp) is no level apart either."""
+    distance: a second fault in those days went unseen. Not at the settle itself, nor where the newest window has
+    left the new level: a fault that ends as it settles, or within the quarantine after, leaves the old level the
+    normal. A level that cycles slower than a quarantine (a daily ramp) is no level apart either."""
     due = ((batch.relearn & RECENTRE) != 0) & (batch.since_reset >= settings.quarantine)
     if not due.any():
         return
@@ -879,7 +879,8 @@ def _recentre_level(batch: Batch, settings: CalibrationSettings) -> None:
     wide = np.maximum(spread, 1.2533 * np.mean(np.abs(levels - centre[:, None]), axis=1))
     # per feature (the others keep their centre), and only where the newest window is still at the new level (a
     # fault that ended within the quarantine leaves the old level the normal)
-    moved = (np.abs(centre - old) >= RECENTRE_SPREADS * wide) & (np.abs(levels[:, -1] - centre) < RECENTRE_SPREADS * wide)
+    apart = RECENTRE_SPREADS * wide
+    moved = (np.abs(centre - old) >= apart) & (np.abs(levels[:, -1] - centre) < apart)
     batch.centre[rows] = centre = _stored(np.where(moved, centre, old))
     batch.spread[rows] = spread = _stored(np.where(moved, RECENTRE_WIDEN * wide, spread))
     batch.level_n[rows] = 0  # and it learns fast again
