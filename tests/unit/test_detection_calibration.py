@@ -102,6 +102,22 @@ def test_a_daily_pattern_in_local_time_opens_nothing_when_the_clocks_change(shif
     assert surprise(verdicts)[10 * day:].max() < 2.5
 
 
+def test_a_daily_peak_whose_time_drifts_an_hour_opens_once() -> None:
+    """A surprising hour that comes every day, an hour later or earlier than the day before (a daily peak
+    moves with the day's load): a recurrence, within two half hours of the day before's, opens only the
+    first time."""
+    day = 288  # one window every 5 minutes
+    errors = noisy(8 * day, seed=3)
+    first = 2 * day + 150
+    for d in range(2, 8):
+        at = d * day + 150 + (12 if d % 2 else 0)  # 60 minutes later on odd days
+        errors[at:at + 6] = 0.3
+    stamps = np.arange(len(errors) + T - 1, dtype=np.int64) * 300_000
+    verdicts = replay(errors, stamps=stamps)
+    (opened,) = openings(verdicts)  # every day with a slot either way opened (the code before)
+    assert opened in range(first, first + 6)
+
+
 def test_a_daily_edge_that_grows_opens_once_not_every_day() -> None:
     """A daily pulse whose edge the model renders worse from day 10 on, every day after. The first such day
     opens an incident; its windows are not taught (nothing is while an incident is open), so without more the
