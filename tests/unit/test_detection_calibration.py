@@ -479,6 +479,29 @@ def test_after_a_settled_shift_the_level_column_judges_the_new_level_at_once() -
     assert max(surprise(verdicts)[closed_at + 1:3600]) < 3.0
 
 
+def test_after_a_settled_shift_of_one_feature_only_that_feature_moves_its_centre() -> None:
+    """Two features, the first shifts for good: once settled, its centre moves to the new level, the other's
+    stays where it was, and a second shift of the first opens at once."""
+    ref, settings = reference(n_features=2), c2.CalibrationSettings()
+    rng = np.random.default_rng(0)
+    errors = noisy(5000, seed=1)
+    levels = 0.3 * rng.standard_normal((5000, 2))
+    levels[2000:, 0] += 4.0
+    levels[3600:3700, 0] += 2.0
+    batch = c2.Batch.fresh(1, 2, settings)
+    verdicts, before = [], None
+    for i, error in enumerate(errors):
+        if i == 1999:
+            before = batch.centre[0].copy()
+        verdicts.append(c2.step(batch, np.array([error]), np.full((1, 2), 0.5), np.array([i * MINUTE]),
+                                np.array([(i + T - 1) * MINUTE]), levels[i:i + 1], ref, settings))
+        if i == 3500:
+            assert abs(batch.centre[0, 0] - 4.0) < 0.3 and batch.centre[0, 1] == pytest.approx(before[1], abs=0.05)
+    (settled, reason), = [(i, r) for i, r in closings(verdicts) if i < 3600]
+    assert reason is c2.Close.SETTLED
+    assert [i for i in openings(verdicts) if i > settled][0] in range(3600, 3605)
+
+
 def test_a_fault_that_settles_at_an_hourly_cadence_keeps_the_error_columns_watching() -> None:
     """One window an hour: a day is 24 windows, so a fault settles once it has been open a quarantine past
     its onset (96 windows), not a day. By then the error columns are back to normal (a step's edge moved them
