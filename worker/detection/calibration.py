@@ -512,6 +512,9 @@ class Verdict(NamedTuple):
 # a growing trend's peaks reopen most days (trend streams, dev seeds: 68.0 -> 71.9 NAB, 2.8 -> 2.5 false per 10k);
 # 3 slots or more held back a true fault near yesterday's time (random-walk 70.9 -> 65.8)
 RECURRENCE_SLOTS = 2
+# per day slot, the bit mask of the slots a crossing the day before may have been in
+_NEAR_SLOTS = np.array([sum(1 << ((s + k) % DAY_SLOTS) for k in range(-RECURRENCE_SLOTS, RECURRENCE_SLOTS + 1))
+                        for s in range(DAY_SLOTS)], np.int64)
 
 # A window this many times as surprising (in -log10 p) as the day before's most surprising crossing is no
 # recurrence: a fault that starts on a daily edge the series crosses at 3-5 (a higher pulse at 13.9 was missed)
@@ -522,17 +525,15 @@ def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray, sl
                       surprise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which `crossing` windows (at or above open_surprise where they could open an incident) recur daily: a
     window did the same a day before, within about an hour and a half: in its day slot or RECURRENCE_SLOTS either
-    side (one int64 bit mask of DAY_SLOTS a day); and which are far more surprising than any the day before (RECURRENCE_RATIO x its
-    peak), so recur or not, they open. Records every crossing, so a pattern that keeps recurring keeps being
-    recognised (one that opened nothing counts too), and the day's highest surprise among them. `slot` is
-    day_slot(end_ms)."""
+    side (one int64 bit mask of DAY_SLOTS a day); and which are far more surprising than any the day before
+    (RECURRENCE_RATIO x its peak), so recur or not, they open. Records every crossing, so a pattern that keeps
+    recurring keeps being recognised (one that opened nothing counts too), and the day's highest surprise among
+    them. `slot` is day_slot(end_ms)."""
     if not crossing.any():  # the usual round: nothing to record, nothing recurs
         return crossing, crossing
     day = end_ms // DAY_MS
     bit = np.left_shift(np.int64(1), slot)
-    near = bit
-    for k in range(1, RECURRENCE_SLOTS + 1):
-        near = near | np.left_shift(np.int64(1), (slot - k) % DAY_SLOTS) | np.left_shift(np.int64(1), (slot + k) % DAY_SLOTS)
+    near = _NEAR_SLOTS[slot]
     same, next_day = day == batch.cross_day, day == batch.cross_day + 1
     yesterday = np.where(same, batch.cross_yesterday, np.where(next_day, batch.cross_today, 0))
     today = np.where(same, batch.cross_today, 0)
@@ -642,8 +643,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     with_level = level is not None
     if with_level:
         _recentre_level(batch, settings)
-        spread = np.maximum(batch.spread, settings.level_spread_floor)
-        judged[:, LEVEL] = np.max(np.abs(level - batch.centre) / spread, axis=1)
+        judged[:, LEVEL] = _level_reading(level, batch.centre, batch.spread, settings)
     # the spike column: the newest event's spike in the series' noise scale (as it was before this window), in
     # log units (SPIKE_UNITS)
     with_spike = spike is not None
@@ -869,6 +869,13 @@ RECENTRE_WIDEN = 1.5
 RECENTRE = 1 << COLUMNS
 
 
+def _level_reading(level: np.ndarray, centre: np.ndarray, spread: np.ndarray,
+                   settings: CalibrationSettings) -> np.ndarray:
+    """The level column's reading: the largest distance of a window's feature levels (last axis) from the series'
+    centre, in its (floored) spreads."""
+    return np.max(np.abs(level - centre) / np.maximum(spread, settings.level_spread_floor), axis=-1)
+
+
 def _recentre_level(batch: Batch, settings: CalibrationSettings) -> None:
     """A quarantine after a settled incident that the level column kept telling, move its centre to the new normal
     where that is a level apart (RECENTRE_SPREADS of either spread from the old centre, by the quarantine's levels:
@@ -893,8 +900,7 @@ def _recentre_level(batch: Batch, settings: CalibrationSettings) -> None:
     batch.spread[rows] = spread = _stored(np.where(moved, RECENTRE_WIDEN * wide, spread))
     batch.level_n[rows] = 0  # and it learns fast again
     # the windows waiting in the quarantine were read against the old centre: read them as they will teach
-    reading = np.max(np.abs(levels - centre[:, None]) / np.maximum(spread, settings.level_spread_floor)[:, None],
-                     axis=2)
+    reading = _level_reading(levels, centre[:, None], spread[:, None], settings)
     batch.pending[rows, :, LEVEL] = _stored(np.clip(reading, LO, HI - 1e-9))
     batch.relearn[rows] &= ~(RECENTRE | (1 << LEVEL))
 
