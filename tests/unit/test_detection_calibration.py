@@ -329,6 +329,32 @@ def test_the_spike_is_the_newest_events_distance_from_the_median_before_it_in_no
     assert c2.window_spike(inside, reference(), settings).size[0, 0] == pytest.approx(0.0)
 
 
+def test_the_partial_sort_median_is_numpys() -> None:
+    rng = np.random.default_rng(0)
+    for shape in [(50, 8, 1), (50, 7, 3), (40, 30, 2), (5, 1, 1), (5, 2, 1)]:
+        a = rng.standard_normal(shape)
+        assert np.array_equal(c2._median(a), np.median(a, axis=1))
+
+def test_on_a_ramp_an_event_is_judged_against_a_line_so_an_hourly_rhythm_is_no_spike() -> None:
+    """At one event an hour a daily rhythm moves far within 8 events: the median of the 8 before lags the
+    rush hour's ramp by several noise scales, and every ramp read as a spike. Where a line through the 4 events
+    before predicts the window's own events better, the event is judged against it; a spike on the ramp still
+    stands out, and plain noise keeps the median (a line through 4 noisy events predicts worse)."""
+    settings = c2.CalibrationSettings()
+    rng = np.random.default_rng(0)
+    noise = 0.1 * rng.standard_normal(T)
+    ramp = np.sin(2 * np.pi * (np.arange(T) - (T - 1)) / 24)  # the newest event on the steepest rise
+    window = (ramp + noise)[None, :, None]
+    median_lag = abs(window[0, -1, 0] - np.median(window[0, -9:-1, 0]))
+    assert median_lag > 6 * 0.1  # what the median alone read: 8 noise scales
+    assert c2.window_spike(window, reference(), settings).size[0, 0] < 3 * 0.1
+    spiked = window.copy()
+    spiked[0, -1, 0] += 1.0  # 10 noise scales
+    assert c2.window_spike(spiked, reference(), settings).size[0, 0] > 6 * 0.1
+    plain = noise[None, :, None]
+    assert c2.window_spike(plain, reference(), settings).size[0, 0] == pytest.approx(
+        abs(noise[-1] - np.median(noise[-9:-1])))
+
 def test_a_lone_spike_that_the_windows_error_dilutes_opens_through_the_spike_column() -> None:
     """A spike of 8 noise scales on a wandering level: the model's window error does not move at all (the
     worst case of the dilution to k²/T), so only the newest event's spike tells; without it nothing opens."""
