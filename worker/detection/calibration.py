@@ -56,6 +56,9 @@ FLAT_NOISE_SHARE = 0.1
 # sqrt(1.2): the distance is divided by LINE_SPREAD, so both read in the same units
 LINE_WEIGHTS = np.array([-0.5, 0.0, 0.5, 1.0])
 LINE_SPREAD = math.sqrt(2.5 / 1.2)
+# ... judged on the window's last LINE_CHOICE_EVENTS events before its new ones: a ramp is local (a whole window
+# of 32 judged a descent in its last few events by the flat hours before it, and read the descent as a spike)
+LINE_CHOICE_EVENTS = 12
 MAX_LOG_ERROR = math.log(float(np.finfo(np.float32).max))
 # A day is cut into slots of 30 minutes (UTC): the daily recurrence rule and the series' usual error at each
 # time of day work on them
@@ -396,7 +399,7 @@ def window_spike(values: np.ndarray, reference: Reference, settings: Calibration
     But where the signal moves within a few events (a rush hour's ramp at one event an hour), the median of
     the 8 before lags it by half a ramp, and every ramp reads as a spike of many noise scales: the column's
     history learns those, and a real spike then reads as nothing special. So where a line through the 4
-    events before predicts the window's own earlier events better than the 8 before them do
+    events before predicts the window's own last events better than the 8 before them do
     (`_line_predicts_better`), an event is judged against that line. Plain noise and a wandering level keep
     the median: a line through 4 noisy events predicts worse, and it would follow a spike's first event into
     its second."""
@@ -420,16 +423,17 @@ def window_spike(values: np.ndarray, reference: Reference, settings: Calibration
 
 def _line_predicts_better(x: np.ndarray, k: int) -> np.ndarray:
     """(S, F) bool: for windows' events (S, n, F), whether the line through the 4 events before each one predicts
-    it better (median absolute error, over every event with k before it) than the mean of the k before it. The
-    mean stands in for the median here: one cumulative sum, and over a window's events a spike moves the median
-    error little."""
+    it better than the mean of the k before it, by the median absolute error over the last LINE_CHOICE_EVENTS
+    events that have k before them. The mean stands in for the median here: one cumulative sum, and over a dozen
+    events a spike moves the median error little."""
     m, n = len(LINE_WEIGHTS), x.shape[1]
     if n <= k or k < m:
         return np.zeros((x.shape[0], x.shape[2]), bool)
+    first = max(k, n - LINE_CHOICE_EVENTS)
     sums = np.concatenate([np.zeros_like(x[:, :1]), np.cumsum(x, axis=1)], axis=1)  # sums[:, i]: the events before i
-    by_mean = _median(np.abs(x[:, k:] - (sums[:, k:n] - sums[:, :n - k]) / k))
-    ahead = sum(w * x[:, k - m + i:n - m + i] for i, w in enumerate(LINE_WEIGHTS.tolist()) if w)
-    return _median(np.abs(x[:, k:] - ahead)) < by_mean
+    by_mean = _median(np.abs(x[:, first:] - (sums[:, first:n] - sums[:, first - k:n - k]) / k))
+    ahead = sum(w * x[:, first - m + i:n - m + i] for i, w in enumerate(LINE_WEIGHTS.tolist()) if w)
+    return _median(np.abs(x[:, first:] - ahead)) < by_mean
 
 
 # ------------------------------------------------------------------------------------------ the tail
