@@ -335,6 +335,7 @@ def test_the_partial_sort_median_is_numpys() -> None:
         a = rng.standard_normal(shape)
         assert np.array_equal(c2._median(a), np.median(a, axis=1))
 
+
 def test_on_a_ramp_an_event_is_judged_against_a_line_so_an_hourly_rhythm_is_no_spike() -> None:
     """At one event an hour a daily rhythm moves far within 8 events: the median of the 8 before lags the
     rush hour's ramp by several noise scales, and every ramp read as a spike. Where a line through the 4 events
@@ -354,6 +355,7 @@ def test_on_a_ramp_an_event_is_judged_against_a_line_so_an_hourly_rhythm_is_no_s
     plain = noise[None, :, None]
     assert c2.window_spike(plain, reference(), settings).size[0, 0] == pytest.approx(
         abs(noise[-1] - np.median(noise[-9:-1])))
+
 
 def test_a_lone_spike_that_the_windows_error_dilutes_opens_through_the_spike_column() -> None:
     """A spike of 8 noise scales on a wandering level: the model's window error does not move at all (the

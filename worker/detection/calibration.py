@@ -409,13 +409,11 @@ def window_spike(values: np.ndarray, reference: Reference, settings: Calibration
         return None
     size = np.zeros((x.shape[0], x.shape[2]))
     line = _line_predicts_better(x[:, :-new, :], settings.spike_events)
-    m = len(LINE_WEIGHTS)
     for j in range(x.shape[1] - new, x.shape[1]):
         before = x[:, max(j - settings.spike_events, 0):j, :]
         off = np.abs(x[:, j, :] - _median(before))
-        if j >= m and line.any():
-            ahead = np.einsum("stf,t->sf", x[:, j - m:j, :], LINE_WEIGHTS)
-            off = np.where(line, np.abs(x[:, j, :] - ahead) / LINE_SPREAD, off)
+        if j >= len(LINE_WEIGHTS) and line.any():
+            off = np.where(line, np.abs(x[:, j, :] - _line_ahead(x, j, j + 1)[:, 0]) / LINE_SPREAD, off)
         size = np.maximum(size, off)
     noise = 1.4826 / math.sqrt(2.0) * _median(np.abs(np.diff(x[:, :-new, :], axis=1)))
     return Spike(size, noise)
@@ -426,14 +424,20 @@ def _line_predicts_better(x: np.ndarray, k: int) -> np.ndarray:
     it better than the mean of the k before it, by the median absolute error over the last LINE_CHOICE_EVENTS
     events that have k before them. The mean stands in for the median here: one cumulative sum, and over a dozen
     events a spike moves the median error little."""
-    m, n = len(LINE_WEIGHTS), x.shape[1]
-    if n <= k or k < m:
+    n = x.shape[1]
+    if n <= k or k < len(LINE_WEIGHTS):
         return np.zeros((x.shape[0], x.shape[2]), bool)
     first = max(k, n - LINE_CHOICE_EVENTS)
     sums = np.concatenate([np.zeros_like(x[:, :1]), np.cumsum(x, axis=1)], axis=1)  # sums[:, i]: the events before i
     by_mean = _median(np.abs(x[:, first:] - (sums[:, first:n] - sums[:, first - k:n - k]) / k))
-    ahead = sum(w * x[:, first - m + i:n - m + i] for i, w in enumerate(LINE_WEIGHTS.tolist()) if w)
-    return _median(np.abs(x[:, first:] - ahead)) < by_mean
+    return _median(np.abs(x[:, first:] - _line_ahead(x, first, n))) < by_mean
+
+
+def _line_ahead(x: np.ndarray, first: int, stop: int) -> np.ndarray:
+    """(S, stop - first, F): where the line through the 4 events before each of the events first..stop - 1 of
+    `x` (S, n, F) puts it; first >= 4."""
+    m = len(LINE_WEIGHTS)
+    return sum(w * x[:, first - m + i:stop - m + i] for i, w in enumerate(LINE_WEIGHTS.tolist()) if w)
 
 
 # ------------------------------------------------------------------------------------------ the tail
