@@ -59,10 +59,15 @@ class Scaler:
 
     mean: np.ndarray  # (F,) float32
     std: np.ndarray  # (F,) float32
+    # (F,) b where a feature's noise grows as level^b in the training data (`noise_power`; None: not recorded).
+    # The model does not use it: the worker judges a new event's spike where that noise is level (x^(1-b))
+    noise_power: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.mean = np.asarray(self.mean, dtype=np.float32)
         self.std = np.asarray(self.std, dtype=np.float32)
+        if self.noise_power is not None:
+            self.noise_power = np.asarray(self.noise_power, dtype=np.float64)
 
     @classmethod
     def fit(cls, windows: np.ndarray, scale_floor: float = 0.0) -> "Scaler":
@@ -75,17 +80,61 @@ class Scaler:
             std = np.maximum(std, scale_floor * np.abs(np.median(flat, axis=0)))
         # A constant feature carries no information; dividing by ~0 would turn float noise into alarms.
         std = np.where(std < 1e-8, 1.0, std)
-        return cls(mean=flat.mean(axis=0), std=std)
+        return cls(mean=flat.mean(axis=0), std=std, noise_power=noise_power(windows))
 
     def transform(self, windows: np.ndarray) -> np.ndarray:
         return ((np.asarray(windows, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
 
     def to_dict(self) -> dict[str, list[float]]:
-        return {"mean": self.mean.astype(float).tolist(), "std": self.std.astype(float).tolist()}
+        out = {"mean": self.mean.astype(float).tolist(), "std": self.std.astype(float).tolist()}
+        if self.noise_power is not None:
+            out["noise_power"] = self.noise_power.astype(float).tolist()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Scaler":
-        return cls(mean=np.asarray(data["mean"]), std=np.asarray(data["std"]))
+        power = data.get("noise_power")
+        return cls(mean=np.asarray(data["mean"]), std=np.asarray(data["std"]),
+                   noise_power=None if power is None else np.asarray(power))
+
+
+# `noise_power`: the level must vary at least this factor across the windows (their 10th to 90th percentile) for a
+# slope to be read, in this many bins of windows by level; a slope under NOISE_POWER_LEAST is read as none
+NOISE_POWER_RANGE = 2.0
+NOISE_POWER_BINS = 8
+NOISE_POWER_LEAST = 0.2
+
+
+def noise_power(windows: np.ndarray) -> np.ndarray:
+    """(F,) b in [0, 1] per feature: how a feature's noise grows with its level, noise ~ level^b, from raw windows
+    (N, T, F) of consecutive events. Counts are Poisson-like (b 1/2), traffic and rates often multiplicative (b 1),
+    a sensor's noise additive (b 0). Each window gives a level (the median) and a noise scale (the median absolute
+    step); the slope of ln noise on ln level through the medians of NOISE_POWER_BINS bins of windows by level,
+    for a feature that never went negative and whose level spans NOISE_POWER_RANGE; else 0."""
+    x = np.asarray(windows, np.float64)
+    n, _, f = x.shape
+    power = np.zeros(f)
+    if n < 4 * NOISE_POWER_BINS or x.shape[1] < 3:
+        return power
+    level = np.median(x, axis=1)
+    noise = np.median(np.abs(np.diff(x, axis=1)), axis=1)
+    for j in range(f):
+        if x[..., j].min() < 0:
+            continue
+        ok = (level[:, j] > 0) & (noise[:, j] > 0)
+        if ok.sum() < 4 * NOISE_POWER_BINS:
+            continue
+        lv, nz = np.log(level[ok, j]), np.log(noise[ok, j])
+        lo, hi = np.percentile(lv, [10, 90])
+        if hi - lo < np.log(NOISE_POWER_RANGE):
+            continue
+        order = np.argsort(lv)
+        bins = np.array_split(order, NOISE_POWER_BINS)
+        bx = np.array([np.median(lv[b]) for b in bins])
+        by = np.array([np.median(nz[b]) for b in bins])
+        slope = float(np.polyfit(bx, by, 1)[0])
+        power[j] = 0.0 if slope < NOISE_POWER_LEAST else min(slope, 1.0)
+    return power
 
 
 # Above this share of the typical feature's variance in the window levels, `window_level="auto"` removes

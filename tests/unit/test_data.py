@@ -3,7 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vrae_model.data import Scaler, choose_window_level, fingerprint, level_share, load_windows, read_long_csv
+from vrae_model.data import (Scaler, choose_window_level, fingerprint, level_share, load_windows, noise_power,
+                             read_long_csv)
 from vrae_model.exceptions import DataError
 from vrae_model.windowing import due_positions
 
@@ -172,6 +173,32 @@ def test_scale_floor_keeps_a_barely_moving_sensor_from_exploding() -> None:
     assert plain.std[0] == pytest.approx(0.03, rel=0.2)
     assert floored.std[0] == pytest.approx(0.26, rel=0.01)  # 1 % of the reading
     assert floored.std[1] == plain.std[1]  # a feature whose spread is above the floor keeps it
+
+
+def _daily_windows(values: np.ndarray, t: int = 32) -> np.ndarray:
+    return np.lib.stride_tricks.sliding_window_view(values, t, axis=0).transpose(0, 2, 1).copy()
+
+
+def test_noise_power_reads_how_a_features_noise_grows_with_its_level() -> None:
+    """Counts are Poisson-like (noise ~ level^1/2), traffic multiplicative (level^1), a sensor's noise
+    additive (level^0); a feature that goes negative, or whose level barely moves, is left at 0."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    rate = 60.0 * (1.0 + 0.9 * np.sin(2 * np.pi * np.arange(n) / 288))  # 6 at night, 114 in the afternoon
+    counts = rng.poisson(rate).astype(float)
+    traffic = rate * (1.0 + 0.05 * rng.standard_normal(n))
+    sensor = rate + rng.standard_normal(n)
+    centred = rate - 60.0 + rng.standard_normal(n) * np.sqrt(rate)  # goes negative
+    narrow = 1000.0 + 0.1 * rate + rng.standard_normal(n) * np.sqrt(rate)  # 1000-1011: the level never doubles
+    power = noise_power(_daily_windows(np.stack([counts, traffic, sensor, centred, narrow], axis=1)))
+    assert 0.35 <= power[0] <= 0.7
+    assert power[1] >= 0.85
+    assert power[2] == 0.0 and power[3] == 0.0 and power[4] == 0.0
+    scaler = Scaler.fit(_daily_windows(counts[:, None]))
+    assert scaler.noise_power is not None and scaler.noise_power[0] > 0.3
+    assert np.array_equal(Scaler.from_dict(scaler.to_dict()).noise_power, scaler.noise_power)
+    # an artifact's scaler from before it was recorded
+    assert Scaler.from_dict({"mean": [1.0], "std": [2.0]}).noise_power is None
 
 
 def test_constant_feature_is_not_blown_up() -> None:

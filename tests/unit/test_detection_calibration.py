@@ -357,6 +357,41 @@ def test_on_a_ramp_an_event_is_judged_against_a_line_so_an_hourly_rhythm_is_no_s
         abs(noise[-1] - np.median(noise[-9:-1])))
 
 
+def test_where_noise_grows_with_the_level_a_burst_at_night_reads_as_one_in_the_afternoon() -> None:
+    """Counts: Poisson noise of sqrt(rate). Judged in the model's scaled units, a doubling at night (6 -> 12) is
+    well under one afternoon noise scale, and the series' noise scale is mostly the afternoons'. On the power
+    scale the feature's noise_power says (1/2 here), a count's noise is the same at every rate, so the night's
+    doubling reads several noise scales, and the afternoon's plain noise reads as it did."""
+    rng = np.random.default_rng(1)
+    mean, std = 60.0, 40.0
+    plain = c2.Reference(median=np.zeros(1), scale=np.ones(1), mean=np.array([mean]), std=np.array([std]), window=T)
+    counted = c2.Reference(median=np.zeros(1), scale=np.ones(1), mean=np.array([mean]), std=np.array([std]),
+                           window=T, noise_power=np.array([0.5]))
+    settings = c2.CalibrationSettings()
+    night = rng.poisson(6.0, size=(200, T)).astype(float)
+    afternoon = rng.poisson(110.0, size=(200, T)).astype(float)
+    burst = night.copy()
+    burst[:, -1] = 2 * 6.0 + 2 * math.sqrt(12.0)  # the rate doubled, and the count came in high for it
+
+    def noise(ref: c2.Reference, windows: np.ndarray) -> float:
+        return float(np.median(c2.window_spike(windows[:, :, None], ref, settings).noise))
+
+    def spike(ref: c2.Reference, windows: np.ndarray) -> float:
+        return float(np.median(c2.window_spike(windows[:, :, None], ref, settings).size))
+
+    # in scaled units the afternoon's noise scale is ~4x the night's; on the power scale they are alike
+    assert noise(plain, afternoon) > 3 * noise(plain, night)
+    assert 0.7 < noise(counted, afternoon) / noise(counted, night) < 1.4
+    # the night burst in the series' usual (afternoon) noise scale
+    assert spike(plain, burst) / noise(plain, afternoon) < 1.5
+    assert spike(counted, burst) / noise(counted, afternoon) > 3.0
+    # one scaled unit at the training mean is one unit on the power scale
+    at_mean = np.array([[[mean], [mean + 1.0]]])
+    assert np.diff(c2.spike_units(at_mean, counted)[0, :, 0])[0] == pytest.approx(1.0 / std, rel=0.01)
+    # a model without noise_power (an artifact from before it) judges in scaled units, as before
+    assert np.array_equal(c2.spike_units(burst[:, :, None], plain), (burst[:, :, None] - mean) / std)
+
+
 def test_a_lone_spike_that_the_windows_error_dilutes_opens_through_the_spike_column() -> None:
     """A spike of 8 noise scales on a wandering level: the model's window error does not move at all (the
     worst case of the dilution to k²/T), so only the newest event's spike tells; without it nothing opens."""

@@ -59,6 +59,10 @@ LINE_SPREAD = math.sqrt(2.5 / 1.2)
 # ... judged on the window's last LINE_CHOICE_EVENTS events before its new ones: a ramp is local (a whole window
 # of 32 judged a descent in its last few events by the flat hours before it, and read the descent as a spike)
 LINE_CHOICE_EVENTS = 12
+# a feature whose noise grows with its level is judged for spikes on a power scale (`spike_units`): its values
+# offset by this share of the training mean (a count of 0 has a logarithm), a power under BOX_COX_LOG is the log
+STABILISE_OFFSET = 0.01
+BOX_COX_LOG = 0.05
 MAX_LOG_ERROR = math.log(float(np.finfo(np.float32).max))
 # A day is cut into slots of 30 minutes (UTC): the daily recurrence rule and the series' usual error at each
 # time of day work on them
@@ -176,6 +180,7 @@ class Reference:
     std: np.ndarray  # (F,)
     window: int
     train_windows: int | np.ndarray = 0  # how many windows trained the model (0: unknown)
+    noise_power: np.ndarray | None = None  # (F,) b: noise ~ level^b in the training data (None: not recorded)
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "Reference":
@@ -187,8 +192,10 @@ class Reference:
         held_out = float(metadata.get("training_config", {}).get("val_fraction", 0.0) or 0.0)
         n_calibration = int(metadata.get("calibration", {}).get("n", 0))
         train_windows = int(round(n_calibration / held_out)) if held_out > 0 else 0
-        return cls(median, scale, np.asarray(metadata["scaler"]["mean"], np.float64),
-                   np.asarray(metadata["scaler"]["std"], np.float64), int(metadata["window"]), train_windows)
+        scaler = metadata["scaler"]
+        power = np.asarray(scaler["noise_power"], np.float64) if scaler.get("noise_power") is not None else None
+        return cls(median, scale, np.asarray(scaler["mean"], np.float64), np.asarray(scaler["std"], np.float64),
+                   int(metadata["window"]), train_windows, power)
 
     def learning_windows(self, settings: "CalibrationSettings") -> int | np.ndarray:
         """A series opens nothing before it has streamed as many windows as trained the model (the windows
@@ -403,7 +410,7 @@ def window_spike(values: np.ndarray, reference: Reference, settings: Calibration
     (`_line_predicts_better`), an event is judged against that line. Plain noise and a wandering level keep
     the median: a line through 4 noisy events predicts worse, and it would follow a spike's first event into
     its second."""
-    x = (np.asarray(values, np.float64) - reference.mean) / reference.std
+    x = spike_units(values, reference)
     new = min(settings.stride, x.shape[1])
     if x.shape[1] - new < 2:
         return None
@@ -417,6 +424,28 @@ def window_spike(values: np.ndarray, reference: Reference, settings: Calibration
         size = np.maximum(size, off)
     noise = 1.4826 / math.sqrt(2.0) * _median(np.abs(np.diff(x[:, :-new, :], axis=1)))
     return Spike(size, noise)
+
+
+def spike_units(values: np.ndarray, reference: Reference) -> np.ndarray:
+    """Raw windows (S, T, F) in the units the spike column judges: the model's scaled units, or, for a feature whose
+    noise grows with its level (counts, traffic: `Reference.noise_power` b > 0), its Box-Cox transform of power
+    1 - b, where that noise is level, scaled to match the model's units at the training mean. A burst at night is
+    then as many noise scales as one in the afternoon, not a fraction of one (stream-type bench, counts-bursts:
+    bursts and dropouts at night read a spike of 1-3 against a noise scale the afternoons set)."""
+    x = (np.asarray(values, np.float64) - reference.mean) / reference.std
+    power = reference.noise_power
+    if power is None or not (power > 0).any():
+        return x
+    offset = STABILISE_OFFSET * np.maximum(reference.mean, 1e-12)
+    centre = reference.mean + offset
+    lam = 1.0 - power
+
+    def box_cox(v: np.ndarray) -> np.ndarray:  # v > 0
+        return np.where(lam > BOX_COX_LOG, (v ** lam - 1.0) / np.maximum(lam, BOX_COX_LOG), np.log(v))
+
+    # its slope at the centre is centre ** -power: times centre ** power, one scaled unit there is one unit here
+    y = (box_cox(np.maximum(np.asarray(values, np.float64), 0.0) + offset) - box_cox(centre)) * centre ** power
+    return np.where(power > 0, y / reference.std, x)
 
 
 def _line_predicts_better(x: np.ndarray, k: int) -> np.ndarray:
