@@ -361,7 +361,7 @@ def test_where_noise_grows_with_the_level_a_burst_at_night_reads_as_one_in_the_a
     """Counts: Poisson noise of sqrt(rate). Judged in the model's scaled units, a doubling at night (6 -> 12) is
     well under one afternoon noise scale, and the series' noise scale is mostly the afternoons'. On the power
     scale the feature's noise_power says (1/2 here), a count's noise is the same at every rate, so the night's
-    doubling reads several noise scales, and the afternoon's plain noise reads as it did."""
+    doubling reads several noise scales; at the training mean the two scales agree."""
     rng = np.random.default_rng(1)
     mean, std = 60.0, 40.0
     plain = c2.Reference(median=np.zeros(1), scale=np.ones(1), mean=np.array([mean]), std=np.array([std]), window=T)
