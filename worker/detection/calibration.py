@@ -432,7 +432,8 @@ def spike_units(values: np.ndarray, reference: Reference) -> np.ndarray:
     1 - b, where that noise is level, scaled to match the model's units at the training mean. A burst at night is
     then as many noise scales as one in the afternoon, not a fraction of one (stream-type bench, counts-bursts:
     bursts and dropouts at night read a spike of 1-3 against a noise scale the afternoons set)."""
-    x = (np.asarray(values, np.float64) - reference.mean) / reference.std
+    raw = np.asarray(values, np.float64)
+    x = (raw - reference.mean) / reference.std
     power = reference.noise_power
     if power is None or not (power > 0).any():
         return x
@@ -444,7 +445,7 @@ def spike_units(values: np.ndarray, reference: Reference) -> np.ndarray:
         return np.where(lam > BOX_COX_LOG, (v ** lam - 1.0) / np.maximum(lam, BOX_COX_LOG), np.log(v))
 
     # its slope at the centre is centre ** -power: times centre ** power, one scaled unit there is one unit here
-    y = (box_cox(np.maximum(np.asarray(values, np.float64), 0.0) + offset) - box_cox(centre)) * centre ** power
+    y = (box_cox(np.maximum(raw, 0.0) + offset) - box_cox(centre)) * centre ** power
     return np.where(power > 0, y / reference.std, x)
 
 
