@@ -2,10 +2,10 @@
 
     state = last_end_ms, model_key, the layout version (int64 each), the other scalars of
             worker.detection.calibration.SCALARS (int64 / float64, in that order), then float32 arrays:
-            the quarantine (q x 7 values, q x F levels), the spikes waiting to teach (spike_slots) and the
-            noise scale (F), the usual error of each day slot (48) and its count (48, uint16), the peak
-            shares, the level centre and spread (F each), the hold (h x 7 values, h x F levels), the 7
-            histograms' tail shapes (q and scale, 7 each), the 7 x 96 histograms as the mass in bins >= j
+            the quarantine (q x 8 values, q x F levels), the spikes and blips waiting to teach (spike_slots x 2)
+            and the noise scale (F), the usual error of each day slot (48) and its count (48, uint16), the peak
+            shares, the level centre and spread (F each), the hold (h x 8 values, h x F levels), the 8
+            histograms' tail shapes (q and scale, 8 each), the 8 x 96 histograms as the mass in bins >= j
 
 All little endian, a fixed size for a feature count (`detector_state_bytes`). The state starts with
 last_end_ms (int64): both stores compare those 8 bytes so an older state never replaces a newer one,
@@ -19,7 +19,7 @@ incident; the peak shares at an incident's
 peak; the level with every window taught; the hold with every window of the learning period (it gathers
 blocks to teach), then with one in `hold_stride`; the histograms and their tail shapes with one window in
 `hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
-first 1.7 kB (2.2 kB while it learns) of 5.0 kB at one feature, and the Redis store writes only that part
+first 1.9 kB (2.5 kB while it learns) of 5.7 kB at one feature, and the Redis store writes only that part
 (`StateLayout.changed_prefix`).
 """
 
@@ -33,7 +33,7 @@ import numpy as np
 from worker.detection.calibration import BINS, COLUMNS, DAY_SLOTS, SCALARS, Batch, CalibrationSettings
 
 # Bumped whenever the order of the fields changes: a state of another version restarts fresh.
-LAYOUT_VERSION = 6
+LAYOUT_VERSION = 7
 
 # A state's first bytes, last_end_ms, model_key and its layout tag (the version and the size): which windows
 # it judged, under which model, laid out how. Two states that start alike are the same series' history
@@ -50,7 +50,7 @@ _STABLE_FROM = ("peak_shares", "hold", "tail_q")
 @lru_cache(maxsize=32)
 def _layout(n_features: int, quarantine: int, hold: int, spikes: int) -> np.dtype:
     q, f = quarantine, n_features
-    shapes = ((q, COLUMNS), (q, f), (spikes,), (f,), (DAY_SLOTS,), (DAY_SLOTS,), (f,), (f,), (f,), (hold, COLUMNS),
+    shapes = ((q, COLUMNS), (q, f), (spikes, 2), (f,), (DAY_SLOTS,), (DAY_SLOTS,), (f,), (f,), (f,), (hold, COLUMNS),
               (hold, f), (COLUMNS,), (COLUMNS,), (COLUMNS, BINS))
     scalars = [(name, "<i8" if kind is np.int64 else "<f8") for name, kind in SCALARS]
     return np.dtype(scalars[:2] + [("layout", "<i8")] + scalars[2:]
