@@ -428,20 +428,22 @@ def window_spike(values: np.ndarray, reference: Reference, settings: Calibration
     size = np.zeros((x.shape[0], x.shape[2]))
     line = _line_predicts_better(x[:, :-new, :], settings.spike_events)
     for j in range(x.shape[1] - new, x.shape[1]):
-        before = x[:, max(j - settings.spike_events, 0):j, :]
-        off = np.abs(x[:, j, :] - _median(before))
-        if j >= len(LINE_WEIGHTS) and line.any():
-            off = np.where(line, np.abs(x[:, j, :] - _line_ahead(x, j, j + 1)[:, 0]) / LINE_SPREAD, off)
-        size = np.maximum(size, off)
+        size = np.maximum(size, np.abs(_off(x, j, line, settings.spike_events)))
     blip = np.zeros_like(size)
     for j in range(max(x.shape[1] - new - 1, 1), x.shape[1] - 1):
-        out = x[:, j, :] - _median(x[:, max(j - settings.spike_events, 0):j, :])
-        if j >= len(LINE_WEIGHTS) and line.any():
-            out = np.where(line, (x[:, j, :] - _line_ahead(x, j, j + 1)[:, 0]) / LINE_SPREAD, out)
-        back = x[:, j, :] - x[:, j + 1, :]
+        out, back = _off(x, j, line, settings.spike_events), x[:, j, :] - x[:, j + 1, :]
         blip = np.maximum(blip, np.where(out * back > 0, np.minimum(np.abs(out), np.abs(back)), 0.0))
     noise = 1.4826 / math.sqrt(2.0) * _median(np.abs(np.diff(x[:, :-new, :], axis=1)))
     return Spike(size, noise, blip)
+
+
+def _off(x: np.ndarray, j: int, line: np.ndarray, k: int) -> np.ndarray:
+    """(S, F) how far the windows' event j lies from the median of the k events before it, or where `line`, from
+    the line through the 4 before it (in the median's units: LINE_SPREAD), signed."""
+    off = x[:, j, :] - _median(x[:, max(j - k, 0):j, :])
+    if j >= len(LINE_WEIGHTS) and line.any():
+        off = np.where(line, (x[:, j, :] - _line_ahead(x, j, j + 1)[:, 0]) / LINE_SPREAD, off)
+    return off
 
 
 def spike_units(values: np.ndarray, reference: Reference) -> np.ndarray:
