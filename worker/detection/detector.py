@@ -103,7 +103,7 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
         part = batch if whole else batch.take(rows)  # steady state: every series has a window in the round
         verdict = step(part, scores.score[positions], scores.feature_shares[positions],
                        starts[positions], ends[positions], levels[positions], reference, calibration,
-                       None if spikes is None else Spike(*(part[positions] for part in spikes)))
+                       None if spikes is None else Spike(*(field[positions] for field in spikes)))
         if not whole:
             batch.put(rows, part)
         touched[rows] = True
