@@ -794,6 +794,34 @@ def test_a_learning_series_teaches_in_blocks_what_it_would_teach_window_by_windo
     np.testing.assert_allclose(hist_blocks[100][spikes], hist_alone[100][spikes], rtol=1e-5, atol=1e-9)
 
 
+def test_the_hold_lasts_hours_not_windows_at_one_event_an_hour() -> None:
+    """Past the learning period, what leaves the quarantine waits in the hold for hold_slots slots of an hour:
+    at one event a minute a slot is hold_stride windows (192 windows in all, teaching 12 at a time), at one event
+    an hour a single window (16 windows, each teaching for itself): 192 windows were 8 days there, and the
+    history lagged a growing series by as much."""
+    settings = c2.CalibrationSettings(learning_windows=100, max_learning_windows=100)
+    past, h = 100 - settings.quarantine, settings.hold_slots  # past: taught by the end of the learning period
+    errors = noisy(400, seed=9)
+    taught = {}
+    for cadence in (MINUTE, 60 * MINUTE):
+        batch = c2.Batch.fresh(1, 1, settings)
+        counts = []
+        for i, error in enumerate(errors):
+            c2.step(batch, np.array([error]), np.ones((1, 1)), np.array([i * cadence]),
+                    np.array([(i + T - 1) * cadence]), None, reference(), settings)
+            counts.append(int(batch.taught[0]))
+        taught[cadence] = np.array(counts)
+    minute, hourly = taught[MINUTE], taught[60 * MINUTE]
+    np.testing.assert_array_equal(minute[:101], hourly[:101])  # the learning period is the same
+    # the windows leaving the quarantine past the learning period wait in the hold, and the first teaches once
+    # the hold is full: 16 windows later at one event an hour, then one a window
+    first = 100 + h
+    assert hourly[first - 1] == past and hourly[first] == past + 1
+    np.testing.assert_array_equal(np.diff(hourly[first - 1:]), 1)
+    # ... and more than 192 windows later at one event a minute, 12 at a time
+    assert minute[100 + 12 * h] == past and set(np.diff(minute[100:])) == {0, 12}
+
+
 def test_a_batch_judges_each_series_as_if_it_were_alone() -> None:
     """Vectorised over series: three series stepped together give what each gives alone, also when a round
     holds only some of them (the detector steps those rows: Batch.take, then Batch.put)."""

@@ -106,8 +106,9 @@ class CalibrationSettings:
     spike_tail_floor: float = 0.45  # the spike column's tail is never steeper (SPIKE_UNITS x ln units)
     blip_tail_floor: float = 2.0  # ... nor the blip's, far flatter: a blip tells only far beyond its history
     quarantine: int = 32  # windows before a judged window teaches the history
-    hold_slots: int = 16  # past the learning period, every hold_stride-th window that left the quarantine then
-    hold_stride: int = 12  # waits hold_slots x hold_stride windows more (192) and teaches as hold_stride of them
+    hold_slots: int = 16  # past the learning period, every k-th window that left the quarantine then waits
+    hold_stride: int = 12  # hold_slots x k windows more and teaches as k of them: k is the windows of one
+    hold_slot_ms: int = 3_600_000  # hold slot at the series' cadence, within [1, hold_stride] (`hold_strides`)
     learning_windows: int = 300  # a series opens no incident before this many windows taught ...
     max_learning_windows: int = 1000  # ... or as many as trained the model, up to this (Reference)
     gap_factor: float = 5.0  # a window holding an outage of this many usual intervals is "gapped"
@@ -130,8 +131,8 @@ class CalibrationSettings:
         if not 1 <= self.quarantine <= 62 or not 0 <= self.hold_slots <= 62:
             raise ValueError("quarantine must be within [1, 62] windows and hold_slots within [0, 62] (their flags "
                              "are one int64 bit mask each)")
-        if self.hold_stride < 1:
-            raise ValueError("hold_stride must be at least 1")
+        if self.hold_stride < 1 or self.hold_slot_ms < 1:
+            raise ValueError("hold_stride and hold_slot_ms must be at least 1")
         if not (self.error_floor > 0 and self.scale_floor > 0 and self.tail_floor > 0 and self.halflife > 0
                 and self.spike_halflife > 0 and self.spike_noise_floor > 0 and self.spike_tail_floor > 0):
             raise ValueError("error_floor, scale_floor, tail_floor, halflife, spike_halflife, spike_noise_floor and "
@@ -684,6 +685,16 @@ def _teach_season(batch: Batch, teach: np.ndarray, v: np.ndarray, slot: np.ndarr
     batch.season_n[rows, slots] = np.minimum(count + 1, SEASON_COUNT_MAX)
 
 
+def hold_strides(span: np.ndarray, reference: Reference, settings: CalibrationSettings) -> np.ndarray:
+    """(S,) every how many windows one waits in the hold, standing for them: the windows of hold_slot_ms (an
+    hour) at the series' cadence, within [1, hold_stride]. So the hold lasts hold_slots hours (16) wherever a
+    window comes every 5 minutes or less often: at one event an hour 192 windows were 8 days, and the history
+    lagged a growing series by 9 days and more (a false incident throws away its hold): hourly streams, dev
+    seeds, trend 16.3 -> 7.1 and counts-bursts 9.9 -> 6.4 false incidents per 10k windows."""
+    interval = np.exp(span) / max(reference.window - 1, 1)
+    return np.clip(np.rint(settings.hold_slot_ms / interval), 1, settings.hold_stride).astype(np.int64)
+
+
 def relearning_windows(span: np.ndarray, reference: Reference, settings: CalibrationSettings) -> np.ndarray:
     """How long the columns a settled incident restarted relearn: the windows of one settle time (a day) at the
     series' own cadence and a quarantine, so that the whole day is taught; at least 3 quarantines (what a
@@ -843,7 +854,8 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # settled as it ended, and its last windows taught their half hours a high usual error: the next days,
     # normal there, looked like a daily pulse that did not come)
     _teach_season(batch, counted & ~now_open & ~relearning, v, slot, per_slot, settings)
-    _learn(batch, counted, judged, level, opened, now_open, learning | relearning, settings)
+    strides = hold_strides(batch.span, reference, settings)
+    _learn(batch, counted, judged, level, opened, now_open, learning | relearning, strides, settings)
     restart = settled
     if restart.any():
         # a new normal: the columns that kept telling it from the old one (`lasting`; none: all) start again
@@ -923,10 +935,10 @@ def _track_incident(batch: Batch, opened: np.ndarray, going: np.ndarray, surpris
 
 
 def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, opened: np.ndarray,
-           now_open: np.ndarray, learning: np.ndarray, settings: CalibrationSettings) -> None:
+           now_open: np.ndarray, learning: np.ndarray, strides: np.ndarray, settings: CalibrationSettings) -> None:
     """Push this window into the quarantine; the one leaving it teaches the history while the series learns
-    (hold_stride at a time), and after the hold once it has learnt (module docstring: Learning). Its spike
-    teaches apart (`_teach_spikes`)."""
+    (hold_stride at a time), and after the hold once it has learnt, one in `strides` (S,) standing for them
+    (module docstring: Learning). Its spike teaches apart (`_teach_spikes`)."""
     d = settings.quarantine
     # the windows waiting when an incident opens are its ramp: flag them, and this one if open
     flags = np.where(opened, (1 << d) - 1, batch.pending_incident)
@@ -953,12 +965,12 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
         _teach_in_blocks(batch, lessons, taught, clean, learning, leaving, leaving_level, level, settings)
 
     # The hold: a fault that creeps up over hours (a drift) must not teach its own start as normal a
-    # quarantine later, so once a series has learnt, what leaves the quarantine waits h x k windows more.
-    # Every k-th window waits, standing for k (the history learns slowly anyway); an incident that opens
-    # flags the hold too, so its ramp never teaches.
+    # quarantine later, so once a series has learnt, what leaves the quarantine waits h x k windows more (h
+    # hours: k is the windows of an hour, `hold_strides`). Every k-th window waits, standing for k (the history
+    # learns slowly anyway); an incident that opens flags the hold too, so its ramp never teaches.
     held = clean & ~learning
     hold_flags = np.where(opened, (1 << h) - 1, batch.hold_incident)
-    batch.hold_skip = np.where(held, (batch.hold_skip + 1) % k, batch.hold_skip)
+    batch.hold_skip = np.where(held, (batch.hold_skip + 1) % strides, batch.hold_skip)
     push = held & (batch.hold_skip == 0)
     out_ready = push & (batch.hold_n >= h)
     out, out_level = batch.hold[:, 0, :].copy(), batch.hold_level[:, 0, :].copy()
@@ -967,7 +979,7 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     _shift_in(batch, "hold_level", push, leaving_level)
     batch.hold_incident = np.where(push, (hold_flags >> 1) | (now_open.astype(np.int64) << (h - 1)), hold_flags)
     batch.hold_n = np.where(push, np.minimum(batch.hold_n + 1, h), batch.hold_n)
-    _teach_window(batch, lessons, out_ready & ~out_incident, out, out_level, k, level, settings)
+    _teach_window(batch, lessons, out_ready & ~out_incident, out, out_level, strides, level, settings)
     _teach_spikes(batch, lessons, ready, leaving[:, [SPIKE, BLIP]], settings)
     _teach(batch, lessons, settings)
 
@@ -1091,20 +1103,22 @@ def _teach_spikes(batch: Batch, lessons: list[tuple[np.ndarray, np.ndarray]], re
 
 
 def _teach_window(batch: Batch, lessons: list[tuple[np.ndarray, np.ndarray]], teach: np.ndarray, values: np.ndarray,
-                  levels: np.ndarray, weight: int, level: np.ndarray | None, settings: CalibrationSettings) -> None:
-    """Teach (S, COLUMNS) `values` and (S, F) `levels` where `teach`, each standing for `weight` windows: the
-    level now, the histograms with the step's other lessons (`_teach`); the spike column apart
-    (`_teach_spikes`)."""
+                  levels: np.ndarray, weight: int | np.ndarray, level: np.ndarray | None,
+                  settings: CalibrationSettings) -> None:
+    """Teach (S, COLUMNS) `values` and (S, F) `levels` where `teach`, each standing for `weight` windows (one
+    count, or one per series): the level now, the histograms with the step's other lessons (`_teach`); the spike
+    column apart (`_teach_spikes`)."""
     if not teach.any():
         return
-    weights = np.repeat(teach[:, None] * float(weight), COLUMNS, axis=1)
+    weight = np.broadcast_to(np.asarray(weight, np.int64), teach.shape)
+    weights = np.repeat(teach[:, None] * weight[:, None].astype(np.float64), COLUMNS, axis=1)
     weights[:, SPIKE] = weights[:, BLIP] = 0.0
     lessons.append((np.array(values), weights))
     batch.taught = batch.taught + teach * weight
     if level is not None:
         learn = teach[:, None]
         a = np.maximum(1.0 / (batch.level_n + 1.0 + settings.level_prior), 1.0 - settings.decay)[:, None]
-        a = 1.0 - (1.0 - a) ** weight
+        a = 1.0 - (1.0 - a) ** weight[:, None]
         deviation = levels - batch.centre
         batch.centre = np.where(learn, _stored(batch.centre + a * deviation), batch.centre)
         batch.spread = np.where(learn, _stored(batch.spread + a * (1.2533 * np.abs(deviation) - batch.spread)),

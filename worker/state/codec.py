@@ -18,7 +18,8 @@ with every window; the noise scale and the usual error of the window's day slot 
 incident; the peak shares at an incident's
 peak; the level with every window taught; the hold with every window of the learning period (it gathers
 blocks to teach), then with one in `hold_stride`; the histograms and their tail shapes with one window in
-`hold_stride` (docs/detection.md, Learning). So 11 windows in 12 change only a state's
+`hold_stride` (docs/detection.md, Learning; at cadences slower than 5 minutes more often, every window at one
+an hour: `calibration.hold_strides`). So 11 windows in 12 change only a state's
 first 1.9 kB (2.5 kB while it learns) of 5.7 kB at one feature, and the Redis store writes only that part
 (`StateLayout.changed_prefix`).
 """
