@@ -660,9 +660,15 @@ def day_slot(end_ms: np.ndarray) -> np.ndarray:
 SEASON_COUNT_MAX = 65_535  # a slot's count is stored as uint16 (worker/state/codec.py)
 
 
+def windows_in(duration_ms: float, span: np.ndarray, reference: Reference) -> np.ndarray:
+    """(S,) how many windows come in `duration_ms` at each series' cadence, from its usual window span `span`
+    (EW ln ms: a window spans window - 1 intervals)."""
+    return duration_ms * max(reference.window - 1, 1) / np.exp(span)
+
+
 def slot_windows(span: np.ndarray, reference: Reference) -> np.ndarray:
     """(S,) the windows that end in one day slot a day at the series' cadence (at least 1): 6 at 5 minutes."""
-    return np.maximum(SLOT_MS * max(reference.window - 1, 1) / np.exp(span), 1.0)
+    return np.maximum(windows_in(SLOT_MS, span, reference), 1.0)
 
 
 def _teach_season(batch: Batch, teach: np.ndarray, v: np.ndarray, slot: np.ndarray, per_slot: np.ndarray,
@@ -691,8 +697,7 @@ def hold_strides(span: np.ndarray, reference: Reference, settings: CalibrationSe
     window comes every 5 minutes or less often: at one event an hour 192 windows were 8 days, and the history
     lagged a growing series by 9 days and more (a false incident throws away its hold): hourly streams, dev
     seeds, trend 16.3 -> 7.1 and counts-bursts 9.9 -> 6.4 false incidents per 10k windows."""
-    interval = np.exp(span) / max(reference.window - 1, 1)
-    return np.clip(np.rint(settings.hold_slot_ms / interval), 1, settings.hold_stride).astype(np.int64)
+    return np.clip(np.rint(windows_in(settings.hold_slot_ms, span, reference)), 1, settings.hold_stride).astype(np.int64)
 
 
 def relearning_windows(span: np.ndarray, reference: Reference, settings: CalibrationSettings) -> np.ndarray:
@@ -700,7 +705,7 @@ def relearning_windows(span: np.ndarray, reference: Reference, settings: Calibra
     series' own cadence and a quarantine, so that the whole day is taught; at least 3 quarantines (what a
     settle waits for), at most learning_windows. At 5 minutes that is learning_windows (300); at one event an
     hour 96 windows (4 days), not 12.5 days in which the relearning columns judge nothing."""
-    day = settings.settle_ms * max(reference.window - 1, 1) / np.exp(span)
+    day = windows_in(settings.settle_ms, span, reference)
     return np.clip(day + settings.quarantine, 3 * settings.quarantine, settings.learning_windows)
 
 
