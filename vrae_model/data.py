@@ -62,12 +62,17 @@ class Scaler:
     # (F,) b where a feature's noise grows as level^b in the training data (`noise_power`; None: not recorded).
     # The model does not use it: the worker judges a new event's spike where that noise is level (x^(1-b))
     noise_power: np.ndarray | None = None
+    # (F,) >= 1: how much farther a feature's level strays out of sample than in it (`level_wander`; None: not
+    # recorded). The model does not use it either: the worker's level column widens its spread by it
+    level_wander: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.mean = np.asarray(self.mean, dtype=np.float32)
         self.std = np.asarray(self.std, dtype=np.float32)
         if self.noise_power is not None:
             self.noise_power = np.asarray(self.noise_power, dtype=np.float64)
+        if self.level_wander is not None:
+            self.level_wander = np.asarray(self.level_wander, dtype=np.float64)
 
     @classmethod
     def fit(cls, windows: np.ndarray, scale_floor: float = 0.0) -> "Scaler":
@@ -89,13 +94,16 @@ class Scaler:
         out = {"mean": self.mean.astype(float).tolist(), "std": self.std.astype(float).tolist()}
         if self.noise_power is not None:
             out["noise_power"] = self.noise_power.astype(float).tolist()
+        if self.level_wander is not None:
+            out["level_wander"] = self.level_wander.astype(float).tolist()
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Scaler":
-        power = data.get("noise_power")
+        power, wander = data.get("noise_power"), data.get("level_wander")
         return cls(mean=np.asarray(data["mean"]), std=np.asarray(data["std"]),
-                   noise_power=None if power is None else np.asarray(power))
+                   noise_power=None if power is None else np.asarray(power),
+                   level_wander=None if wander is None else np.asarray(wander))
 
 
 # `noise_power`: the level must vary at least this factor across the windows (their 10th to 90th percentile) for a
@@ -135,6 +143,54 @@ def noise_power(windows: np.ndarray) -> np.ndarray:
         slope = float(np.polyfit(bx, by, 1)[0])
         power[j] = 0.0 if slope < NOISE_POWER_LEAST else min(slope, 1.0)
     return power
+
+
+# `level_wander`: a window's level is the median of its last LEVEL_EVENTS events, as the worker's level column reads
+# it; a series is read where its training part spans LEVEL_WANDER_SPAN_MS (each half a day) and each half holds
+# LEVEL_WANDER_LEAST windows
+LEVEL_EVENTS = 8
+LEVEL_WANDER_SPAN_MS = 2 * 86_400_000
+LEVEL_WANDER_LEAST = 32
+
+
+def level_wander(windows: np.ndarray, series_ids: np.ndarray | None, end_timestamps: np.ndarray | None,
+                 interval_ms: int) -> np.ndarray | None:
+    """(F,) >= 1 per feature: how much farther a series' level strays from the centre of another stretch of its
+    training part than from its own, from raw windows (N, T, F) in time order per series, ending at
+    `end_timestamps` (None where the windows are no series with timestamps, e.g. UCR files).
+
+    The worker's level column judges a window's level by the series' centre and spread, learnt from what it
+    has streamed, the training part first, where its readings are in-sample. A level that wanders like a random
+    walk leaves that range and read 3-4 spreads within days (random-walk streams: most of their false
+    incidents); a stationary one (a daily swing, a wander pulled back within hours, a noisy level) stays in it.
+    Each series' training part is cut in two halves, a and b: the spread of b about a's centre over a's own,
+    times that of a about b's centre over b's own, square-rooted; the median over series, at least 1. Only
+    where each half spans a day: a shorter half holds part of a daily cycle, or of any process slower than it,
+    and the other half the rest, which reads as a wander (SKAB's 400 s: a pump's temperatures and flow read
+    2-13, and its faults show in those levels); such a series, and a model without one, reads 1."""
+    if series_ids is None or end_timestamps is None:
+        return None
+    x = np.asarray(windows, np.float64)
+    levels = np.median(x[:, -LEVEL_EVENTS:, :], axis=1)  # (N, F)
+    ids, ends = np.asarray(series_ids), np.asarray(end_timestamps, np.int64)
+    before = (x.shape[1] - 1) * max(int(interval_ms), 0)  # a series' first window starts this long before its end
+    ratios = []
+    for sid in dict.fromkeys(ids.tolist()):
+        mine = ids == sid
+        own = levels[mine]
+        half = len(own) // 2
+        span = int(ends[mine].max() - ends[mine].min()) + before
+        if half < LEVEL_WANDER_LEAST or span < LEVEL_WANDER_SPAN_MS:
+            continue
+        a, b = own[:half], own[half:]
+        ca, cb = a.mean(axis=0), b.mean(axis=0)
+        aa, ba = np.abs(a - ca).mean(axis=0), np.abs(b - ca).mean(axis=0)
+        ab, bb = np.abs(a - cb).mean(axis=0), np.abs(b - cb).mean(axis=0)
+        varying = (aa > 1e-12) & (bb > 1e-12)
+        ratios.append(np.where(varying, np.sqrt(ba * ab / np.where(varying, aa * bb, 1.0)), 1.0))
+    if not ratios:
+        return np.ones(x.shape[-1])
+    return np.maximum(np.median(np.stack(ratios), axis=0), 1.0)
 
 
 # Above this share of the typical feature's variance in the window levels, `window_level="auto"` removes

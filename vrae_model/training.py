@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vrae_model.artifact import save_artifact
 from vrae_model.calibration import Calibration
-from vrae_model.data import Scaler, WindowSet, choose_window_level, fingerprint, level_share
+from vrae_model.data import Scaler, WindowSet, choose_window_level, fingerprint, level_share, level_wander
 from vrae_model.exceptions import ArtifactError, ConfigError, DataError
 from vrae_model.model import VRAE, VRAEConfig, active_units, vrae_loss
 from vrae_model.presets import Preset, TrainConfig, get_preset, with_overrides
@@ -189,6 +189,10 @@ def train(
     pl.seed_everything(config.seed, workers=True, verbose=False)
     overlap_block = math.ceil(data.shape[1] / windows.stride) if windows.series_ids is not None else 1
     datamodule = WindowDataModule(data, config, block=overlap_block)
+    # the scaler's record for the worker's level column, read from every training window in time order (the
+    # validation blocks too: a series' halves must be whole stretches of its time)
+    datamodule.scaler.level_wander = level_wander(data, windows.series_ids, windows.end_timestamps,
+                                                  windows.interval_ms)
     module = VRAELightning(model_config.to_dict(), config.to_dict())
     checkpoint_path = out.with_suffix(".ckpt")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vrae_model.data import (Scaler, choose_window_level, fingerprint, level_share, load_windows, noise_power,
+from vrae_model.data import (Scaler, choose_window_level, fingerprint, level_share, level_wander, load_windows, noise_power,
                              read_long_csv)
 from vrae_model.exceptions import DataError
 from vrae_model.windowing import due_positions
@@ -199,6 +199,32 @@ def test_noise_power_reads_how_a_features_noise_grows_with_its_level() -> None:
     assert np.array_equal(Scaler.from_dict(scaler.to_dict()).noise_power, scaler.noise_power)
     # an artifact's scaler from before it was recorded
     assert Scaler.from_dict({"mean": [1.0], "std": [2.0]}).noise_power is None
+
+
+def test_level_wander_tells_a_level_that_wanders_from_one_that_stays() -> None:
+    """A random walk's second half strays far from the first half's centre (and back), a daily swing with noise
+    does not; a constant feature reads 1; windows that are no series (UCR files) read nothing; halves shorter
+    than a day are not read."""
+    rng = np.random.default_rng(0)
+    n, five_minutes = 600, 300_000  # 50 hours
+    walk = np.cumsum(rng.standard_normal(n))
+    daily = np.sin(2 * np.pi * np.arange(n) / 288) + 0.3 * rng.standard_normal(n)
+    constant = np.full(n, 5.0)
+    windows = _daily_windows(np.stack([walk, daily, constant], axis=1))
+    ids, ends = np.zeros(len(windows), int), (np.arange(len(windows)) + 31) * five_minutes
+    wander = level_wander(windows, ids, ends, five_minutes)
+    assert wander is not None and wander[0] > 1.5
+    assert 1.0 <= wander[1] < 1.1 and wander[2] == 1.0
+    # one series per half of the windows: each is read for itself, and the median taken over them
+    two = level_wander(np.concatenate([windows, windows]), np.r_[ids, ids + 1], np.r_[ends, ends], five_minutes)
+    assert two is not None and np.allclose(two, wander)
+    assert level_wander(windows, None, None, 0) is None
+    # the same values a second apart: part of any slower process, not read (1)
+    assert np.array_equal(level_wander(windows, ids, np.arange(len(windows)) * 1000, 1000), np.ones(3))
+    assert np.array_equal(level_wander(windows[:40], ids[:40], ends[:40] * 100, five_minutes), np.ones(3))
+    scaler = Scaler(mean=np.zeros(3), std=np.ones(3), level_wander=wander)
+    assert np.array_equal(Scaler.from_dict(scaler.to_dict()).level_wander, wander)
+    assert Scaler.from_dict({"mean": [1.0], "std": [2.0]}).level_wander is None  # an artifact from before it
 
 
 def test_constant_feature_is_not_blown_up() -> None:

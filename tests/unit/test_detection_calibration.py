@@ -1,6 +1,7 @@
 """The per-series calibration and incident policy (worker.detection.calibration): each property the issue
 asks for, pinned on model outputs built to show it."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -30,7 +31,7 @@ def replay(errors: np.ndarray, *, levels: np.ndarray | None = None, stamps: np.n
     stamps = np.arange(n + T - 1, dtype=np.int64) * MINUTE if stamps is None else stamps
     spikes = None if values is None else c2.window_spike(
         np.lib.stride_tricks.sliding_window_view(values, T)[:, :, None], ref, settings)
-    batch = c2.Batch.fresh(1, 1, settings)
+    batch = c2.Batch.fresh(1, 1, settings, wander=ref.wander)
     out = []
     for i in range(n):
         level = None if levels is None else np.array([[levels[i]]])
@@ -289,6 +290,32 @@ def test_level_shift_opens_through_the_level_when_the_model_keeps_it() -> None:
     assert found and found[0] < 2005
     blind = [i for i in openings(replay(errors)) if i >= 2000]  # without the level column
     assert not blind or blind[0] > 2100  # 2243 here: the slow column, hours later
+
+
+def test_a_level_that_wandered_in_its_training_part_may_leave_its_range() -> None:
+    """A random walk's centre and spread are learnt from its first windows (the model's training part), where
+    the level column's readings are in-sample; the walk then strays several of those spreads away and, with the
+    model's prior, opened incidents on its own wander. The training data's out-of-sample spread
+    (`level_wander`, 3.7 here) widens the level column's prior: nothing opens. Where the training part says the
+    level stays (1), the prior is the one without it."""
+    from vrae_model.data import level_wander
+
+    n, train, step_ms = 4000, 600, 5 * MINUTE
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(0.05 * rng.standard_normal(n)) + 0.05 * rng.standard_normal(n)
+    walk = (walk - walk[:train].mean()) / walk[:train].std()  # scaled as the model's training part
+    stamps = np.arange(n + T - 1, dtype=np.int64) * step_ms
+    wander = level_wander(np.repeat(walk[:train, None, None], T, axis=1), np.zeros(train, int),
+                          stamps[T - 1:T - 1 + train], step_ms)
+    assert wander is not None and wander[0] > 3.0
+    errors = noisy(n)
+    plain = reference(train_windows=train)
+    told = dataclasses.replace(plain, level_wander=wander)
+    assert openings(replay(errors, levels=walk, stamps=stamps, ref=plain))  # the wander's own excursions
+    assert openings(replay(errors, levels=walk, stamps=stamps, ref=told)) == []
+    settings = c2.CalibrationSettings()
+    for with_one, without in zip(c2.prior_state(1, settings, (1.0,)), c2.prior_state(1, settings), strict=True):
+        assert np.array_equal(with_one, without)
 
 
 def test_the_level_is_a_median_so_a_lone_spike_does_not_move_it() -> None:
@@ -733,6 +760,13 @@ def test_a_state_of_another_model_or_layout_restarts_fresh_keeping_its_replay_ma
     relaid[16:24] = ((LAYOUT_VERSION + 1) << 32 | len(raw)).to_bytes(8, "little")  # same size, another order
     moved = decode_states([bytes(relaid)], model_key=7, n_features=1, settings=settings)
     assert moved.seen[0] == 0 and moved.last_end_ms[0] == batch.last_end_ms[0]
+    # a new series starts from the model's prior, its level column's as wide as the model's training data says;
+    # a kept state keeps its own history
+    wide = decode_states([raw, None], model_key=7, n_features=1, settings=settings, wander=(3.0,))
+    assert np.array_equal(wide.above[0], loaded.above[0])
+    assert np.array_equal(wide.above[1, c2.LEVEL], c2.prior_state(1, settings, (3.0,))[0][c2.LEVEL])
+    assert wide.tail_q[1, c2.LEVEL] > loaded.tail_q[2, c2.LEVEL]
+    assert np.array_equal(wide.above[1, c2.POINT], loaded.above[2, c2.POINT])
 
 
 def test_most_windows_change_only_the_start_of_a_state() -> None:

@@ -184,6 +184,9 @@ class Reference:
     window: int
     train_windows: int | np.ndarray = 0  # how many windows trained the model (0: unknown)
     noise_power: np.ndarray | None = None  # (F,) b: noise ~ level^b in the training data (None: not recorded)
+    # (F,) >= 1: how much farther the level strays out of sample than in it, in the training data (None: not
+    # recorded, read as 1): the level column's prior is that much wider (`prior_state`)
+    level_wander: np.ndarray | None = None
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "Reference":
@@ -197,8 +200,9 @@ class Reference:
         train_windows = int(round(n_calibration / held_out)) if held_out > 0 else 0
         scaler = metadata["scaler"]
         power = np.asarray(scaler["noise_power"], np.float64) if scaler.get("noise_power") is not None else None
+        wander = np.asarray(scaler["level_wander"], np.float64) if scaler.get("level_wander") is not None else None
         return cls(median, scale, np.asarray(scaler["mean"], np.float64), np.asarray(scaler["std"], np.float64),
-                   int(metadata["window"]), train_windows, power)
+                   int(metadata["window"]), train_windows, power, wander)
 
     def learning_windows(self, settings: "CalibrationSettings") -> int | np.ndarray:
         """A series opens nothing before it has streamed as many windows as trained the model (the windows
@@ -206,14 +210,26 @@ class Reference:
         [learning_windows, max_learning_windows]."""
         return np.minimum(np.maximum(self.train_windows, settings.learning_windows), settings.max_learning_windows)
 
+    @property
+    def wander(self) -> tuple[float, ...] | None:
+        """`level_wander` as the level column's prior takes it (`prior_state`, cached by it)."""
+        return None if self.level_wander is None else tuple(float(w) for w in self.level_wander)
+
 
 @lru_cache(maxsize=16)
-def prior_state(n_features: int, settings: CalibrationSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def prior_state(n_features: int, settings: CalibrationSettings,
+                wander: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What a series expects before it has a history, as a state holds it, read-only: (above (COLUMNS, BINS)
     float32, tail_q, tail_scale (COLUMNS,)). On held-out windows each feature's standardised error is about
-    N(0, 1), so v is the max of F of them; the level column, a max of F standardised deviations, is given
-    the same shape. The spike column: in Gaussian noise an event's distance from the median of 8 before it is
-    about N(0, 1.1²) noise scales (the median's own error), and the column is the max over F of its size."""
+    N(0, 1), so v is the max of F of them. The level column, a max of F standardised deviations, is given
+    the same shape, each feature's widened by its `wander` (`Reference.level_wander`): the series' centre and
+    spread are learnt from the windows it streams, the model's training part first, and the level column's
+    readings there are in-sample; a level that wanders like a random walk then strays out of that range
+    (random-walk streams read 3-4 spreads within days of it, their false incidents). Its out-of-sample spread,
+    measured in the training data, says how far to expect; the prior weighs like the series' first windows and
+    fades as the history grows. The spike column: in Gaussian noise an event's distance from the median of 8
+    before it is about N(0, 1.1²) noise scales (the median's own error), and the column is the max over F of
+    its size."""
     from math import erf, sqrt
 
     def prior(cdf: np.ndarray) -> np.ndarray:
@@ -222,8 +238,12 @@ def prior_state(n_features: int, settings: CalibrationSettings) -> tuple[np.ndar
         mass[-1] += 1.0 - cdf[-1]
         return settings.prior_weight * mass / mass.sum()
 
-    expected = np.tile(prior(np.array([0.5 * (1.0 + erf(e / sqrt(2.0))) for e in EDGES]) ** n_features),
-                       (COLUMNS, 1))
+    def normal(spread: float) -> np.ndarray:
+        return np.array([0.5 * (1.0 + erf(e / (spread * sqrt(2.0)))) for e in EDGES])
+
+    expected = np.tile(prior(normal(1.0) ** n_features), (COLUMNS, 1))
+    if wander is not None:
+        expected[LEVEL] = prior(np.prod([normal(w) for w in wander], axis=0))
     # the blip, at most the spike's size, starts from the spike's prior
     expected[SPIKE] = expected[BLIP] = prior(np.array([erf(math.exp(e / SPIKE_UNITS) / (1.1 * sqrt(2.0)))
                                                        for e in EDGES]) ** n_features)
@@ -322,12 +342,14 @@ class Batch:
     spike_block: np.ndarray  # (S, spike_slots, 2) spike and blip values that left the quarantine, waiting to teach
 
     @classmethod
-    def fresh(cls, n_series: int, n_features: int, settings: CalibrationSettings, model_key: int = 0) -> "Batch":
+    def fresh(cls, n_series: int, n_features: int, settings: CalibrationSettings, model_key: int = 0,
+              wander: tuple[float, ...] | None = None) -> "Batch":
+        """New series' states; `wander` widens the level column's prior (`prior_state`)."""
         s, d = n_series, settings.quarantine
         scalars = {name: np.zeros(s, kind) for name, kind in SCALARS}
         scalars["last_end_ms"][:] = -1
         scalars["model_key"][:] = model_key
-        above, q, scale = prior_state(n_features, settings)
+        above, q, scale = prior_state(n_features, settings, wander)
         return cls(**scalars, above=np.tile(above, (s, 1, 1)), tail_q=np.tile(q, (s, 1)),
                    tail_scale=np.tile(scale, (s, 1)),
                    pending=np.zeros((s, d, COLUMNS)), pending_level=np.zeros((s, d, n_features)),

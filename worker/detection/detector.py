@@ -83,7 +83,7 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
     series = list(dict.fromkeys(window.series_id for window in windows))
     row = {sid: i for i, sid in enumerate(series)}
     batch = decode_states([raw_states.get(sid) for sid in series], model_key(model.sha256), len(model.features),
-                          calibration)
+                          calibration, reference.wander)
     stacked = np.stack([w.values for w in windows]) if values is None else values
     levels, spikes = window_level(stacked, reference, calibration), window_spike(stacked, reference, calibration)
     starts = np.array([w.start_ms for w in windows], np.int64)

@@ -107,8 +107,9 @@ def encode_states(batch: Batch) -> list[bytes]:
 
 
 def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
-                  settings: CalibrationSettings) -> Batch:
-    """The states of a batch's series under the model tagged `model_key` (None: a new series).
+                  settings: CalibrationSettings, wander: tuple[float, ...] | None = None) -> Batch:
+    """The states of a batch's series under the model tagged `model_key` (None: a new series, which starts from
+    the prior, its level column's widened by the model's `wander`: `Reference.wander`).
 
     Rule on a model swap: errors of two models live on different scales, so a state kept for another
     model, or of another layout, restarts fresh, keeping its replay mark (last_end_ms)."""
@@ -120,7 +121,7 @@ def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
             return Batch(**{name: np.array(records[name], kind) for name, kind in SCALARS},
                          **{name: np.array(records[name], np.float32 if name == "above" else np.float64)
                             for name in _ARRAYS})
-    batch = Batch.fresh(len(raws), n_features, settings, model_key)
+    batch = Batch.fresh(len(raws), n_features, settings, model_key, wander)
     for i, raw in enumerate(raws):
         if raw is not None and len(raw) >= 8 and len(raw) != layout.itemsize:
             batch.last_end_ms[i] = last_end_ms(raw)
