@@ -316,6 +316,11 @@ def test_a_level_that_wandered_in_its_training_part_may_leave_its_range() -> Non
     settings = c2.CalibrationSettings()
     for with_one, without in zip(c2.prior_state(1, settings, (1.0,)), c2.prior_state(1, settings), strict=True):
         assert np.array_equal(with_one, without)
+    # the artifact's metadata carries it (scaler.level_wander); one from before it reads none
+    metadata = {"features": ["x"], "window": T, "scaler": {"mean": [0.0], "std": [1.0], "level_wander": [2.5]}}
+    assert c2.Reference.from_metadata(metadata).wander == (2.5,)
+    del metadata["scaler"]["level_wander"]
+    assert c2.Reference.from_metadata(metadata).wander is None
 
 
 def test_the_level_is_a_median_so_a_lone_spike_does_not_move_it() -> None:
