@@ -63,7 +63,7 @@ class Scaler:
     # The model does not use it: the worker judges a new event's spike where that noise is level (x^(1-b))
     noise_power: np.ndarray | None = None
     # (F,) >= 1: how much farther a feature's level strays out of sample than in it (`level_wander`; None: not
-    # recorded). The model does not use it either: the worker's level column widens its spread by it
+    # recorded). The model does not use it either: the worker widens its level column's prior by it
     level_wander: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -161,7 +161,7 @@ def level_wander(windows: np.ndarray, series_ids: np.ndarray | None, end_timesta
 
     The worker's level column judges a window's level by the series' centre and spread, learnt from what it
     has streamed, the training part first, where its readings are in-sample. A level that wanders like a random
-    walk leaves that range and read 3-4 spreads within days (random-walk streams: most of their false
+    walk leaves that range and reads 3-4 spreads within days (random-walk streams: most of their false
     incidents); a stationary one (a daily swing, a wander pulled back within hours, a noisy level) stays in it.
     Each series' training part is cut in two halves, a and b: the spread of b about a's centre over a's own,
     times that of a about b's centre over b's own, square-rooted; the median over series, at least 1. Only
@@ -172,11 +172,12 @@ def level_wander(windows: np.ndarray, series_ids: np.ndarray | None, end_timesta
         return None
     x = np.asarray(windows, np.float64)
     levels = np.median(x[:, -LEVEL_EVENTS:, :], axis=1)  # (N, F)
-    ids, ends = np.asarray(series_ids), np.asarray(end_timestamps, np.int64)
+    ends = np.asarray(end_timestamps, np.int64)
     before = (x.shape[1] - 1) * max(int(interval_ms), 0)  # a series' first window starts this long before its end
+    _, codes = np.unique(np.asarray(series_ids), return_inverse=True)
+    order = np.argsort(codes, kind="stable")  # each series' windows together, still in time order
     ratios = []
-    for sid in dict.fromkeys(ids.tolist()):
-        mine = ids == sid
+    for mine in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
         own = levels[mine]
         half = len(own) // 2
         span = int(ends[mine].max() - ends[mine].min()) + before
