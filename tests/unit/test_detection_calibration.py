@@ -512,6 +512,36 @@ def test_a_feed_stuck_at_its_last_value_opens_through_the_spike_column() -> None
     assert openings(replay(errors, values=np.zeros(n + T - 1))) == []
 
 
+def test_a_feed_stuck_for_hours_stays_one_incident_and_does_not_teach_its_flatness_as_a_spike() -> None:
+    """A spike is one event and the spike column learns it inside an incident too, but a feed gone flat lasts:
+    each window of it, taught as it left the quarantine, made the flat reading common, and the incident closed
+    as recovered while the feed was still stuck; the spike that came later then read as nothing special."""
+    n, at, stuck = 4000, 1500, 300
+    values = wander(n + T - 1, seed=2)
+    values[at + T - 1:at + T - 1 + stuck] = values[at + T - 2]
+    spike = 3300  # not a day after the opening: a daily recurrence opens nothing
+    values[spike + T - 1] += 0.8
+    verdicts = replay(noisy(n, seed=5), values=values)
+    found = openings(verdicts)
+    assert found[0] - at <= T // 2 + 2 and spike in found
+    closed = closings(verdicts)[0]
+    assert closed[1] == c2.Close.RECOVERED and at + stuck <= closed[0] <= at + stuck + T  # once the window is alive
+
+
+def test_a_feed_stuck_past_the_settle_time_is_no_new_normal_and_recovers_once_it_reports_again() -> None:
+    """Settled as a new normal, a stuck feed's spike column relearnt from its flat windows and its noise scale from
+    a flat feed's, so once it reported again its every event read as a spike and was taught so: the spike days
+    later read as nothing. It stays open while it is flat and while its windows still hold the flat part."""
+    n, at, stuck, spike = 4000, 1500, 400, 3300
+    values = wander(n + T - 1, seed=2)
+    values[at + T - 1:at + T - 1 + stuck] = values[at + T - 2]
+    values[spike + T - 1] += 0.8
+    settings = c2.CalibrationSettings(settle_ms=150 * MINUTE)  # a day is 150 windows here; the feed stays 400
+    verdicts = replay(noisy(n, seed=5), values=values, settings=settings)
+    assert closings(verdicts)[0][1] == c2.Close.RECOVERED and closings(verdicts)[0][0] >= at + stuck
+    assert spike in openings(verdicts)
+
+
 def test_a_burst_at_night_opens_through_its_jump_from_the_hours_before() -> None:
     """A burst at night errs no more than a normal afternoon: only its jump from the errors of the hours
     before tells, and it closes once the burst is over. The same days without it open nothing."""

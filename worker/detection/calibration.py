@@ -277,7 +277,7 @@ SCALARS = (
     ("quiet", np.float64), ("relearn", np.int64), ("lasting", np.int64), ("context", np.float64),
     ("context_quiet", np.float64), ("cross_day", np.int64), ("cross_today", np.int64), ("cross_yesterday", np.int64),
     ("recurring", np.int64), ("cross_peak_today", np.float64), ("cross_peak_yesterday", np.float64),
-    ("spike_n", np.int64),
+    ("spike_n", np.int64), ("pending_flat", np.int64),
 )
 
 
@@ -326,6 +326,7 @@ class Batch:
     cross_peak_today: np.ndarray  # (S,) the highest surprise of the day's windows that reached open_surprise,
     cross_peak_yesterday: np.ndarray  # (S,) and of the day before's
     spike_n: np.ndarray  # (S,) spike values in spike_block
+    pending_flat: np.ndarray  # (S,) bit mask over the quarantine slots: slot j's spike column told a feed gone flat
     above: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram as the mass in bins >= j
     tail_q: np.ndarray  # (S, COLUMNS) where its empirical tail ends, and the mean excess beyond (`tail_shape`):
     tail_scale: np.ndarray  # (S, COLUMNS) they change only with the histogram, so they are kept beside it
@@ -797,8 +798,12 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         # value: its steps vanish, while its error need not move), in the same log units (FLAT_LEAST_SHARE)
         least = FLAT_NOISE_SHARE * settings.spike_noise_floor
         usual = np.maximum(noise, least)
-        flat = np.where(noise > least, np.log(usual / np.maximum(spike.noise, FLAT_LEAST_SHARE * usual)), 0.0)
-        judged[:, SPIKE] = np.maximum(judged[:, SPIKE], SPIKE_UNITS * np.max(flat, axis=1))
+        flat = SPIKE_UNITS * np.max(np.where(noise > least, np.log(usual / np.maximum(
+            spike.noise, FLAT_LEAST_SHARE * usual)), 0.0), axis=1)
+        flat_told = flat > judged[:, SPIKE]  # the spike column reads the flatness, not a spike
+        judged[:, SPIKE] = np.maximum(judged[:, SPIKE], flat)
+    else:
+        flat_told = np.zeros(n, bool)
     judged = np.clip(judged, LO, HI - 1e-9)
 
     floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor, settings.spike_tail_floor,
@@ -857,8 +862,16 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # settled: open for settle_ms, and a quarantine past its onset (`lasting` watches after 2 quarantines), so
     # that `lasting` has seen which columns still tell the fault (at an hourly cadence a day is 24 windows: settled at the onset's end,
     # every column relearnt and taught the fault's end as normal)
+    # ... and not while the spike column tells a feed gone flat: a sensor stuck at its last value is a fault until
+    # it reports again, not a new normal (settled, the spike column relearnt from the flat windows and the noise
+    # scale restarted from a flat feed's: once it reported again, its every event read as a spike and taught the
+    # column so; hourly stream-type bench, stuck-sensor: spikes days later read as nothing special). A column
+    # tells where its p, charged as if it alone told (the total weight over its own), is under the close level
+    charge = weights.sum(axis=1, keepdims=True) / np.maximum(weights, 1e-12)
+    anomalous = raw_p * charge <= 10.0 ** -settings.close_surprise
+    flat_now = flat_told & anomalous[:, SPIKE]
     settled = going & ~recovered & (end_ms - batch.opened_ms >= settings.settle_ms) \
-        & (batch.open_windows >= 3 * settings.quarantine)
+        & (batch.open_windows >= 3 * settings.quarantine) & ~flat_now & (batch.pending_flat == 0)
     closed = np.where(recovered, Close.RECOVERED, np.where(settled, Close.SETTLED, Close.NONE))
     now_open = (was_open & ~(recovered | settled)) | opened
     batch.open = now_open.astype(np.int64)
@@ -868,10 +881,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     _track_incident(batch, opened, going, surprise, score, shares, end_ms, settings)
     # which columns still tell the incident from the old normal once its onset has passed through the windows
     # (a step inside a window moves the error columns only while it passes; a new level moves the level
-    # column for good): those, and only those, relearn if it settles. A column's own surprise is its p charged
-    # as if it alone told (the total weight over its own)
-    charge = weights.sum(axis=1, keepdims=True) / np.maximum(weights, 1e-12)
-    anomalous = raw_p * charge <= 10.0 ** -settings.close_surprise
+    # column for good): those, and only those, relearn if it settles (`anomalous`, above)
     bits = (anomalous.astype(np.int64) << np.arange(COLUMNS)).sum(axis=1)
     past_onset = going & (batch.open_windows > 2 * settings.quarantine)
     batch.lasting = np.where(opened, 0, np.where(past_onset, batch.lasting | bits, batch.lasting))
@@ -882,7 +892,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # normal there, looked like a daily pulse that did not come)
     _teach_season(batch, counted & ~now_open & ~relearning, v, slot, per_slot, settings)
     strides = hold_strides(batch.span, reference, settings)
-    _learn(batch, counted, judged, level, opened, now_open, learning | relearning, strides, settings)
+    _learn(batch, counted, judged, level, flat_now, opened, now_open, learning | relearning, strides, settings)
     restart = settled
     if restart.any():
         # a new normal: the columns that kept telling it from the old one (`lasting`; none: all) start again
@@ -961,11 +971,16 @@ def _track_incident(batch: Batch, opened: np.ndarray, going: np.ndarray, surpris
     batch.opening_surprise = np.where(opened, surprise, batch.opening_surprise)
 
 
-def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, opened: np.ndarray,
-           now_open: np.ndarray, learning: np.ndarray, strides: np.ndarray, settings: CalibrationSettings) -> None:
+def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, flat: np.ndarray,
+           opened: np.ndarray, now_open: np.ndarray, learning: np.ndarray, strides: np.ndarray,
+           settings: CalibrationSettings) -> None:
     """Push this window into the quarantine; the one leaving it teaches the history while the series learns
     (hold_stride at a time), and after the hold once it has learnt, one in `strides` (S,) standing for them
-    (module docstring: Learning). Its spike teaches apart (`_teach_spikes`)."""
+    (module docstring: Learning). Its spike teaches apart (`_teach_spikes`), inside an incident too, but not
+    where its spike column told a feed gone flat (`flat`, S): a spike is one event, a flat feed lasts. A stuck
+    sensor's every window, taught as it left the quarantine, made its flat reading common within two
+    quarantines (hourly stream-type bench, stuck-sensor: the incident closed as recovered while the sensor was
+    still stuck, and the next spike, in a history full of flat readings, read as nothing)."""
     d = settings.quarantine
     # the windows waiting when an incident opens are its ramp: flag them, and this one if open
     flags = np.where(opened, (1 << d) - 1, batch.pending_incident)
@@ -973,17 +988,21 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     leaving = batch.pending[:, 0, :].copy()
     leaving_level = batch.pending_level[:, 0, :].copy()
     leaving_incident = (flags & 1).astype(bool)
+    leaving_flat = (batch.pending_flat & 1).astype(bool)
     _shift_in(batch, "pending", taught, judged)
     if level is not None:
         _shift_in(batch, "pending_level", taught, level)
     batch.pending_incident = np.where(taught, (flags >> 1) | (now_open.astype(np.int64) << (d - 1)), flags)
+    batch.pending_flat = np.where(taught, (batch.pending_flat >> 1) | (flat.astype(np.int64) << (d - 1)),
+                                  batch.pending_flat)
     batch.pending_n = np.where(taught, np.minimum(batch.pending_n + 1, d), batch.pending_n)
     clean = ready & ~leaving_incident
+    spiky = ready & ~(leaving_incident & leaving_flat)
     h, k = settings.hold_slots, settings.hold_stride
     lessons: list[tuple[np.ndarray, np.ndarray]] = []
     if h == 0:
         _teach_window(batch, lessons, clean, leaving, leaving_level, 1, level, settings)
-        _teach_spikes(batch, lessons, ready, leaving[:, [SPIKE, BLIP]], settings)
+        _teach_spikes(batch, lessons, spiky, leaving[:, [SPIKE, BLIP]], settings)
         _teach(batch, lessons, settings)
         return
     if h < k:  # no room for a block: each window teaches as it leaves
@@ -1007,7 +1026,7 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     batch.hold_incident = np.where(push, (hold_flags >> 1) | (now_open.astype(np.int64) << (h - 1)), hold_flags)
     batch.hold_n = np.where(push, np.minimum(batch.hold_n + 1, h), batch.hold_n)
     _teach_window(batch, lessons, out_ready & ~out_incident, out, out_level, strides, level, settings)
-    _teach_spikes(batch, lessons, ready, leaving[:, [SPIKE, BLIP]], settings)
+    _teach_spikes(batch, lessons, spiky, leaving[:, [SPIKE, BLIP]], settings)
     _teach(batch, lessons, settings)
 
 
