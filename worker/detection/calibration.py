@@ -14,9 +14,10 @@ decayed histogram of the series' past values with an exponential tail beyond it,
 probabilities combined (weighted harmonic mean). A window teaches
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
 drift does not keep pace with itself), nothing is learnt while an incident is open (but the spike
-column, which learns how often spikes come from every window), a young series
-opens nothing while it learns, and an incident closes when the stream is back ("recovered") or after a
-day as the new normal ("settled": the columns that tell it from the old one relearn it). The formulas,
+column, which learns how often spikes come from every window, but not a flat feed's inside an
+incident), a young series opens nothing while it learns, and an incident closes when the stream is back
+("recovered") or after a day as the new normal ("settled": the columns that tell it from the old one relearn
+it; never while a feed is flat). The formulas,
 the defaults and why each part is there: docs/detection.md; how they were chosen: benchmarks/STREAM_TYPES.md.
 
 `Batch` holds S series side by side; `step` judges one window per series, so the detector judges all
