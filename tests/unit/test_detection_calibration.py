@@ -58,6 +58,14 @@ def noisy(n: int, seed: int = 0, sd: float = 0.5) -> np.ndarray:
     return 0.01 * np.exp(sd * x)
 
 
+def stuck_at(values: np.ndarray, at: int, length: int) -> np.ndarray:
+    """`values` (events) with the feed stuck at its last value from the event that ends window `at`, for `length`
+    events."""
+    values = values.copy()
+    values[at + T - 1:at + T - 1 + length] = values[at + T - 2]
+    return values
+
+
 def openings(verdicts: list[c2.Verdict]) -> list[int]:
     return [i for i, v in enumerate(verdicts) if v.opened[0]]
 
@@ -503,8 +511,7 @@ def test_a_feed_stuck_at_its_last_value_opens_through_the_spike_column() -> None
     the rhythm it replaces), but its steps vanish, and once most of a window's steps are zero its noise scale
     is far under the series' own. A signal with no noise to lose (a constant) opens nothing."""
     n, at = 4000, 3000
-    values = wander(n + T - 1, seed=2)
-    values[at + T - 1:at + T - 1 + 60] = values[at + T - 2]
+    values = stuck_at(wander(n + T - 1, seed=2), at, 60)
     errors = noisy(n, seed=5)
     found = openings(replay(errors, values=values))
     assert found and T // 2 - 2 <= found[0] - at <= T // 2 + 2  # half the window's steps are zero
@@ -517,8 +524,7 @@ def test_a_feed_stuck_for_hours_stays_one_incident_and_does_not_teach_its_flatne
     each window of it, taught as it left the quarantine, made the flat reading common, and the incident closed
     as recovered while the feed was still stuck; the spike that came later then read as nothing special."""
     n, at, stuck = 4000, 1500, 300
-    values = wander(n + T - 1, seed=2)
-    values[at + T - 1:at + T - 1 + stuck] = values[at + T - 2]
+    values = stuck_at(wander(n + T - 1, seed=2), at, stuck)
     spike = 3300  # not a day after the opening: a daily recurrence opens nothing
     values[spike + T - 1] += 0.8
     verdicts = replay(noisy(n, seed=5), values=values)
@@ -533,8 +539,7 @@ def test_a_feed_stuck_past_the_settle_time_is_no_new_normal_and_recovers_once_it
     a flat feed's, so once it reported again its every event read as a spike and was taught so: the spike days
     later read as nothing. It stays open while it is flat and while its windows still hold the flat part."""
     n, at, stuck, spike = 4000, 1500, 400, 3300
-    values = wander(n + T - 1, seed=2)
-    values[at + T - 1:at + T - 1 + stuck] = values[at + T - 2]
+    values = stuck_at(wander(n + T - 1, seed=2), at, stuck)
     values[spike + T - 1] += 0.8
     settings = c2.CalibrationSettings(settle_ms=150 * MINUTE)  # a day is 150 windows here; the feed stays 400
     verdicts = replay(noisy(n, seed=5), values=values, settings=settings)
