@@ -378,6 +378,7 @@ STREAM_KINDS: tuple[str, ...] = (
     "random-walk",
     "trend",
     "weekly",
+    "noisy-spells",
 )
 # Labelled anomaly kinds per stream type (placed round-robin, so each shows up).
 STREAM_ANOMALIES: dict[str, tuple[str, ...]] = {
@@ -393,6 +394,7 @@ STREAM_ANOMALIES: dict[str, tuple[str, ...]] = {
     "random-walk": ("spike", "level_shift"),
     "trend": ("spike", "level_shift"),
     "weekly": ("drop", "surge", "stuck"),
+    "noisy-spells": ("noisy_spell", "spike"),
 }
 # Unlabelled events that must not page, per stream type (on top of each type's normal behaviour).
 STREAM_BENIGN: dict[str, tuple[str, ...]] = {
@@ -408,6 +410,7 @@ STREAM_BENIGN: dict[str, tuple[str, ...]] = {
     "random-walk": (),  # the wander itself
     "trend": (),  # the growth itself
     "weekly": (),  # the weekends, which the training part may not hold
+    "noisy-spells": (),
 }
 MULTIVARIATE_KINDS: frozenset[str] = frozenset({"stuck-sensor"})
 STREAM_INTERVAL_MS = 300_000
@@ -891,6 +894,30 @@ def _weekly(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) ->
     return _Stream(values[:, None], spans, [], real.copy(), decimals=1)
 
 
+def _noisy_spells(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """A latency or a vibration reading: a daily swing, a slow wander and sensor noise. Labelled: a spell
+    in which the noise grows 3-6 fold for 1-12 h at the same level (a failing bearing, a congested link,
+    a loose contact), then calms, and spikes of 1-2 events (5-8 noise scales). The level never moves in a
+    spell: only the spread tells it, and a spell's louder events must not teach the detector that its
+    spikes are normal."""
+    n = len(real)
+    noise = rng.uniform(0.1, 0.3)
+    signal = _smooth_daily(config, rng, real, amplitude=1.0, ar=0.98, ar_sd=0.03)
+    jitter = rng.standard_normal(n)
+    kinds = _kinds_for(config)
+    lengths = [int(rng.integers(12, 145)) if k == "noisy_spell" else int(rng.integers(1, 3)) for k in kinds]
+    spans: list[tuple[int, int, str, int]] = []
+    gain = np.ones(n)
+    for kind, start, span in zip(kinds, _slots(config, rng, lengths), lengths, strict=True):
+        if kind == "noisy_spell":
+            gain[start:start + span] = rng.uniform(3.0, 6.0)
+        else:
+            jitter[start:start + span] = rng.choice([-1.0, 1.0]) * rng.uniform(5.0, 8.0)
+        spans.append((start, start + span, kind, 0))
+    values = rng.uniform(20, 200) + rng.uniform(1, 10) * (signal + noise * gain * jitter)
+    return _Stream(values[:, None], spans, [], real.copy(), decimals=3)
+
+
 _BUILDERS = {
     "periodic-edges": _periodic_edges,
     "sawtooth": _sawtooth,
@@ -904,4 +931,5 @@ _BUILDERS = {
     "random-walk": _random_walk,
     "trend": _trend,
     "weekly": _weekly,
+    "noisy-spells": _noisy_spells,
 }

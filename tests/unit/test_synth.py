@@ -277,6 +277,19 @@ def test_weekly_traffic_is_quieter_on_weekends_and_trains_on_two_weekdays() -> N
                 assert np.ptp(one.values[start:stop, 0]) == 0.0
 
 
+def test_a_noisy_spell_is_louder_noise_at_the_same_level() -> None:
+    for one in _stream("noisy-spells").series:
+        values = one.values[:, 0].astype(np.float64)
+        steps = np.abs(np.diff(values))
+        usual = np.median(steps[one.labels[1:] == 0])
+        for start, stop, kind, _ in one.anomalies:
+            if kind == "noisy_spell":
+                assert np.median(steps[start:stop - 1]) > 2.5 * usual
+                # the level: the spell's median within the wander of the day around it
+                around = np.r_[values[start - 48:start], values[stop:stop + 48]]
+                assert abs(np.median(values[start:stop]) - np.median(around)) < 0.5 * np.ptp(around)
+
+
 def test_stream_config_rejects_what_cannot_be_generated() -> None:
     with pytest.raises(ValueError, match="stream kind"):
         StreamConfig(kind="nope")
