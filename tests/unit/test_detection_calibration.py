@@ -547,6 +547,20 @@ def test_a_feed_stuck_past_the_settle_time_is_no_new_normal_and_recovers_once_it
     assert spike in openings(verdicts)
 
 
+def test_a_louder_stretch_does_not_teach_its_events_as_spikes() -> None:
+    """The noise grows five-fold for 100 events at the same level (a failing bearing): it opens, and its events,
+    each a spike against the noise scale frozen at the opening, teach the spike column nothing (taught window by
+    window as they left the quarantine, they made spikes common, and the lone spike later read as nothing)."""
+    n, at, loud, spike = 4000, 1500, 100, 2600
+    values = wander(n + T - 1, seed=2)
+    rng = np.random.default_rng(7)
+    values[at + T - 1:at + T - 1 + loud] += 0.4 * rng.standard_normal(loud)
+    values[spike + T - 1] += 0.8
+    verdicts = replay(noisy(n, seed=5), values=values)
+    found = openings(verdicts)
+    assert found[0] - at <= T // 4 and spike in found
+
+
 def test_a_burst_at_night_opens_through_its_jump_from_the_hours_before() -> None:
     """A burst at night errs no more than a normal afternoon: only its jump from the errors of the hours
     before tells, and it closes once the burst is over. The same days without it open nothing."""

@@ -14,11 +14,11 @@ decayed histogram of the series' past values with an exponential tail beyond it,
 probabilities combined (weighted harmonic mean). A window teaches
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
 drift does not keep pace with itself), nothing is learnt while an incident is open (but the spike
-column, which learns how often spikes come from every window, but not a flat feed's inside an
-incident), a young series opens nothing while it learns, and an incident closes when the stream is back
-("recovered") or after a day as the new normal ("settled": the columns that tell it from the old one relearn
-it; never while a feed is flat). The formulas,
-the defaults and why each part is there: docs/detection.md; how they were chosen: benchmarks/STREAM_TYPES.md.
+column, which learns how often spikes come from every window, but not a flat feed's or a louder
+stretch's inside an incident), a young series opens nothing while it learns, and an incident closes
+when the stream is back ("recovered") or after a day as the new normal ("settled": the columns that tell
+it from the old one relearn it; never while a feed is flat). The formulas, the defaults and why each
+part is there: docs/detection.md; how they were chosen: benchmarks/STREAM_TYPES.md.
 
 `Batch` holds S series side by side; `step` judges one window per series, so the detector judges all
 due windows of a batch round by round (`rounds`) with a few numpy operations per round. Its byte
@@ -52,6 +52,10 @@ SPIKE_UNITS = 4.0
 # spike_noise_floor (a constant has no noise to lose)
 FLAT_LEAST_SHARE = 0.01
 FLAT_NOISE_SHARE = 0.1
+# A window whose own noise scale is more than LOUD_NOISE_RATIO times the series' (a louder stretch, not one event)
+# teaches the spike column nothing while an incident is open (`_learn`): the scale is frozen there, so each of
+# its events reads as a spike
+LOUD_NOISE_RATIO = 2.0
 # Where a line predicts a window's events better than the events before them do (a ramp), an event's spike is
 # its distance from the least-squares line through the 4 events before it, extrapolated one step: these weights
 # on those 4, oldest first. On plain noise that line errs by sqrt(2.5) noise scales and the median of 8 by about
@@ -278,7 +282,7 @@ SCALARS = (
     ("quiet", np.float64), ("relearn", np.int64), ("lasting", np.int64), ("context", np.float64),
     ("context_quiet", np.float64), ("cross_day", np.int64), ("cross_today", np.int64), ("cross_yesterday", np.int64),
     ("recurring", np.int64), ("cross_peak_today", np.float64), ("cross_peak_yesterday", np.float64),
-    ("spike_n", np.int64), ("pending_flat", np.int64),
+    ("spike_n", np.int64), ("pending_flat", np.int64), ("pending_loud", np.int64),
 )
 
 
@@ -328,6 +332,7 @@ class Batch:
     cross_peak_yesterday: np.ndarray  # (S,) and of the day before's
     spike_n: np.ndarray  # (S,) spike values in spike_block
     pending_flat: np.ndarray  # (S,) bit mask over the quarantine slots: slot j's spike column told a feed gone flat
+    pending_loud: np.ndarray  # (S,) and slot j's own noise scale was over LOUD_NOISE_RATIO times the series'
     above: np.ndarray  # (S, COLUMNS, BINS) float32, as stored: each column's decayed histogram as the mass in bins >= j
     tail_q: np.ndarray  # (S, COLUMNS) where its empirical tail ends, and the mean excess beyond (`tail_shape`):
     tail_scale: np.ndarray  # (S, COLUMNS) they change only with the histogram, so they are kept beside it
@@ -803,8 +808,11 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
             spike.noise, FLAT_LEAST_SHARE * usual)), 0.0), axis=1)
         flat_told = flat > judged[:, SPIKE]  # the spike column reads the flatness, not a spike
         judged[:, SPIKE] = np.maximum(judged[:, SPIKE], flat)
+        # ... and a window louder than the series' noise (not a spike but a stretch: `_learn` keeps it from teaching
+        # the spike column inside an incident)
+        loud = np.any(spike.noise > LOUD_NOISE_RATIO * scale, axis=1)
     else:
-        flat_told = np.zeros(n, bool)
+        flat_told = loud = np.zeros(n, bool)
     judged = np.clip(judged, LO, HI - 1e-9)
 
     floors = np.array([settings.tail_floor] * LEVEL + [settings.level_tail_floor, settings.spike_tail_floor,
@@ -893,7 +901,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # normal there, looked like a daily pulse that did not come)
     _teach_season(batch, counted & ~now_open & ~relearning, v, slot, per_slot, settings)
     strides = hold_strides(batch.span, reference, settings)
-    _learn(batch, counted, judged, level, flat_now, opened, now_open, learning | relearning, strides, settings)
+    _learn(batch, counted, judged, level, flat_now, loud, opened, now_open, learning | relearning, strides, settings)
     restart = settled
     if restart.any():
         # a new normal: the columns that kept telling it from the old one (`lasting`; none: all) start again
@@ -973,7 +981,7 @@ def _track_incident(batch: Batch, opened: np.ndarray, going: np.ndarray, surpris
 
 
 def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarray | None, flat: np.ndarray,
-           opened: np.ndarray, now_open: np.ndarray, learning: np.ndarray, strides: np.ndarray,
+           loud: np.ndarray, opened: np.ndarray, now_open: np.ndarray, learning: np.ndarray, strides: np.ndarray,
            settings: CalibrationSettings) -> None:
     """Push this window into the quarantine; the one leaving it teaches the history while the series learns
     (hold_stride at a time), and after the hold once it has learnt, one in `strides` (S,) standing for them
@@ -981,7 +989,10 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     where its spike column told a feed gone flat (`flat`, S): a spike is one event, a flat feed lasts. A stuck
     sensor's every window, taught as it left the quarantine, made its flat reading common within two
     quarantines (hourly stream-type bench, stuck-sensor: the incident closed as recovered while the sensor was
-    still stuck, and the next spike, in a history full of flat readings, read as nothing)."""
+    still stuck, and the next spike, in a history full of flat readings, read as nothing). Nor where the window
+    was loud (`loud`, S: its own noise scale far above the series'), nor a window waiting when one was: a louder
+    stretch lasts too, and against the noise scale frozen at the opening its every event reads as a spike
+    (stream-type bench, noisy-spells: the spike days after a spell read as nothing, 7 of 9 missed)."""
     d = settings.quarantine
     # the windows waiting when an incident opens are its ramp: flag them, and this one if open
     flags = np.where(opened, (1 << d) - 1, batch.pending_incident)
@@ -990,15 +1001,19 @@ def _learn(batch: Batch, taught: np.ndarray, judged: np.ndarray, level: np.ndarr
     leaving_level = batch.pending_level[:, 0, :].copy()
     leaving_incident = (flags & 1).astype(bool)
     leaving_flat = (batch.pending_flat & 1).astype(bool)
+    leaving_loud = (batch.pending_loud & 1).astype(bool)
     _shift_in(batch, "pending", taught, judged)
     if level is not None:
         _shift_in(batch, "pending_level", taught, level)
     batch.pending_incident = np.where(taught, (flags >> 1) | (now_open.astype(np.int64) << (d - 1)), flags)
     batch.pending_flat = np.where(taught, (batch.pending_flat >> 1) | (flat.astype(np.int64) << (d - 1)),
                                   batch.pending_flat)
+    # a loud window marks every window still waiting too: the median of a window's steps moves only once half of
+    # them are loud, and the first events of a louder stretch read as the largest spikes
+    batch.pending_loud = np.where(taught, np.where(loud, (1 << d) - 1, batch.pending_loud >> 1), batch.pending_loud)
     batch.pending_n = np.where(taught, np.minimum(batch.pending_n + 1, d), batch.pending_n)
     clean = ready & ~leaving_incident
-    spiky = ready & ~(leaving_incident & leaving_flat)
+    spiky = ready & ~(leaving_incident & (leaving_flat | leaving_loud))
     h, k = settings.hold_slots, settings.hold_stride
     lessons: list[tuple[np.ndarray, np.ndarray]] = []
     if h == 0:
