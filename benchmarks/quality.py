@@ -1,6 +1,6 @@
 """Detection quality: the worker as shipped (untuned defaults) against label-free baselines, side by side.
 
-    make bench-quality                      # the headline: thirteen stream types (seeds 0-2) + SKAB valve1,
+    make bench-quality                      # the headline: fourteen stream types (seeds 0-2) + SKAB valve1,
                                             # ~2 min with the models cached (.cache/streams), 6-10 min the first time
     python benchmarks/quality.py --seed 900-902 --datasets streams   # fresh stream seeds
     python benchmarks/quality.py --datasets ecg,synth --seed 0-2     # the tuned-split sets, paired summary
@@ -11,7 +11,7 @@ default detection settings, run through the worker's own pipeline in memory (wor
 parsing, window store, scoring, per-series calibration, incidents). Tuned rows may appear beside it,
 never instead of it. Four kinds of data set (`--datasets`, comma-separated):
 
-    streams       the thirteen operations stream types of `vrae synth --kind` (benchmarks/stream_types.py):
+    streams       the fourteen operations stream types of `vrae synth --kind` (benchmarks/stream_types.py):
                   per stream a VRAE by `vrae train --window 32` defaults on its first 15 %, the whole
                   stream replayed; baselines VRAE static, rolling z-score, PCA T2+Q, each turned into a
                   label-free surprise on the training part and run through the same incident levels (3/2)

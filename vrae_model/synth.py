@@ -379,6 +379,7 @@ STREAM_KINDS: tuple[str, ...] = (
     "trend",
     "weekly",
     "noisy-spells",
+    "sparse-counts",
 )
 # Labelled anomaly kinds per stream type (placed round-robin, so each shows up).
 STREAM_ANOMALIES: dict[str, tuple[str, ...]] = {
@@ -395,6 +396,7 @@ STREAM_ANOMALIES: dict[str, tuple[str, ...]] = {
     "trend": ("spike", "level_shift"),
     "weekly": ("drop", "surge", "stuck"),
     "noisy-spells": ("noisy_spell", "spike"),
+    "sparse-counts": ("storm",),
 }
 # Unlabelled events that must not page, per stream type (on top of each type's normal behaviour).
 STREAM_BENIGN: dict[str, tuple[str, ...]] = {
@@ -411,6 +413,7 @@ STREAM_BENIGN: dict[str, tuple[str, ...]] = {
     "trend": (),  # the growth itself
     "weekly": (),  # the weekends, which the training part may not hold
     "noisy-spells": (),
+    "sparse-counts": (),
 }
 MULTIVARIATE_KINDS: frozenset[str] = frozenset({"stuck-sensor"})
 STREAM_INTERVAL_MS = 300_000
@@ -918,6 +921,23 @@ def _noisy_spells(config: StreamConfig, rng: np.random.Generator, real: np.ndarr
     return _Stream(values[:, None], spans, [], real.copy(), decimals=3)
 
 
+def _sparse_counts(config: StreamConfig, rng: np.random.Generator, real: np.ndarray) -> _Stream:
+    """Errors or retries per interval: mostly 0, a Poisson rate of 0.05-0.5 with a daily rhythm (+-50 %), so a
+    window's events are a few small integers. Labelled: an error storm, the rate 10-40 times higher (at least 3
+    an interval) for 30 min to 3 h. What the other count type lacks: values that move in steps as large as
+    their whole spread, and a median that is 0."""
+    base = rng.uniform(0.05, 0.5)
+    rhythm = 1.0 + 0.5 * np.sin(2 * np.pi * (_day_phase(config, real) - rng.uniform(0, 1)))
+    rate = base * rhythm
+    kinds = _kinds_for(config)
+    lengths = [int(rng.integers(6, 37)) for _ in kinds]
+    spans: list[tuple[int, int, str, int]] = []
+    for kind, start, span in zip(kinds, _slots(config, rng, lengths), lengths, strict=True):
+        rate[start:start + span] = np.maximum(rate[start:start + span] * rng.uniform(10, 40), 3.0)
+        spans.append((start, start + span, kind, 0))
+    return _Stream(rng.poisson(rate).astype(np.float64)[:, None], spans, [], real.copy(), decimals=0)
+
+
 _BUILDERS = {
     "periodic-edges": _periodic_edges,
     "sawtooth": _sawtooth,
@@ -932,4 +952,5 @@ _BUILDERS = {
     "trend": _trend,
     "weekly": _weekly,
     "noisy-spells": _noisy_spells,
+    "sparse-counts": _sparse_counts,
 }

@@ -290,6 +290,16 @@ def test_a_noisy_spell_is_louder_noise_at_the_same_level() -> None:
                 assert abs(np.median(values[start:stop]) - np.median(around)) < 0.5 * np.ptp(around)
 
 
+def test_sparse_counts_are_mostly_zero_with_storms_of_at_least_a_few() -> None:
+    for one in _stream("sparse-counts").series:
+        values = one.values[:, 0]
+        normal = values[one.labels == 0]
+        assert (normal == np.round(normal)).all() and (normal >= 0).all()
+        assert (normal == 0).mean() > 0.5
+        for start, stop, _, _ in one.anomalies:
+            assert values[start:stop].mean() >= 2.0
+
+
 def test_stream_config_rejects_what_cannot_be_generated() -> None:
     with pytest.raises(ValueError, match="stream kind"):
         StreamConfig(kind="nope")
