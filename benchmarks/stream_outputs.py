@@ -148,9 +148,10 @@ def write_training_csv(stream: Stream, path: Path) -> None:
 
 
 # Part of the cache key: bump it when what `vrae train` makes of the same CSV changes (2: a flat line's
-# model removes window levels; 3: the scaler records each feature's noise power; 4: and how far its level wanders),
+# model removes window levels; 3: the scaler records each feature's noise power; 4: and how far its level wanders;
+# 5: and the grid its values lie on),
 # so a checkout never reads models that today's training would not make.
-TRAINING_REVISION = 4
+TRAINING_REVISION = 5
 
 
 def cache_paths(stream: Stream, cache: Path) -> tuple[Path, Path]:

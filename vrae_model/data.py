@@ -65,6 +65,9 @@ class Scaler:
     # (F,) >= 1: how much farther a feature's level strays out of sample than in it (`level_wander`; None: not
     # recorded). The model does not use it either: the worker widens its level column's prior by it
     level_wander: np.ndarray | None = None
+    # (F,) the grid a feature's values lie on, raw units (a count's 1), or 0 for none found (`resolution`; None: not
+    # recorded). The model does not use it: the worker reads no level or error finer than it
+    resolution: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.mean = np.asarray(self.mean, dtype=np.float32)
@@ -73,6 +76,8 @@ class Scaler:
             self.noise_power = np.asarray(self.noise_power, dtype=np.float64)
         if self.level_wander is not None:
             self.level_wander = np.asarray(self.level_wander, dtype=np.float64)
+        if self.resolution is not None:
+            self.resolution = np.asarray(self.resolution, dtype=np.float64)
 
     @classmethod
     def fit(cls, windows: np.ndarray, scale_floor: float = 0.0) -> "Scaler":
@@ -85,7 +90,7 @@ class Scaler:
             std = np.maximum(std, scale_floor * np.abs(np.median(flat, axis=0)))
         # A constant feature carries no information; dividing by ~0 would turn float noise into alarms.
         std = np.where(std < 1e-8, 1.0, std)
-        return cls(mean=flat.mean(axis=0), std=std, noise_power=noise_power(windows))
+        return cls(mean=flat.mean(axis=0), std=std, noise_power=noise_power(windows), resolution=resolution(windows))
 
     def transform(self, windows: np.ndarray) -> np.ndarray:
         return ((np.asarray(windows, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
@@ -96,14 +101,17 @@ class Scaler:
             out["noise_power"] = self.noise_power.astype(float).tolist()
         if self.level_wander is not None:
             out["level_wander"] = self.level_wander.astype(float).tolist()
+        if self.resolution is not None:
+            out["resolution"] = self.resolution.astype(float).tolist()
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Scaler":
-        power, wander = data.get("noise_power"), data.get("level_wander")
+        power, wander, grid = data.get("noise_power"), data.get("level_wander"), data.get("resolution")
         return cls(mean=np.asarray(data["mean"]), std=np.asarray(data["std"]),
                    noise_power=None if power is None else np.asarray(power),
-                   level_wander=None if wander is None else np.asarray(wander))
+                   level_wander=None if wander is None else np.asarray(wander),
+                   resolution=None if grid is None else np.asarray(grid))
 
 
 # `noise_power`: the level must vary at least this factor across the windows (their 10th to 90th percentile) for a
@@ -143,6 +151,42 @@ def noise_power(windows: np.ndarray) -> np.ndarray:
         slope = float(np.polyfit(bx, by, 1)[0])
         power[j] = 0.0 if slope < NOISE_POWER_LEAST else min(slope, 1.0)
     return power
+
+
+# `resolution`: a grid is read from at least RESOLUTION_LEAST_STEPS steps that move, at least RESOLUTION_MOVING of
+# all steps (a noise-free signal's rare edges are no grid: their smallest is the signal's own move), every one a
+# whole multiple of the smallest, within RESOLUTION_TOLERANCE of it (float32 keeps 0.1 or 0.01 at a sensor's values
+# well within it; a finer grid that it does not keep is too fine to matter)
+RESOLUTION_LEAST_STEPS = 32
+RESOLUTION_MOVING = 0.05
+RESOLUTION_TOLERANCE = 0.01
+
+
+def resolution(windows: np.ndarray) -> np.ndarray:
+    """(F,) >= 0 per feature: the grid its values lie on in raw windows (N, T, F), the smallest step between
+    consecutive events where every step is a whole multiple of it; 0 where there is none.
+
+    Counts move by 1, a sensor's reading by its last digit. Where that step is as large as the noise (errors or
+    retries per interval, mostly 0), what lies under it is no information: a window of zeros is reconstructed
+    almost exactly, far under the model's usual error, and the median of 8 counts flips from 0 to 1 when 5 intervals
+    of 8 see one, a move of the whole spread. The worker reads neither error nor level finer than the grid
+    (worker.detection.calibration: `Reference.grid`). Where the grid is far finer than the noise, it changes
+    nothing."""
+    x = np.asarray(windows, np.float64)
+    grid = np.zeros(x.shape[-1])
+    if x.ndim != 3 or x.shape[1] < 2:
+        return grid
+    steps = np.abs(np.diff(x, axis=1)).reshape(-1, x.shape[-1])
+    for j in range(x.shape[-1]):
+        tiny = 1e-9 * max(float(np.abs(x[..., j]).max()), 1e-12)
+        moving = steps[steps[:, j] > tiny, j]
+        if len(moving) < max(RESOLUTION_LEAST_STEPS, RESOLUTION_MOVING * len(steps)):
+            continue
+        smallest = float(moving.min())
+        k = moving / smallest
+        if np.all(np.abs(k - np.round(k)) <= RESOLUTION_TOLERANCE):
+            grid[j] = smallest
+    return grid
 
 
 # `level_wander`: a window's level is the median of its last LEVEL_EVENTS events, as the worker's level column reads

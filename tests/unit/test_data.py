@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vrae_model.data import (Scaler, choose_window_level, fingerprint, level_share, level_wander, load_windows, noise_power,
-                             read_long_csv)
+                             read_long_csv, resolution)
 from vrae_model.exceptions import DataError
 from vrae_model.windowing import due_positions
 
@@ -199,6 +199,26 @@ def test_noise_power_reads_how_a_features_noise_grows_with_its_level() -> None:
     assert np.array_equal(Scaler.from_dict(scaler.to_dict()).noise_power, scaler.noise_power)
     # an artifact's scaler from before it was recorded
     assert Scaler.from_dict({"mean": [1.0], "std": [2.0]}).noise_power is None
+
+
+def test_resolution_reads_the_grid_of_counts_and_rounded_readings_and_none_elsewhere() -> None:
+    """Errors per interval move by 1 and a reading rounded to 0.1 by 0.1; a noisy sensor at full precision has no
+    grid, nor has a noise-free pulse, whose few edges are the signal's own moves, nor a count that moves once."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    errors = rng.poisson(0.2, n).astype(float)
+    rounded = np.round(50.0 + rng.standard_normal(n), 1)
+    sensor = 50.0 + rng.standard_normal(n)
+    pulse = np.where(np.arange(n) % 288 < 100, 10.0, 0.0)
+    once = np.r_[np.zeros(n // 2), np.ones(n - n // 2)]
+    windows = _daily_windows(np.stack([errors, rounded, sensor, pulse, once], axis=1).astype(np.float32))
+    grid = resolution(windows)
+    assert grid[0] == 1.0
+    assert grid[1] == pytest.approx(0.1, rel=1e-4)
+    assert np.array_equal(grid[2:], np.zeros(3))
+    scaler = Scaler.fit(windows)
+    assert scaler.resolution is not None and np.array_equal(Scaler.from_dict(scaler.to_dict()).resolution, grid)
+    assert Scaler.from_dict({"mean": [1.0], "std": [2.0]}).resolution is None  # an artifact from before it
 
 
 def test_level_wander_tells_a_level_that_wanders_from_one_that_stays() -> None:

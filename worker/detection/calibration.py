@@ -192,6 +192,7 @@ class Reference:
     # (F,) >= 1: how much farther the level strays out of sample than in it, in the training data (None: not
     # recorded, read as 1): the level column's prior is that much wider (`prior_state`)
     level_wander: np.ndarray | None = None
+    resolution: np.ndarray | None = None  # (F,) raw units: the grid the training data lay on, 0: none (None: not recorded)
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "Reference":
@@ -206,14 +207,23 @@ class Reference:
         scaler = metadata["scaler"]
         power = np.asarray(scaler["noise_power"], np.float64) if scaler.get("noise_power") is not None else None
         wander = np.asarray(scaler["level_wander"], np.float64) if scaler.get("level_wander") is not None else None
+        grid = np.asarray(scaler["resolution"], np.float64) if scaler.get("resolution") is not None else None
         return cls(median, scale, np.asarray(scaler["mean"], np.float64), np.asarray(scaler["std"], np.float64),
-                   int(metadata["window"]), train_windows, power, wander)
+                   int(metadata["window"]), train_windows, power, wander, grid)
 
     def learning_windows(self, settings: "CalibrationSettings") -> int | np.ndarray:
         """A series opens nothing before it has streamed as many windows as trained the model (the windows
         a per-series model was trained on are replayed first, and their errors are in-sample), within
         [learning_windows, max_learning_windows]."""
         return np.minimum(np.maximum(self.train_windows, settings.learning_windows), settings.max_learning_windows)
+
+    @property
+    def grid(self) -> np.ndarray:
+        """(F,) `resolution` in the model's scaled units (0: none). Nothing finer than it is information: an error
+        under the variance of rounding to it (grid²/12) nor a level's spread under it (`statistic`, `step`)."""
+        if self.resolution is None:
+            return np.zeros(len(self.std))
+        return self.resolution / self.std
 
     @property
     def wander(self) -> tuple[float, ...] | None:
@@ -390,7 +400,7 @@ def statistic(score: np.ndarray, shares: np.ndarray, reference: Reference,
     shares = np.where(np.isfinite(shares), shares, 1.0 / f)
     with np.errstate(over="ignore", invalid="ignore"):
         errors = np.asarray(score, np.float64)[:, None] * f * shares
-    floor = math.log(settings.error_floor)
+    floor = np.log(np.maximum(settings.error_floor, reference.grid ** 2 / 12.0))
     x = np.log(np.maximum(np.where(np.isnan(errors), np.inf, errors), MIN_ERROR))
     x = np.clip(x, floor, MAX_LOG_ERROR)
     centre = np.maximum(reference.median, floor)
@@ -790,8 +800,8 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # only as the changed part fills its windows (a shift of 4-8 noise scales opened 16 windows late)
     with_level = level is not None
     if with_level:
-        _recentre_level(batch, settings)
-        judged[:, LEVEL] = _level_reading(level, batch.centre, batch.spread, settings)
+        _recentre_level(batch, reference, settings)
+        judged[:, LEVEL] = _level_reading(level, batch.centre, batch.spread, reference, settings)
     # the spike column: the newest event's spike in the series' noise scale (as it was before this window), in
     # log units (SPIKE_UNITS); the event before it as a blip, in the same units
     with_spike = spike is not None
@@ -1055,14 +1065,15 @@ RECENTRE_WIDEN = 1.5
 RECENTRE = 1 << COLUMNS
 
 
-def _level_reading(level: np.ndarray, centre: np.ndarray, spread: np.ndarray,
+def _level_reading(level: np.ndarray, centre: np.ndarray, spread: np.ndarray, reference: Reference,
                    settings: CalibrationSettings) -> np.ndarray:
     """The level column's reading: the largest distance of a window's feature levels (last axis) from the series'
-    centre, in its (floored) spreads."""
-    return np.max(np.abs(level - centre) / np.maximum(spread, settings.level_spread_floor), axis=-1)
+    centre, in its spreads, floored at level_spread_floor and at the data's grid (`Reference.grid`)."""
+    floor = np.maximum(settings.level_spread_floor, reference.grid)
+    return np.max(np.abs(level - centre) / np.maximum(spread, floor), axis=-1)
 
 
-def _recentre_level(batch: Batch, settings: CalibrationSettings) -> None:
+def _recentre_level(batch: Batch, reference: Reference, settings: CalibrationSettings) -> None:
     """A quarantine after a settled incident that the level column kept telling, move its centre to the new normal
     where that is a level apart (RECENTRE_SPREADS of either spread from the old centre, by the quarantine's levels:
     the windows since the settle), the spread the one taught before the incident or the new level's if wider,
@@ -1086,7 +1097,7 @@ def _recentre_level(batch: Batch, settings: CalibrationSettings) -> None:
     batch.spread[rows] = spread = _stored(np.where(moved, RECENTRE_WIDEN * wide, spread))
     batch.level_n[rows] = 0  # and it learns fast again
     # the windows waiting in the quarantine were read against the old centre: read them as they will teach
-    reading = _level_reading(levels, centre[:, None], spread[:, None], settings)
+    reading = _level_reading(levels, centre[:, None], spread[:, None], reference, settings)
     batch.pending[rows, :, LEVEL] = _stored(np.clip(reading, LO, HI - 1e-9))
     batch.relearn[rows] &= ~(RECENTRE | (1 << LEVEL))
 
