@@ -80,15 +80,15 @@ def detect(windows: Sequence[DueWindow], scores: Scores, raw_states: dict[str, b
     if not windows:
         return result
     calibration, reference = settings.calibration, reference_of(model)
-    series = list(dict.fromkeys(window.series_id for window in windows))
-    row = {sid: i for i, sid in enumerate(series)}
+    row: dict[str, int] = {}  # each series' row, in order of first appearance: one pass over the windows
+    codes = np.fromiter((row.setdefault(window.series_id, len(row)) for window in windows), np.int64, len(windows))
+    series = list(row)
     batch = decode_states([raw_states.get(sid) for sid in series], model_key(model.sha256), len(model.features),
                           calibration, reference.wander)
     stacked = np.stack([w.values for w in windows]) if values is None else values
     levels, spikes = window_level(stacked, reference, calibration), window_spike(stacked, reference, calibration)
     starts = np.array([w.start_ms for w in windows], np.int64)
     ends = np.array([w.end_ms for w in windows], np.int64)
-    codes = np.fromiter((row[window.series_id] for window in windows), np.int64, len(windows))
     touched = np.zeros(len(batch), bool)
     judged: list[np.ndarray] = []
     surprises: list[np.ndarray] = []

@@ -102,8 +102,8 @@ def encode_states(batch: Batch) -> list[bytes]:
         records[name] = getattr(batch, name)
     for name in _ARRAYS:
         records[name] = getattr(batch, name)
-    raw, size = records.tobytes(), layout.itemsize
-    return [raw[i * size:(i + 1) * size] for i in range(n)]
+    raw, size = memoryview(records).cast("B"), layout.itemsize  # each state copied once, from the records
+    return [raw[i * size:(i + 1) * size].tobytes() for i in range(n)]
 
 
 def decode_states(raws: Sequence[bytes | None], model_key: int, n_features: int,
