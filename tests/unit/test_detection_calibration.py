@@ -589,6 +589,18 @@ def test_a_louder_stretch_does_not_teach_its_events_as_spikes() -> None:
     assert found[0] - at <= T // 4 and spike in found
 
 
+def test_the_steps_of_a_level_shift_inside_an_incident_do_not_teach_the_spike_column() -> None:
+    """A spike is one event; a step reads as one at every event until the median of the 8 before has caught up
+    (4-5 windows), at the shift's start and again at its end. Taught inside the incident, those readings made a
+    spike as large common, and the lone spike a day later read as nothing (without this rule it does not open)."""
+    n, at, span, spike = 4000, 1500, 100, 2600
+    values = wander(n + T - 1, seed=2)
+    values[at + T - 1:at + T - 1 + span] += 0.8
+    values[spike + T - 1] += 0.8
+    found = openings(replay(noisy(n, seed=5), values=values))
+    assert found[0] == at and spike in found
+
+
 def test_a_burst_at_night_opens_through_its_jump_from_the_hours_before() -> None:
     """A burst at night errs no more than a normal afternoon: only its jump from the errors of the hours
     before tells, and it closes once the burst is over. The same days without it open nothing."""
