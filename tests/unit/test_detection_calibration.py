@@ -354,9 +354,33 @@ def test_sparse_counts_open_on_a_storm_not_on_the_grid_they_move_on() -> None:
     assert len([i for i in openings(replay(errors, levels=levels, values=values, ref=plain)) if i < storm]) >= 3
     # the artifact's metadata carries it (scaler.resolution); one from before it reads none
     metadata = {"features": ["x"], "window": T, "scaler": {"mean": [0.0], "std": [2.0], "resolution": [1.0]}}
-    assert np.array_equal(c2.Reference.from_metadata(metadata).grid, [0.5])
+    assert np.array_equal(c2.Reference.from_metadata(metadata).grid(c2.CalibrationSettings()), [0.5])
     del metadata["scaler"]["resolution"]
-    assert np.array_equal(c2.Reference.from_metadata(metadata).grid, [0.0])
+    assert np.array_equal(c2.Reference.from_metadata(metadata).grid(c2.CalibrationSettings()), [0.0])
+
+
+def test_a_noise_free_pulses_edges_are_no_grid_so_a_lower_pulse_still_opens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A noise-free daily pulse moves only by its own edges, all one size, and at one event an hour they are enough
+    of its steps to read as a grid of the pulse's full height. The model reconstructs the pulse far finer than
+    rounding to that would (its median error 0.01 against 2² / 12: 7 model scales above), so it is no grid: a pulse
+    at half height, which errs 0.1 where the edges err 0.02, opens. Floored at the grid, nothing would. Counts, whose
+    model errs about as much as rounding to 1 does, keep theirs."""
+    settings = c2.CalibrationSettings()
+    day = 288
+    one_day = np.full(day, 1e-9)
+    one_day[100 - T + 1:100 + 1] = 0.02  # the edges pass through T windows each
+    one_day[200 - T + 1:200 + 1] = 0.015
+    errors = np.tile(one_day, 16)
+    lower = 12 * day + 100 - T + 1  # the first window holding the lower pulse
+    errors[lower:lower + 100 + T] = 0.1
+    pulse = dataclasses.replace(reference(), resolution=np.array([2.0]))  # the pulse is 2 high, in scaled units
+    assert np.array_equal(pulse.grid(settings), [0.0])
+    assert [i - lower for i in openings(replay(errors, ref=pulse))] in ([1], [2], [3])
+    monkeypatch.setattr(c2, "GRID_MODEL_SCALES", float("inf"))
+    assert openings(replay(errors, ref=pulse)) == []
+    monkeypatch.undo()
+    counts = dataclasses.replace(pulse, median=np.array([math.log(0.2)]))
+    assert np.array_equal(counts.grid(settings), [2.0])
 
 
 def test_the_level_is_a_median_so_a_lone_spike_does_not_move_it() -> None:
