@@ -403,16 +403,16 @@ class Batch:
 # ------------------------------------------------------------------------------------- the statistic
 
 
-def statistic(score: np.ndarray, shares: np.ndarray, reference: Reference,
-              settings: CalibrationSettings) -> tuple[np.ndarray, np.ndarray]:
+def statistic(score: np.ndarray, shares: np.ndarray, reference: Reference, settings: CalibrationSettings,
+              grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(S,) v, the max over features of the model-standardised, floored log error (module docstring), and
     (S,) u, minus their min: how much quieter than usual the quietest feature is. NaN or inf (the model
-    overflowed) lands at the top of the scale."""
+    overflowed) lands at the top of the scale. `grid` is `reference.grid(settings)`."""
     f = shares.shape[1]
     shares = np.where(np.isfinite(shares), shares, 1.0 / f)
     with np.errstate(over="ignore", invalid="ignore"):
         errors = np.asarray(score, np.float64)[:, None] * f * shares
-    floor = np.log(np.maximum(settings.error_floor, reference.grid(settings) ** 2 / 12.0))
+    floor = np.log(np.maximum(settings.error_floor, grid ** 2 / 12.0))
     x = np.log(np.maximum(np.where(np.isnan(errors), np.inf, errors), MIN_ERROR))
     x = np.clip(x, floor, MAX_LOG_ERROR)
     centre = np.maximum(reference.median, floor)
@@ -774,7 +774,8 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     Windows of one series must come in order; a window ending at or before the series' last_end_ms is
     a replay and must not be passed (`Batch.last_end_ms`)."""
     n = len(batch)
-    v, u = statistic(score, shares, reference, settings)
+    grid = reference.grid(settings)  # once a round: the statistic's error floor and the level column's spread floor
+    v, u = statistic(score, shares, reference, settings, grid)
     start_ms, end_ms = np.asarray(start_ms, np.int64), np.asarray(end_ms, np.int64)
 
     # gaps: this window's span against the series' usual span
@@ -816,8 +817,9 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # only as the changed part fills its windows (a shift of 4-8 noise scales opened 16 windows late)
     with_level = level is not None
     if with_level:
-        _recentre_level(batch, reference, settings)
-        judged[:, LEVEL] = _level_reading(level, batch.centre, batch.spread, reference, settings)
+        spread_floor = np.maximum(settings.level_spread_floor, grid)
+        _recentre_level(batch, spread_floor, settings)
+        judged[:, LEVEL] = _level_reading(level, batch.centre, batch.spread, spread_floor)
     # the spike column: the newest event's spike in the series' noise scale (as it was before this window), in
     # log units (SPIKE_UNITS); the event before it as a blip, in the same units
     with_spike = spike is not None
@@ -1086,15 +1088,14 @@ RECENTRE_WIDEN = 1.5
 RECENTRE = 1 << COLUMNS
 
 
-def _level_reading(level: np.ndarray, centre: np.ndarray, spread: np.ndarray, reference: Reference,
-                   settings: CalibrationSettings) -> np.ndarray:
+def _level_reading(level: np.ndarray, centre: np.ndarray, spread: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """The level column's reading: the largest distance of a window's feature levels (last axis) from the series'
-    centre, in its spreads, floored at level_spread_floor and at the data's grid (`Reference.grid`)."""
-    floor = np.maximum(settings.level_spread_floor, reference.grid(settings))
+    centre, in its spreads, floored at `floor` (F,): level_spread_floor, or the data's grid where larger
+    (`Reference.grid`)."""
     return np.max(np.abs(level - centre) / np.maximum(spread, floor), axis=-1)
 
 
-def _recentre_level(batch: Batch, reference: Reference, settings: CalibrationSettings) -> None:
+def _recentre_level(batch: Batch, spread_floor: np.ndarray, settings: CalibrationSettings) -> None:
     """A quarantine after a settled incident that the level column kept telling, move its centre to the new normal
     where that is a level apart (RECENTRE_SPREADS of either spread from the old centre, by the quarantine's levels:
     the windows since the settle), the spread the one taught before the incident or the new level's if wider,
@@ -1118,7 +1119,7 @@ def _recentre_level(batch: Batch, reference: Reference, settings: CalibrationSet
     batch.spread[rows] = spread = _stored(np.where(moved, RECENTRE_WIDEN * wide, spread))
     batch.level_n[rows] = 0  # and it learns fast again
     # the windows waiting in the quarantine were read against the old centre: read them as they will teach
-    reading = _level_reading(levels, centre[:, None], spread[:, None], reference, settings)
+    reading = _level_reading(levels, centre[:, None], spread[:, None], spread_floor)
     batch.pending[rows, :, LEVEL] = _stored(np.clip(reading, LO, HI - 1e-9))
     batch.relearn[rows] &= ~(RECENTRE | (1 << LEVEL))
 
