@@ -140,7 +140,8 @@ class DetectionSettings(BaseModel):
     settle_hours: float = Field(24.0, gt=0, description="an incident open this long (series time) closes as "
                                                         "'settled': the series learns its new normal")
     skip_daily_recurrences: bool = Field(True, description="a window that reaches open_surprise within about an "
-                                                           "hour of a day after one did opens no incident: a daily "
+                                                           "hour and a half of a day after one did (about 3 hours if "
+                                                           "no more surprising) opens no incident: a daily "
                                                            "pattern, which the series then learns")
     scores_topic: str | None = Field(None, description="also publish every judged window's scores here")
 

@@ -127,6 +127,24 @@ def test_a_daily_peak_whose_time_drifts_an_hour_opens_once() -> None:
     assert opened in range(first, first + 6)
 
 
+def test_a_mild_daily_crossing_two_hours_off_opens_once_and_a_stronger_one_still_opens() -> None:
+    """A surprising hour every day, two hours later on odd days than on even ones (a daily peak that outgrows
+    the model, whose time wanders with the day's load): beyond the hour and a half of a recurrence, but no
+    more surprising than the day before's crossing, it is a mild recurrence and opens only the first time. A
+    fault at that time, far worse than the day before's, opens all the same."""
+    day = 288  # one window every 5 minutes
+    shift = 24  # two hours
+    errors = noisy(10 * day, seed=3)
+    for d in range(2, 10):
+        at = d * day + 150 + (shift if d % 2 else 0)
+        errors[at:at + 6] = 0.3
+    stamps = np.arange(len(errors) + T - 1, dtype=np.int64) * 300_000
+    (opened,) = openings(replay(errors, stamps=stamps))  # every day opened one (the code before)
+    assert opened in range(2 * day + 150, 2 * day + 156)
+    errors[5 * day + 150 + shift:5 * day + 156 + shift] = 3.0
+    assert [i // day for i in openings(replay(errors, stamps=stamps))] == [2, 5]
+
+
 def test_a_daily_edge_that_grows_opens_once_not_every_day() -> None:
     """A daily pulse whose edge the model renders worse from day 10 on, every day after. The first such day
     opens an incident; its windows are not taught (nothing is while an incident is open), so without more the
