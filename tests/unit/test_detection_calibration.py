@@ -145,6 +145,25 @@ def test_a_mild_daily_crossing_two_hours_off_opens_once_and_a_stronger_one_still
     assert [i // day for i in openings(replay(errors, stamps=stamps))] == [2, 5]
 
 
+def test_a_run_the_learning_period_carries_opens_nothing_unless_it_outlasts_two_windows() -> None:
+    """Errors that rose while the series learnt (a model that fits its first days and not the next ones), still
+    surprising when the learning period ends: what the series did while it learnt is no onset, and the first
+    window that can open opens nothing. Once the surprise has fallen below the close level, a new fault opens at
+    once; a carried run that lasts more than two window lengths past the learning period opens, late."""
+    learn = 300
+    errors = noisy(900, seed=5)
+    errors[260:330] = 0.3  # rises 40 windows before the learning period ends, back 30 windows after
+    errors[600:640] = 3.0  # a fault, worse than the rise
+    ref = reference(train_windows=learn)
+    verdicts = replay(errors, ref=ref)
+    assert surprise(verdicts)[learn] >= 3.0  # it would open
+    (opened,) = openings(verdicts)  # the code before opened at 300 too
+    assert opened in range(600, 604)
+    errors[330:500] = 0.3  # the same rise, lasting 200 windows past the learning period
+    late = openings(replay(errors, ref=ref))
+    assert late[0] == learn + 2 * T - 1  # 2 T windows of the run, the learning period's last one the first
+
+
 def test_a_daily_edge_that_grows_opens_once_not_every_day() -> None:
     """A daily pulse whose edge the model renders worse from day 10 on, every day after. The first such day
     opens an incident; its windows are not taught (nothing is while an incident is open), so without more the
