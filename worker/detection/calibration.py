@@ -906,19 +906,19 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # a run is the pattern until the surprise falls below the close level, for at most `cap` windows: a fault that
     # lasts longer opens, late, even where it began at yesterday's time. So is a run the learning period carries
     # (at or above the open level in a window it judged, and not below the close level since; negative: -1 - the
-    # windows since the learning period ended): the errors of a model that fits the series' first days and not the days after (a
-    # small training part, a series that outgrows it) rise while the history learns and a quarantine behind; the
-    # first window past the learning period opened on what the series had done for days (hourly stream types, dev
-    # seeds: 5 of 61 false openings, at the first window it could)
+    # windows since the learning period ended): the errors of a model that fits the series' first days and not the
+    # days after (a small training part, a series that outgrows it) rise while the history learns and a quarantine
+    # behind; the first window past the learning period opened on what the series had done for days (hourly stream
+    # types, dev seeds: 5 of 61 false openings, at the first window it could)
     carried = counted & learning & (surprise >= settings.open_surprise)
     batch.recurring = np.where(
         counted & (surprise < settings.close_surprise), 0,
         np.where(learning, np.where((run != 0) | carried, -1, 0),
                  np.where(run < 0, run - counted, np.where(run > 0, run + counted, recurs.astype(np.int64)))))
-    held = (batch.recurring < 0) & (batch.recurring >= -cap)
-    # a window far more surprising than any the day before opens at once, inside a daily run too; a mild
-    # recurrence (RECURRENCE_MILD_SLOTS) opens nothing but starts no run either
-    crossing &= ((batch.recurring <= 0) | (batch.recurring > cap) | far) & ~mild & ~held
+    # a window far more surprising than any the day before opens at once, inside a daily run too (not a carried
+    # one: there is no day before); a mild recurrence (RECURRENCE_MILD_SLOTS) opens nothing but starts no run either
+    run = batch.recurring
+    crossing &= ((run == 0) | (np.abs(run) > cap) | (far & (run > 0))) & ~mild
     batch.above_run = np.where(candidate, np.where(crossing, batch.above_run + 1, 0),
                                np.where(counted, 0, batch.above_run))
     opened = candidate & (batch.above_run >= settings.open_after)
