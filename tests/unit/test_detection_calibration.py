@@ -164,6 +164,25 @@ def test_a_run_the_learning_period_carries_opens_nothing_unless_it_outlasts_two_
     assert late[0] == learn + 2 * T - 1  # 2 T windows of the run, the learning period's last one the first
 
 
+def test_a_fault_past_the_training_windows_opens_within_the_learning_period_only_far_out() -> None:
+    """A model trained on 150 windows, half the learning period: a fault in the 150 windows after them is no longer
+    in-sample, and a young history opens on it where it is far out (3 x the open level); one about as surprising as
+    a model's misfit past its training part opens nothing, nor does anything on the training windows themselves."""
+    ref = reference(train_windows=150)
+    errors = noisy(600, seed=7)
+    errors[200:240] = 3.0
+    verdicts = replay(errors, ref=ref)
+    assert surprise(verdicts)[200:240].max() >= c2.YOUNG_OPEN_FACTOR * 3.0
+    assert openings(verdicts) == [202]  # the code before opened nothing: the fault was over when the period ended
+    errors[200:240] = 0.3
+    verdicts = replay(errors, ref=ref)
+    assert 3.0 <= surprise(verdicts)[200:240].max() < c2.YOUNG_OPEN_FACTOR * 3.0
+    assert openings(verdicts) == []
+    errors = noisy(600, seed=7)
+    errors[100:140] = 30.0  # on the windows that trained the model
+    assert openings(replay(errors, ref=ref)) == []
+
+
 def test_a_daily_edge_that_grows_opens_once_not_every_day() -> None:
     """A daily pulse whose edge the model renders worse from day 10 on, every day after. The first such day
     opens an incident; its windows are not taught (nothing is while an incident is open), so without more the

@@ -15,7 +15,8 @@ probabilities combined (weighted harmonic mean). A window teaches
 the history only a quarantine later (and, once the series has learnt, after a longer hold, so a slow
 drift does not keep pace with itself), nothing is learnt while an incident is open (but the spike
 column, which learns how often spikes come from every window, but not a flat feed's or a louder
-stretch's inside an incident), a young series opens nothing while it learns, and an incident closes
+stretch's inside an incident), a young series opens nothing while it learns (past the windows that trained
+the model, nothing but far out), and an incident closes
 when the stream is back ("recovered") or after a day as the new normal ("settled": the columns that tell
 it from the old one relearn it; never while a feed is flat). The formulas, the defaults and why each
 part is there: docs/detection.md; how they were chosen: benchmarks/STREAM_TYPES.md.
@@ -73,6 +74,11 @@ LINE_CHOICE_EVENTS = 12
 STABILISE_OFFSET = 0.01
 BOX_COX_LOG = 0.05
 MAX_LOG_ERROR = math.log(float(np.finfo(np.float32).max))
+# Within the first learning period, past the windows that trained the model, a window opens an incident only this
+# many times as surprising (in -log10 p) as the open level: a young history does not know how far a model errs past
+# its training part (at one event an hour, models that fit their first days and not the next reached surprise 6.0-6.4
+# there: docs/detection.md, Incidents), but a fault far beyond that is no misfit (`step`)
+YOUNG_OPEN_FACTOR = 3.0
 # A day is cut into slots of 30 minutes (UTC): the daily recurrence rule and the series' usual error at each
 # time of day work on them
 DAY_MS = 86_400_000
@@ -893,7 +899,13 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     learning = (first_period & (batch.since_reset < reference.learning_windows(settings))) | masked.all(axis=1)
     was_open = batch.open.astype(bool)
     counted = ~gapped  # the windows that count: judged, taught, advancing an incident
-    candidate = counted & ~learning & ~was_open
+    # ... but a window past the ones that trained the model (where the artifact says how many), within the first
+    # learning period, opens where it is YOUNG_OPEN_FACTOR times as surprising: where a model trained on fewer
+    # windows than the learning period (a short history, a slow cadence), a fault there went unseen, or opened only
+    # once its carried run had lasted 2 window lengths past the learning period
+    strong = learning & first_period & (np.asarray(reference.train_windows) > 0) \
+        & (batch.since_reset >= reference.train_windows) & (surprise >= YOUNG_OPEN_FACTOR * settings.open_surprise)
+    candidate = counted & (~learning | strong) & ~was_open
     crossing = candidate & (surprise >= settings.open_surprise)
     cap = 2 * reference.window  # a run's reach: every event lies in `window` windows
     run = batch.recurring
@@ -918,7 +930,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # a window far more surprising than any the day before opens at once, inside a daily run too (not a carried
     # one: there is no day before); a mild recurrence (RECURRENCE_MILD_SLOTS) opens nothing but starts no run either
     run = batch.recurring
-    crossing &= ((run == 0) | (np.abs(run) > cap) | (far & (run > 0))) & ~mild
+    crossing &= (((run == 0) | (np.abs(run) > cap) | (far & (run > 0))) & ~mild) | strong
     batch.above_run = np.where(candidate, np.where(crossing, batch.above_run + 1, 0),
                                np.where(counted, 0, batch.above_run))
     opened = candidate & (batch.above_run >= settings.open_after)
