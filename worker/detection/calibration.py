@@ -564,7 +564,7 @@ def tail_shape(above: np.ndarray, settings: CalibrationSettings) -> tuple[np.nda
     total = np.maximum(above[:, 0], 1e-12)
     alpha = np.maximum(settings.tail_mass, settings.tail_count / total)
     target = alpha * total
-    jq = np.clip(np.sum(above >= target[:, None], axis=1) - 1, 0, BINS - 1)  # last bin with enough above
+    jq = np.clip(np.count_nonzero(above >= target[:, None], axis=1) - 1, 0, BINS - 1)  # last bin with enough above
     m = jq + 1
     above_q = np.where(m < BINS, above[rows, np.minimum(m, BINS - 1)], 0.0)  # the mass above bin jq (none: the last)
     hq = above[rows, jq] - above_q
@@ -636,21 +636,23 @@ def _teach(batch: "Batch", lessons: list[tuple[np.ndarray, np.ndarray]], setting
     total = w.sum(axis=0)  # (R, COLUMNS)
     after = total[None] - np.cumsum(w, axis=0)  # (K, R, COLUMNS) weight taught after each lesson
     # every lesson at once: one bincount adds, bin by bin, in the order a loop over the lessons would (lesson by
-    # lesson, the lower bin's share before the upper's), so the sums are the same to the bit; the bins are counted
-    # from the top, so the mass above each is a cumulative sum along contiguous memory (reverse_cumsum's, reversed)
-    pos = np.clip((np.stack([values for values, _ in lessons])[:, taught] - LO) / STEP - 0.5, 0.0, BINS - 1.0)
+    # lesson, the lower bin's share before the upper's), so the sums are the same to the bit; a lesson of weight 0
+    # would add nothing, so only the others are counted (a window's lessons leave the spike columns out, the
+    # spikes' all others: half of them); the bins are counted from the top, so the mass above each is a cumulative
+    # sum along contiguous memory (reverse_cumsum's, reversed)
+    k, r, c = np.nonzero(w)
+    pos = np.clip((np.stack([values for values, _ in lessons])[k, taught[r], c] - LO) / STEP - 0.5, 0.0, BINS - 1.0)
     j0 = np.floor(pos).astype(np.int64)
     upper = pos - j0
-    kept = w * settings.decay ** after
-    # (R, COLUMNS) where each histogram's bin 0 lands in delta, its bins counted from the top
-    top = np.arange(len(taught) * COLUMNS).reshape(len(taught), COLUMNS) * BINS + BINS - 1
-    index = np.stack([top - j0, top - np.minimum(j0 + 1, BINS - 1)], axis=1)  # (K, 2, R, COLUMNS)
+    kept = w[k, r, c] * settings.decay ** after[k, r, c]
+    top = (r * COLUMNS + c) * BINS + BINS - 1  # where each lesson's histogram's bin 0 lands in delta
+    index = np.stack([top - j0, top - np.minimum(j0 + 1, BINS - 1)], axis=1)  # (N, 2)
     delta = np.bincount(index.ravel(), np.stack([kept * (1.0 - upper), kept * upper], axis=1).ravel(),
                         minlength=len(taught) * COLUMNS * BINS).reshape(len(taught), COLUMNS, BINS)
     every = len(taught) == len(batch.above)  # the usual round: the whole batch in place, no copy
     above = batch.above if every else batch.above[taught]
     above *= (settings.decay ** total).astype(np.float32)[:, :, None]
-    above += np.cumsum(delta, axis=-1)[..., ::-1]
+    above += np.cumsum(delta, axis=-1, out=delta)[..., ::-1]
     q, scale = tail_shape(above, settings)
     if not every:
         batch.above[taught] = above
