@@ -26,6 +26,7 @@ class BenchOptions:
     profile: bool  # run the worker under pyinstrument; its call tree lands in the workdir
     worker_env: dict[str, str]  # extra VRAE_* settings for every benchmarked worker (tuning experiments)
     baseline: str | None = None  # a git revision whose worker is timed beside this one (throughput)
+    lead_windows: int = 0  # windows per series drained before the throughput timer starts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also time the worker of this git revision, in both modes, on the same records, "
                              "and report this one's rate as a ratio of it (e.g. --baseline HEAD~3)")
+    parser.add_argument("--lead-windows", type=int, default=0, metavar="N",
+                        help="throughput: windows per series every worker drains before the timer starts, e.g. 600: "
+                             "incidents mode is then past each series' learning period, as a long-running worker "
+                             "is (0: timed from the first full window, within the learning period)")
     parser.add_argument("--profile", action="store_true",
                         help="profile the worker with pyinstrument (`pip install pyinstrument`); slows it down")
 
@@ -65,6 +70,8 @@ def from_args(args: argparse.Namespace) -> BenchOptions:
     worker_env = dict(item.split("=", 1) for item in args.worker_env if "=" in item)
     if len(worker_env) != len(args.worker_env) or any(not key.startswith("VRAE_") for key in worker_env):
         raise ValueError("--worker-env takes VRAE_NAME=VALUE, e.g. VRAE_KAFKA__FETCH_MAX_WAIT_MS=10")
+    if args.lead_windows < 0:
+        raise ValueError("--lead-windows must be >= 0")
     if args.profile and importlib.util.find_spec("pyinstrument") is None:
         raise ValueError("--profile needs pyinstrument: `.venv/bin/pip install pyinstrument`")
     return BenchOptions(
@@ -83,6 +90,7 @@ def from_args(args: argparse.Namespace) -> BenchOptions:
         profile=args.profile,
         worker_env=worker_env,
         baseline=args.baseline,
+        lead_windows=args.lead_windows,
     )
 
 

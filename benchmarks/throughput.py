@@ -13,7 +13,9 @@ consumers read the same records, one after the other:
   a per-window judgement);
 - with `--baseline REV`: the worker of another git revision, in both modes, on the same records (its
   own code, and an artifact written by its own code), so a change's cost is a ratio from one run.
-Redis memory per series and the worker's peak RSS come from the same run.
+Redis memory per series and the worker's peak RSS come from the same run. With `--lead-windows N` every
+consumer first drains N more windows per series, untimed: with N = 600 incidents mode is timed past each
+series' learning period (300 windows, its hold filled after 192 more), as a long-running worker is.
 
 Run alone: `python benchmarks/throughput.py --events 200000 --series 1000 --windows 24,64`.
 """
@@ -132,7 +134,7 @@ def measure_window(stack: Stack, opts: options.BenchOptions, window: int, workdi
     """Every throughput and cost figure for one window length, suffixed `_w<window>`."""
     model = write_artifact(workdir / f"{opts.preset}-w{window}.pt", opts.preset, window, opts.features)
     topics = Topics.fresh(stack, f"w{window}")
-    warm_steps = window - 1
+    warm_steps = window - 1 + opts.lead_windows  # untimed: every window filled (and the lead drained)
     timed_steps = math.ceil(opts.events / opts.series)
     warm_end = opts.series * warm_steps
     started = time.perf_counter()

@@ -42,6 +42,16 @@ def test_a_window_shorter_than_two_is_one_line_and_exit_code_2(bench_modules: di
     assert capsys.readouterr().err.strip() == "benchmarks: --windows needs window lengths >= 2, e.g. --windows 24,64"
 
 
+def test_lead_windows_default_to_none_and_refuse_a_negative_count(bench_modules: dict,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_modules["options"].parse("bench", []).lead_windows == 0
+    assert bench_modules["options"].parse("bench", ["--lead-windows", "600"]).lead_windows == 600
+    with pytest.raises(SystemExit) as exit_info:
+        bench_modules["options"].parse("bench", ["--lead-windows", "-1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "benchmarks: --lead-windows must be >= 0"
+
+
 def test_target_checks_report_met_and_missed_with_the_value(bench_modules: dict) -> None:
     figures = {"ratio_vs_raw_w24": 0.62, "speedup_vs_naive_w24": 12.0, "latency_p99_ms_w24": 150.0,
                "redis_bytes_per_series_w24": 300.0, "redis_bytes_per_series_w64": 640.0}
