@@ -145,6 +145,26 @@ def test_a_mild_daily_crossing_two_hours_off_opens_once_and_a_stronger_one_still
     assert [i // day for i in openings(replay(errors, stamps=stamps))] == [2, 5]
 
 
+def test_a_fault_at_yesterdays_time_through_other_columns_is_no_recurrence() -> None:
+    """A daily pattern tells through the same columns each day. A fault that comes half an hour after the time
+    of the day before's fault but tells through other columns (errors, where the day before the level stepped
+    away) is no recurrence: it opens, though it is less than twice as surprising as the day before's (more than
+    1.1 times: no mild recurrence either). The same errors at the same time the next day as well are one."""
+    day = 288  # one window every 5 minutes
+    errors = noisy(5 * day, seed=3)
+    levels = 0.1 * np.random.default_rng(4).standard_normal(5 * day)
+    levels[2 * day + 150:2 * day + 180] += 2.0  # day 2: the level steps away for 30 windows, errors as usual
+    errors[3 * day + 156:3 * day + 162] = 0.3  # day 3, half an hour later: errors, the level as usual
+    stamps = np.arange(len(errors) + T - 1, dtype=np.int64) * 300_000
+    verdicts = replay(errors, levels=levels, stamps=stamps)
+    before = surprise(verdicts)[2 * day + 150:2 * day + 180].max()
+    after = surprise(verdicts)[3 * day + 150:3 * day + 200].max()
+    assert c2.RECURRENCE_MILD_RATIO * before < after < c2.RECURRENCE_RATIO * before
+    assert [i // day for i in openings(verdicts)] == [2, 3]  # the code before: [2], day 3 a recurrence
+    errors[4 * day + 156:4 * day + 162] = 0.3  # and day 4 again: a recurrence of day 3's
+    assert [i // day for i in openings(replay(errors, levels=levels, stamps=stamps))] == [2, 3]
+
+
 def test_a_run_the_learning_period_carries_opens_nothing_unless_it_outlasts_two_windows() -> None:
     """Errors that rose while the series learnt (a model that fits its first days and not the next ones), still
     surprising when the learning period ends: what the series did while it learnt is no onset, and the first

@@ -34,7 +34,7 @@ import numpy as np
 from worker.detection.calibration import BINS, COLUMNS, DAY_SLOTS, SCALARS, Batch, CalibrationSettings
 
 # Bumped whenever the order of the fields changes: a state of another version restarts fresh.
-LAYOUT_VERSION = 9
+LAYOUT_VERSION = 10
 
 # A state's first bytes, last_end_ms, model_key and its layout tag (the version and the size): which windows
 # it judged, under which model, laid out how. Two states that start alike are the same series' history
