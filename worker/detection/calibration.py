@@ -746,14 +746,13 @@ def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray, sl
     return crossing & alike & ((yesterday & near) != 0) & ~far, far, mild
 
 
-def _signature(raw_p: np.ndarray, weights: np.ndarray, open_surprise: float) -> np.ndarray:
-    """(S,) bit mask over the columns that tell each window: those that, charged as if alone told (the total
-    weight over their own, as `step` charges them), reach the open level, or where none does the strongest.
+def _signature(raw_p: np.ndarray, charge: np.ndarray, weights: np.ndarray, open_surprise: float) -> np.ndarray:
+    """(S,) bit mask over the columns that tell each window: those that, charged as if alone told (`charge`: the
+    total weight over their own), reach the open level, or where none does the strongest.
     A daily edge tells through the same columns each day; a fault that happens to come at yesterday's time
     (a spike the day after a level shift began) through others (1,200 events at 5 minutes, dev seeds:
     a spike read -log10 p 8.7 in the point and jump columns, yesterday's shift 6.2 in the spike column, and
     as a recurrence opened nothing)."""
-    charge = weights.sum(axis=1, keepdims=True) / np.maximum(weights, 1e-12)
     strength = np.where(weights > 0, -np.log10(np.maximum(raw_p * charge, MIN_PROBABILITY)), -np.inf)
     tells = strength >= np.minimum(open_surprise, strength.max(axis=1, keepdims=True))
     return (tells.astype(np.int64) << np.arange(COLUMNS)).sum(axis=1)
@@ -935,6 +934,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     candidate = counted & (~learning | strong) & ~was_open
     crossing = candidate & (surprise >= settings.open_surprise)
     cap = 2 * reference.window  # a run's reach: every event lies in `window` windows
+    charge = weights.sum(axis=1, keepdims=True) / np.maximum(weights, 1e-12)  # each column as if it alone told
     run = batch.recurring
     recurs = far = mild = np.zeros(n, bool)
     if settings.skip_daily_recurrences:
@@ -942,7 +942,7 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
         # is open, so a daily edge that opened one once would open one every day, and more surely each day)
         # opens no incident; as it teaches like any other window, the history learns it again
         judged_crossing = crossing & (run < cap)
-        columns = (_signature(raw_p, weights, settings.open_surprise) if judged_crossing.any()
+        columns = (_signature(raw_p, charge, weights, settings.open_surprise) if judged_crossing.any()
                    else np.zeros(n, np.int64))
         recurs, far, mild = _daily_recurrence(batch, judged_crossing, end_ms, slot, surprise, columns)
     # a run is the pattern until the surprise falls below the close level, for at most `cap` windows: a fault that
@@ -977,7 +977,6 @@ def step(batch: Batch, score: np.ndarray, shares: np.ndarray, start_ms: np.ndarr
     # scale restarted from a flat feed's: once it reported again, its every event read as a spike and taught the
     # column so; hourly stream-type bench, stuck-sensor: spikes days later read as nothing special). A column
     # tells where its p, charged as if it alone told (the total weight over its own), is under the close level
-    charge = weights.sum(axis=1, keepdims=True) / np.maximum(weights, 1e-12)
     anomalous = raw_p * charge <= 10.0 ** -settings.close_surprise
     flat_now = flat_told & anomalous[:, SPIKE]
     settled = going & ~recovered & (end_ms - batch.opened_ms >= settings.settle_ms) \
