@@ -27,7 +27,7 @@ layout in a store: worker/state/codec.py.
 """
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, fields
 from enum import IntEnum
 from functools import lru_cache
@@ -727,23 +727,27 @@ def _daily_recurrence(batch: Batch, crossing: np.ndarray, end_ms: np.ndarray, sl
     bit = np.left_shift(np.int64(1), slot)
     near = _NEAR_SLOTS[slot]
     same, next_day = day == batch.cross_day, day == batch.cross_day + 1
-    yesterday = np.where(same, batch.cross_yesterday, np.where(next_day, batch.cross_today, 0))
-    today = np.where(same, batch.cross_today, 0)
-    batch.cross_yesterday = np.where(crossing, yesterday, batch.cross_yesterday)
-    batch.cross_today = np.where(crossing, today | bit, batch.cross_today)
-    peak_yesterday = np.where(same, batch.cross_peak_yesterday, np.where(next_day, batch.cross_peak_today, 0.0))
-    peak_today = np.where(same, batch.cross_peak_today, 0.0)
-    batch.cross_peak_yesterday = np.where(crossing, peak_yesterday, batch.cross_peak_yesterday)
-    batch.cross_peak_today = np.where(crossing, np.maximum(peak_today, surprise), batch.cross_peak_today)
-    told_yesterday = np.where(same, batch.cross_columns_yesterday, np.where(next_day, batch.cross_columns_today, 0))
-    told_today = np.where(same, batch.cross_columns_today, 0)
-    batch.cross_columns_yesterday = np.where(crossing, told_yesterday, batch.cross_columns_yesterday)
-    batch.cross_columns_today = np.where(crossing, told_today | columns, batch.cross_columns_today)
+    yesterday = _record_day(batch, "cross", crossing, same, next_day, lambda today: today | bit)
+    peak_yesterday = _record_day(batch, "cross_peak", crossing, same, next_day,
+                                 lambda today: np.maximum(today, surprise))
+    told_yesterday = _record_day(batch, "cross_columns", crossing, same, next_day, lambda today: today | columns)
     batch.cross_day = np.where(crossing, day, batch.cross_day)
     alike = (told_yesterday & columns) != 0
     far = crossing & (surprise >= RECURRENCE_RATIO * peak_yesterday)
     mild = crossing & ((yesterday & _MILD_SLOTS[slot]) != 0) & (surprise <= RECURRENCE_MILD_RATIO * peak_yesterday)
     return crossing & alike & ((yesterday & near) != 0) & ~far, far, mild
+
+
+def _record_day(batch: Batch, name: str, crossing: np.ndarray, same: np.ndarray, next_day: np.ndarray,
+                record: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """One of the day's records of its crossings (`<name>_today`, and `<name>_yesterday` the day before's), as of
+    each window's day (`same`: the records' day; `next_day`: the day after it; else both are too old: 0), with
+    `record` applied to today's where the window crosses. Returns the day before's, as of the window's day."""
+    today, yesterday = getattr(batch, f"{name}_today"), getattr(batch, f"{name}_yesterday")
+    before = np.where(same, yesterday, np.where(next_day, today, 0))
+    setattr(batch, f"{name}_yesterday", np.where(crossing, before, yesterday))
+    setattr(batch, f"{name}_today", np.where(crossing, record(np.where(same, today, 0)), today))
+    return before
 
 
 def _signature(raw_p: np.ndarray, charge: np.ndarray, weights: np.ndarray, open_surprise: float) -> np.ndarray:
